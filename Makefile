@@ -1,0 +1,41 @@
+# Everything starts here: `make reports` and `make test` bootstrap their own environment.
+#   make setup                 create .venv (torch 2.14.1 / torchvision 0.29.1 pinned) and the Jupyter kernel
+#   make test                  run the test suite (synthetic data; real-FER2013 checks skip when the zip is absent)
+#   make reports               execute every notebook with papermill, write reports/ (HTML, per-model READMEs, leaderboard)
+#   make reports NB=01         run only the notebooks whose name starts with 01
+#   make reports RETRAIN=1     retrain instead of re-evaluating committed weights
+#   make reports PARAMS="-p epochs 5 -p time_budget_min 10"   papermill parameters passed through
+#   make lab                   open JupyterLab on the project's kernel
+#   make bench                 run the benchmarks in benchmarks/
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+KERNEL  := emo-fer
+STAMP   := $(VENV)/.setup-done
+
+.PHONY: setup test reports lab bench clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (emo-fer)" >/dev/null
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+reports: setup
+	$(PY) -m emo_utils.reports --kernel $(KERNEL) $(if $(NB),--only $(NB)) $(if $(RETRAIN),--retrain) $(PARAMS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: setup
+	$(PY) benchmarks/train_throughput.py
+
+clean-cache:
+	rm -rf .cache

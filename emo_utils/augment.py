@@ -1,0 +1,153 @@
+"""Batch augmentation on tensors, on the training device (airbench-style: no PIL, no per-image loop).
+
+Every function takes a float batch (B, 1, H, W) and a torch.Generator, so an epoch's augmentation
+is fixed by its seed and a resumed run sees the same batches as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# FER2013 train-set pixel statistics (mean 129.4, std 65.0 on the 0..255 scale), rounded.
+PIXEL_MEAN, PIXEL_STD = 0.507, 0.255
+
+
+@dataclass
+class AugmentPolicy:
+    flip: bool = True  # horizontal flip with p=0.5 (faces are roughly left-right symmetric)
+    vflip: float = 0.0  # vertical flip probability (Model X/Y's published recipe uses it)
+    translate: int = 0  # random shift of up to this many pixels, reflect padding
+    crop: int = 0  # random crop of this size (0: no crop); evaluation takes the centre crop
+    rotate: float = 0.0  # max rotation in degrees
+    scale: float = 0.0  # max zoom in or out, as a fraction
+    brightness: float = 0.0  # max additive brightness change, in units of the [0, 1] pixel scale
+    contrast: float = 0.0  # max multiplicative contrast change, as a fraction
+    erase: float = 0.0  # random-erasing probability (Zhong et al. 2020), one box of 2-20% of the image
+    mixup: float = 0.0  # mixup alpha (Zhang et al. 2018); 0 turns it off
+
+
+POLICIES = {
+    "none": AugmentPolicy(flip=False),
+    "flip": AugmentPolicy(),
+    # Arriaga et al.'s Keras ImageDataGenerator: rotation 10, shifts 0.1, zoom 0.1, horizontal flip.
+    "keras_light": AugmentPolicy(translate=5, rotate=10, scale=0.1),
+    "crop_flip": AugmentPolicy(translate=4),
+    "heavy": AugmentPolicy(vflip=0.5, rotate=15, scale=0.15, translate=4, brightness=0.2, contrast=0.2),
+}
+
+
+def make_policy(policy: str | dict | AugmentPolicy) -> AugmentPolicy:
+    if isinstance(policy, AugmentPolicy):
+        return policy
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise KeyError(f"unknown augmentation policy {policy!r}; choose one of {sorted(POLICIES)} or pass a dict")
+        return POLICIES[policy]
+    return AugmentPolicy(**policy)
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) uint8 to normalized (B, 1, H, W) float32."""
+    return (images_u8.unsqueeze(1).float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    if not size or size >= x.shape[-1]:
+        return x
+    top = (x.shape[-2] - size) // 2
+    left = (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def _uniform(n, low, high, gen, device):
+    return torch.rand(n, generator=gen, device=device) * (high - low) + low
+
+
+def random_translate(x, pixels, gen):
+    """Shift each image by up to `pixels` in x and y (reflect padding, then a per-image crop)."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pixels,) * 4, mode="reflect")
+    dy = torch.randint(0, 2 * pixels + 1, (b,), generator=gen, device=x.device)
+    dx = torch.randint(0, 2 * pixels + 1, (b,), generator=gen, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None].expand(b, 1, h, w + 2 * pixels)
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :].expand(b, 1, h, w)
+    return out.gather(3, cols)
+
+
+def random_crop(x, size, gen):
+    b, _, h, w = x.shape
+    top = torch.randint(0, h - size + 1, (b,), generator=gen, device=x.device)
+    left = torch.randint(0, w - size + 1, (b,), generator=gen, device=x.device)
+    rows = (top[:, None] + torch.arange(size, device=x.device)[None])[:, None, :, None].expand(b, 1, size, w)
+    out = x.gather(2, rows)
+    cols = (left[:, None] + torch.arange(size, device=x.device)[None])[:, None, None, :].expand(b, 1, size, size)
+    return out.gather(3, cols)
+
+
+def random_affine(x, degrees, scale, gen):
+    """Rotation by up to `degrees` and zoom by up to `scale`, one affine_grid for the batch."""
+    b = x.shape[0]
+    angle = _uniform(b, -degrees, degrees, gen, x.device) * math.pi / 180
+    zoom = 1 + _uniform(b, -scale, scale, gen, x.device)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    zeros = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_erase(x, p, gen):
+    b, _, h, w = x.shape
+    area = _uniform(b, 0.02, 0.2, gen, x.device) * h * w
+    aspect = torch.exp(_uniform(b, math.log(0.3), math.log(3.3), gen, x.device))
+    eh = (area * aspect).sqrt().clamp(1, h).long()
+    ew = (area / aspect).sqrt().clamp(1, w).long()
+    top = (torch.rand(b, generator=gen, device=x.device) * (h - eh + 1)).long()
+    left = (torch.rand(b, generator=gen, device=x.device) * (w - ew + 1)).long()
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    box = ((ys >= top[:, None, None]) & (ys < (top + eh)[:, None, None])
+           & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None]))
+    apply = torch.rand(b, generator=gen, device=x.device) < p
+    return x.masked_fill((box & apply[:, None, None])[:, None], 0.0)
+
+
+def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
+    """uint8 (B, H, W) to an augmented, normalized float batch (B, 1, H', W')."""
+    x = images_u8.unsqueeze(1).float() / 255.0
+    b = x.shape[0]
+    if policy.brightness or policy.contrast:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        c = 1 + _uniform(b, -policy.contrast, policy.contrast, gen, x.device).view(b, 1, 1, 1)
+        d = _uniform(b, -policy.brightness, policy.brightness, gen, x.device).view(b, 1, 1, 1)
+        x = ((x - mean) * c + mean + d).clamp(0, 1)
+    x = (x - PIXEL_MEAN) / PIXEL_STD
+    if policy.rotate or policy.scale:
+        x = random_affine(x, policy.rotate, policy.scale, gen)
+    if policy.translate:
+        x = random_translate(x, policy.translate, gen)
+    if policy.crop:
+        x = random_crop(x, policy.crop, gen)
+    if policy.flip:
+        flip = torch.rand(b, generator=gen, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if policy.vflip:
+        flip = torch.rand(b, generator=gen, device=x.device) < policy.vflip
+        x = torch.where(flip[:, None, None, None], x.flip(2), x)
+    if policy.erase:
+        x = random_erase(x, policy.erase, gen)
+    return x
+
+
+def mixup(x, targets, alpha, gen):
+    """Mix each image with a shuffled partner; targets become soft (B, C)."""
+    # torch's Beta sampler takes no generator; draw its seed from ours so the batch stays reproducible.
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=x.device).item())
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
+    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]

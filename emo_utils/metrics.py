@@ -1,0 +1,158 @@
+"""Classification metrics from softmax outputs: accuracy, F1, one-vs-rest AUC, calibration, confusion.
+
+Everything takes probs (N, C) and integer labels (N,) and is plain numpy / scikit-learn, so it runs
+anywhere a model's outputs were saved. compute_metrics returns only built-in Python types, so its
+result can go to json.dump as it is.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (auc, confusion_matrix, f1_score, precision_recall_fscore_support,
+                             roc_auc_score, roc_curve)
+
+SUMMARY_KEYS = ("accuracy", "macro_f1", "auc_micro", "auc_macro", "ece", "n")
+NLL_EPS = 1e-12  # floor on the true class's probability, so one confident mistake cannot give inf
+
+
+def _check(probs, labels) -> tuple[np.ndarray, np.ndarray]:
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels).astype(np.int64)
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise ValueError(f"need probs (N, C) and labels (N,), got {probs.shape} and {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise ValueError(f"labels must lie in [0, {probs.shape[1]})")
+    return probs, labels
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    # Not label_binarize: with two classes it returns a single column.
+    return np.eye(num_classes, dtype=np.int64)[labels]
+
+
+def _has_both(column: np.ndarray) -> bool:
+    return 0 < column.sum() < column.size
+
+
+def _bin_stats(probs: np.ndarray, labels: np.ndarray, n_bins: int):
+    """Per equal-width confidence bin: count, mean confidence, accuracy (NaN where empty), and ECE."""
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    # Bins are (lo, hi] as in Guo et al. 2017; a confidence of exactly 0 goes to the first bin.
+    bin_index = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(bin_index, minlength=n_bins)
+    conf_sum = np.bincount(bin_index, weights=confidence, minlength=n_bins)
+    correct_sum = np.bincount(bin_index, weights=correct, minlength=n_bins)
+    filled = count > 0
+    bin_confidence = np.full(n_bins, np.nan)
+    bin_accuracy = np.full(n_bins, np.nan)
+    bin_confidence[filled] = conf_sum[filled] / count[filled]
+    bin_accuracy[filled] = correct_sum[filled] / count[filled]
+    gaps = np.abs(bin_accuracy[filled] - bin_confidence[filled])
+    ece = float(np.sum(count[filled] / max(len(labels), 1) * gaps))
+    return count, bin_confidence, bin_accuracy, ece
+
+
+def compute_metrics(probs, labels, class_names, n_bins: int = 15) -> dict:
+    """All metrics for one split. Keys: accuracy, macro_f1, auc_micro, auc_macro, ece, nll, n,
+    per_class {name: {precision, recall, f1, support, auc}}, confusion, confusion_normalized."""
+    probs, labels = _check(probs, labels)
+    num_classes = probs.shape[1]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} probability columns")
+    class_ids = list(range(num_classes))
+    preds = probs.argmax(axis=1)
+    one_hot = _one_hot(labels, num_classes)
+
+    # AUC is only defined for a class that has both positives and negatives in this split.
+    class_auc = [float(roc_auc_score(one_hot[:, c], probs[:, c])) if _has_both(one_hot[:, c]) else None
+                 for c in class_ids]
+    defined = [a for a in class_auc if a is not None]
+    auc_macro = float(np.mean(defined)) if defined else None
+    auc_micro = float(roc_auc_score(one_hot.ravel(), probs.ravel())) if _has_both(one_hot.ravel()) else None
+
+    # labels=range(C) so a class absent from this split still gets a row (all zeros).
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, preds, labels=class_ids, zero_division=0)
+    # Macro F1 as scikit-learn computes it by default: over classes that are true or predicted,
+    # so a class missing from the split and never predicted does not count as an F1 of 0.
+    macro_f1 = float(f1_score(labels, preds, average="macro", zero_division=0)) if len(labels) else 0.0
+
+    confusion = confusion_matrix(labels, preds, labels=class_ids)
+    row_totals = confusion.sum(axis=1, keepdims=True)
+    confusion_normalized = np.divide(confusion, row_totals, out=np.zeros(confusion.shape),
+                                     where=row_totals > 0)
+
+    true_class_prob = probs[np.arange(len(labels)), labels]
+    nll = float(-np.mean(np.log(np.clip(true_class_prob, NLL_EPS, 1.0)))) if len(labels) else 0.0
+    _, _, _, ece = _bin_stats(probs, labels, n_bins)
+
+    per_class = {name: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+                        "support": int(support[c]), "auc": class_auc[c]}
+                 for c, name in enumerate(class_names)}
+    return {
+        "accuracy": float(np.mean(preds == labels)) if len(labels) else 0.0,
+        "macro_f1": macro_f1,
+        "auc_micro": auc_micro,
+        "auc_macro": auc_macro,
+        "ece": ece,
+        "nll": nll,
+        "n": int(len(labels)),
+        "per_class": per_class,
+        "confusion": confusion.astype(int).tolist(),
+        "confusion_normalized": confusion_normalized.tolist(),
+    }
+
+
+def summary(metrics: dict) -> dict:
+    """The headline numbers of one split, as they go into metrics.json."""
+    return {key: metrics[key] for key in SUMMARY_KEYS}
+
+
+def roc_curves(probs, labels, num_classes: int) -> dict:
+    """{class_index: (fpr, tpr, auc)} for every class with both outcomes, plus 'micro' and 'macro'.
+
+    Macro follows scikit-learn's ROC example: each class's tpr is interpolated onto the union of all
+    fpr points and averaged; its area is that curve's, so it can differ slightly from auc_macro.
+    """
+    probs, labels = _check(probs, labels)
+    one_hot = _one_hot(labels, num_classes)
+    curves = {}
+    for c in range(num_classes):
+        if _has_both(one_hot[:, c]):
+            fpr, tpr, _ = roc_curve(one_hot[:, c], probs[:, c])
+            curves[c] = (fpr, tpr, float(auc(fpr, tpr)))
+    if _has_both(one_hot.ravel()):
+        fpr, tpr, _ = roc_curve(one_hot.ravel(), probs.ravel())
+        curves["micro"] = (fpr, tpr, float(auc(fpr, tpr)))
+    per_class = [curves[c] for c in range(num_classes) if c in curves]
+    if per_class:
+        all_fpr = np.unique(np.concatenate([fpr for fpr, _, _ in per_class]))
+        mean_tpr = np.mean([np.interp(all_fpr, fpr, tpr) for fpr, tpr, _ in per_class], axis=0)
+        curves["macro"] = (all_fpr, mean_tpr, float(auc(all_fpr, mean_tpr)))
+    return curves
+
+
+def reliability(probs, labels, n_bins: int = 15) -> dict:
+    """Reliability-diagram data over equal-width confidence bins.
+
+    Keys: bin_edges (n_bins+1,), bin_confidence, bin_accuracy (n_bins,; NaN for empty bins),
+    bin_count (n_bins,), ece (float, the same value compute_metrics reports).
+    """
+    probs, labels = _check(probs, labels)
+    count, bin_confidence, bin_accuracy, ece = _bin_stats(probs, labels, n_bins)
+    return {"bin_edges": np.linspace(0.0, 1.0, n_bins + 1), "bin_confidence": bin_confidence,
+            "bin_accuracy": bin_accuracy, "bin_count": count, "ece": ece}
+
+
+def most_confused_pairs(confusion, class_names, k: int = 5) -> list[tuple[str, str, int, float]]:
+    """The k largest off-diagonal cells as (true_name, predicted_name, count, share_of_true).
+
+    share_of_true is count over the true class's support. Pairs that never occur are left out;
+    ties go to the lower (true, predicted) index so the order is stable.
+    """
+    confusion = np.asarray(confusion)
+    row_totals = confusion.sum(axis=1)
+    pairs = [(int(confusion[t, p]), t, p) for t in range(len(confusion)) for p in range(len(confusion))
+             if t != p and confusion[t, p] > 0]
+    pairs.sort(key=lambda item: (-item[0], item[1], item[2]))
+    return [(class_names[t], class_names[p], count, count / float(row_totals[t]))
+            for count, t, p in pairs[:k]]

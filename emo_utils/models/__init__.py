@@ -1,0 +1,45 @@
+"""Model registry: every family registers a builder under a name; configs refer to models by that name."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def add(builder):
+        if name in REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        REGISTRY[name] = builder
+        return builder
+    return add
+
+
+def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered models: {sorted(REGISTRY)}")
+    return REGISTRY[name](num_classes=num_classes, **kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, image_size: int = 48) -> int:
+    """Forward FLOPs (2 per multiply-add) of one 1-channel image, counted by torch's own FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, image_size, image_size, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+# Importing a family registers it.
+from . import mini_xception  # noqa: E402,F401

@@ -1,0 +1,336 @@
+"""Reports: run the notebooks headlessly, write each model's report, and the index with its leaderboard.
+
+`make reports` calls `python -m emo_utils.reports`: every notebook in notebooks/ runs in order through
+papermill on the project's kernel; the executed copy and its HTML land in reports/, and
+reports/README.md is rewritten as an index and leaderboard from the reports/*/metrics.json files.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as dt
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .data import REPO_ROOT
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+REPORTS = REPO_ROOT / "reports"
+SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
+                "val": "Validation (10% of train)"}
+
+# Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
+# folder (7,178 images), which is what those repositories evaluate on.
+PUBLISHED = {
+    "mini_xception": {"split": "test_all", "accuracy": 0.69, "macro_f1": 0.68, "auc_micro": 0.91,
+                      "source": "Mini-Xception seed (Arriaga et al. 2017 architecture), Kaggle test folder"},
+}
+
+
+class NotebookError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- provenance
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("+uncommitted" if dirty else "")
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return "unknown"
+
+
+def library_versions() -> dict:
+    import sklearn
+    import torch
+    import torchvision
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__), "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+
+
+def provenance(seed: int, data_sha256: str, meta: dict, budget: str) -> dict:
+    """Where a result came from. `meta` is TrainResult.meta (device and wall time of the training run)."""
+    versions = library_versions()
+    return {"commit": git_commit(), "seed": seed, "data_sha256": data_sha256, "device": meta.get("device", ""),
+            "torch": versions["torch"], "versions": versions, "wall_seconds": round(meta.get("wall_seconds", 0.0), 1),
+            "epochs_run": meta.get("epochs_run", 0), "epochs_asked": meta.get("epochs_asked", 0),
+            "best_epoch": meta.get("best_epoch", 0), "stop_reason": meta.get("stop_reason", ""), "budget": budget,
+            "reused_weights": bool(meta.get("reused", False)),
+            "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+# ---------------------------------------------------------------- a model's report
+
+def _fmt(x, digits=4):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def results_table(metrics_by_split: dict) -> str:
+    lines = ["| split | n | accuracy | macro-F1 | AUC micro | AUC macro | ECE |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for split, m in metrics_by_split.items():
+        lines.append(f"| {SPLIT_TITLES.get(split, split)} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} | "
+                     f"{_fmt(m['auc_micro'])} | {_fmt(m['auc_macro'])} | {_fmt(m['ece'])} |")
+    return "\n".join(lines)
+
+
+def per_class_table(metrics: dict) -> str:
+    lines = ["| class | precision | recall | F1 | AUC | support |", "|---|---:|---:|---:|---:|---:|"]
+    for name, c in metrics["per_class"].items():
+        lines.append(f"| {name} | {_fmt(c['precision'], 3)} | {_fmt(c['recall'], 3)} | {_fmt(c['f1'], 3)} | "
+                     f"{_fmt(c['auc'], 3)} | {c['support']} |")
+    return "\n".join(lines)
+
+
+def interpretation(model_name: str, metrics_by_split: dict, history: list[dict], headline: str) -> list[str]:
+    """A few sentences read off the numbers, so the text can never disagree with the tables."""
+    from .metrics import most_confused_pairs
+
+    m = metrics_by_split[headline]
+    per_class = m["per_class"]
+    ranked = sorted(per_class, key=lambda c: per_class[c]["f1"])
+    names = list(per_class)
+    true_name, pred_name, count, share = most_confused_pairs(m["confusion"], names, k=1)[0]
+    notes = [f"On {SPLIT_TITLES.get(headline, headline)} the model is right on {m['accuracy']:.1%} of {m['n']} faces "
+             f"(macro-F1 {m['macro_f1']:.3f}). The easiest class is **{ranked[-1]}** (F1 {per_class[ranked[-1]]['f1']:.3f}) "
+             f"and the hardest **{ranked[0]}** (F1 {per_class[ranked[0]]['f1']:.3f}).",
+             f"The most frequent confusion is {true_name} taken for {pred_name}: {count} faces, "
+             f"{share:.1%} of all {true_name} faces."]
+    if history:
+        best = max(history, key=lambda r: r["val_acc"])
+        gap = best["train_acc"] - best["val_acc"]
+        fit = ("it still underfits: train accuracy (under augmentation) is below validation accuracy"
+               if gap < 0 else f"train accuracy (under augmentation) is {gap:.1%} above validation accuracy")
+        notes.append(f"The best validation accuracy, {best['val_acc']:.1%}, came at epoch {best['epoch']} of "
+                     f"{len(history)}; there {fit}.")
+    ece = m["ece"]
+    notes.append(f"Expected calibration error is {ece:.3f}: " + (
+        "confidences can be read almost as probabilities." if ece < 0.03 else
+        "confidences are somewhat off; temperature scaling on the validation split would tighten them."
+        if ece < 0.08 else "confidences are poorly calibrated; do not read them as probabilities."))
+    published = PUBLISHED.get(model_name)
+    if published:
+        ours = metrics_by_split[published["split"]]
+        verdict = []
+        for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("auc_micro", "micro-AUC")):
+            if key in published:
+                sign = "above" if ours[key] > published[key] else "below"
+                verdict.append(f"{label} {ours[key]:.3f} vs {published[key]:.2f} ({ours[key] - published[key]:+.3f}, {sign})")
+        notes.append(f"Against the published figures on {SPLIT_TITLES[published['split']]}: " + "; ".join(verdict) + ".")
+    return notes
+
+
+def write_model_report(report_dir, model_name: str, title: str, metrics_by_split: dict, history: list[dict],
+                       config: dict, meta: dict, prov: dict, params: int, flops: int, figures: dict[str, str],
+                       recipe_note: str = "", headline: str = "test_private") -> Path:
+    """reports/<model>/README.md and metrics.json. `figures` maps a caption to a PNG path inside report_dir."""
+    from .metrics import summary
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    headline = headline if headline in metrics_by_split else "test_all"
+    record = {"model": model_name, "params": int(params), "flops": int(flops),
+              "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}
+    (report_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    minutes = prov["wall_seconds"] / 60
+    lines = [f"# {title}", "",
+             "_Generated by `make reports` from the executed notebook; do not edit by hand._", "",
+             f"- Budget: **{prov['budget']}** recipe, trained on {prov['device']} for {minutes:.1f} min, "
+             f"{prov['epochs_run']} of {prov['epochs_asked']} epochs asked (stopped: {prov['stop_reason']}); "
+             f"best validation epoch {prov['best_epoch']}."
+             + (" Weights re-evaluated from the committed model.pt, not retrained." if prov["reused_weights"] else ""),
+             f"- {params:,} parameters, {flops / 1e6:.1f} MFLOPs per 48x48 image (forward).",
+             f"- Commit `{prov['commit']}`, seed {prov['seed']}, data sha256 `{prov['data_sha256'][:16]}…`, "
+             f"torch {prov['torch']}, evaluated {prov['evaluated_at']}.", ""]
+    if recipe_note:
+        lines += [recipe_note, ""]
+    lines += ["## Results", "", results_table(metrics_by_split), "",
+              f"Model and epoch were selected on the validation split only; test splits were never looked at "
+              "during training.", "", "## What the numbers say", ""]
+    lines += [f"- {note}" for note in interpretation(model_name, metrics_by_split, history, headline)]
+    lines += ["", f"## Per class ({SPLIT_TITLES.get(headline, headline)})", "", per_class_table(metrics_by_split[headline]), ""]
+    for caption, path in figures.items():
+        lines += [f"### {caption}", "", f"![{caption}]({Path(path).name})", ""]
+    lines += ["## Recipe", "", "```json", json.dumps(config, indent=2), "```", "",
+              "## Load the weights", "", "```python",
+              "from emo_utils.train import load_trained",
+              f"result = load_trained('reports/{report_dir.name}/model.pt')  # TrainResult: .model, .config, .history",
+              "from emo_utils.predict import predict_logits",
+              "logits = predict_logits(result.model, faces_uint8_48x48"
+              + (f", crop={config['augment'].get('crop', 0)}" if isinstance(config.get("augment"), dict) else "")
+              + ", tta=True)", "```", ""]
+    readme = report_dir / "README.md"
+    readme.write_text("\n".join(lines))
+    return readme
+
+
+# ---------------------------------------------------------------- index and leaderboard
+
+def load_model_metrics(reports_dir: Path = REPORTS) -> list[dict]:
+    records = []
+    for path in sorted(Path(reports_dir).glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        record["_dir"] = path.parent.name
+        records.append(record)
+    return records
+
+
+def leaderboard(records: list[dict]) -> str:
+    def acc(record, split):
+        m = record["splits"].get(split)
+        return f"{m['accuracy']:.4f}" if m else "—"
+
+    head = ["| model | params | MFLOPs | train time | device | budget | PrivateTest | PublicTest | whole test | "
+            "macro-F1 (Private) | micro-AUC (Private) | ECE (Private) | published (whole test) |",
+            "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = []
+    ordered = sorted(records, key=lambda r: -r["splits"].get("test_private", r["splits"]["test_all"])["accuracy"])
+    for r in ordered:
+        p = r["provenance"]
+        headline = r["splits"].get("test_private", r["splits"]["test_all"])
+        pub = PUBLISHED.get(r["model"])
+        pub_text = f"{pub['accuracy']:.2f} acc, {pub.get('macro_f1', 0):.2f} F1" if pub else "—"
+        rows.append(f"| [{r['model']}]({r['_dir']}/README.md) | {r['params']:,} | {r['flops'] / 1e6:.1f} | "
+                    f"{p['wall_seconds'] / 60:.1f} min | {p['device']} | {p['budget']} | {acc(r, 'test_private')} | "
+                    f"{acc(r, 'test_public')} | {acc(r, 'test_all')} | {headline['macro_f1']:.4f} | "
+                    f"{headline['auc_micro']:.4f} | {headline['ece']:.4f} | {pub_text} |")
+    return "\n".join(head + rows) if rows else "_No trained model yet: run `make reports`._"
+
+
+def write_index(reports_dir: Path = REPORTS, notebooks_dir: Path = NOTEBOOKS) -> Path:
+    reports_dir = Path(reports_dir)
+    lines = ["# Reports", "", "_Generated by `make reports`; every number here comes from an executed notebook._", "",
+             "## Leaderboard (FER2013)", "", leaderboard(load_model_metrics(reports_dir)), "",
+             "PrivateTest is the headline split, as in papers; 'whole test' is all 7,178 images of the Kaggle test "
+             "folder. Model and epoch selection used the validation split (a stratified, seeded 10% of train) only.",
+             "", "## Notebooks", "", "| notebook | executed HTML | executed notebook |", "|---|---|---|"]
+    for nb in sorted(Path(notebooks_dir).glob("*.ipynb")):
+        html, executed = reports_dir / f"{nb.stem}.html", reports_dir / f"{nb.stem}.ipynb"
+        lines.append(f"| `{nb.name}` | " + (f"[{html.name}]({html.name})" if html.exists() else "not run yet")
+                     + " | " + (f"[{executed.name}]({executed.name})" if executed.exists() else "—") + " |")
+    extra = sorted(p.name for p in reports_dir.glob("*.md") if p.name != "README.md")
+    if extra:
+        lines += ["", "## Other reports", ""] + [f"- [{name}]({name})" for name in extra]
+    index = reports_dir / "README.md"
+    index.write_text("\n".join(lines) + "\n")
+    return index
+
+
+# ---------------------------------------------------------------- running notebooks
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged 'parameters' (the cell papermill overrides)."""
+    import nbformat
+
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise NotebookError(f"{notebook}: no cell tagged 'parameters'. Tag the first code cell 'parameters' "
+                            "(JupyterLab: property inspector, cell tags).")
+    try:
+        tree = ast.parse(tagged[0].source)
+    except SyntaxError as e:
+        raise NotebookError(f"{notebook}: the parameters cell is not valid Python ({e}).") from e
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel: str, cell_timeout: int,
+                     progress: bool = True) -> Path:
+    """Run one notebook through papermill; write the executed copy and its HTML to output_dir."""
+    import papermill
+    from nbconvert import HTMLExporter
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    executed = output_dir / notebook.name
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel, language="python",
+                                   progress_bar=progress, execution_timeout=cell_timeout, cwd=str(notebook.parent),
+                                   log_output=False)
+    except papermill.PapermillExecutionError as e:
+        raise NotebookError(f"{notebook.name} failed in cell {e.exec_count} (index {e.cell_index}): "
+                            f"{e.ename}: {e.evalue}. The partly executed copy is {executed}.") from e
+    except Exception as e:  # a timeout or a dead kernel: name the notebook, keep the reason
+        raise NotebookError(f"{notebook.name} did not finish: {type(e).__name__}: {str(e)[:500]}. "
+                            f"The partly executed copy is {executed}.") from e
+    body, _ = HTMLExporter(template_name="lab").from_filename(str(executed))
+    (output_dir / f"{notebook.stem}.html").write_text(body)
+    return executed
+
+
+def select_notebooks(notebooks_dir: Path, only: list[str] | None) -> list[Path]:
+    notebooks = sorted(Path(notebooks_dir).glob("*.ipynb"))
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) or nb.stem == o for o in only)]
+        if not notebooks:
+            raise NotebookError(f"no notebook in {notebooks_dir} starts with {only}")
+    return notebooks
+
+
+def run_reports(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,
+                notebooks_dir: Path = NOTEBOOKS, reports_dir: Path = REPORTS, progress=True) -> list[Path]:
+    parameters = dict(parameters or {})
+    notebooks = select_notebooks(notebooks_dir, only)
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    for name in parameters:
+        if not any(name in d for d in declared.values()):
+            raise NotebookError(f"parameter {name!r} is not declared by {', '.join(nb.name for nb in notebooks)}; "
+                                f"declared: {sorted(set().union(*declared.values()))}")
+    if retrain:
+        parameters["retrain"] = True
+    done = []
+    for i, nb in enumerate(notebooks, 1):
+        nb_params = {k: v for k, v in parameters.items() if k in declared[nb]}
+        print(f"[{i}/{len(notebooks)}] {nb.name} {nb_params or ''}", flush=True)
+        start = time.time()
+        done.append(execute_notebook(nb, Path(reports_dir), nb_params, kernel, cell_timeout, progress))
+        print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.time() - start:.0f}s -> "
+              f"{Path(reports_dir) / (nb.stem + '.html')}", flush=True)
+    write_index(reports_dir, notebooks_dir)
+    return done
+
+
+def parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run the notebooks with papermill and regenerate reports/.")
+    parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a papermill parameter (Python literal or string); repeatable")
+    parser.add_argument("--retrain", action="store_true", help="retrain instead of reusing committed weights")
+    parser.add_argument("--kernel", default="emo-fer")
+    parser.add_argument("--cell-timeout", type=int, default=4 * 3600, help="seconds one cell may run")
+    parser.add_argument("--index-only", action="store_true", help="only rewrite reports/README.md")
+    args = parser.parse_args(argv)
+    if args.index_only:
+        print(write_index())
+        return 0
+    try:
+        run_reports(args.only, {k: parse_value(v) for k, v in args.parameter}, args.retrain, args.kernel,
+                    args.cell_timeout)
+    except NotebookError as e:
+        print(f"make reports: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""One training loop for every model. A model differs by its TrainConfig, never by a copy of this loop.
+
+What the loop promises:
+  - the data stays a uint8 tensor on the training device; augmentation runs per batch (augment.py);
+  - every epoch ends with an atomic checkpoint (temporary file, fsync, rename) holding model,
+    optimizer, scheduler, EMA, RNG states, history and config; a killed run resumes from it, and on
+    CPU ends with the same weights as an uninterrupted run (each epoch's shuffling, augmentation and
+    dropout are seeded from (seed, epoch));
+  - the best-on-validation weights are kept apart (best.pt), and final.pt holds them with the
+    config and history once the run is done; a final.pt whose config matches is reused instead of
+    retraining unless retrain=True;
+  - a time budget stops the run cleanly, and a schedule that needs the run's length is planned
+    for the number of epochs the budget allows.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import pickle
+import platform
+import shutil
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .augment import augment_batch, make_policy, mixup
+from .losses import balanced_class_weights, make_loss
+from .models import build_model, count_params
+from .predict import default_device, predict_logits
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class TrainConfig:
+    model: str = "mini_xception"
+    model_kwargs: dict = field(default_factory=dict)
+    optimizer: str = "adam"  # sgd | adam | adamw | adamax
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0
+    scheduler: str = "plateau"  # plateau | cosine | onecycle | none
+    plateau_factor: float = 0.1
+    plateau_patience: int = 10
+    warmup_fraction: float = 0.0  # cosine/onecycle: share of the run spent warming up linearly
+    loss: str = "ce"  # ce | focal
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    class_weights: bool = False  # weight the loss by n / (C * n_c)
+    batch_size: int = 32
+    epochs: int = 100
+    early_stop_patience: int = 0  # epochs without a better val accuracy before stopping; 0 turns it off
+    augment: str | dict = "flip"  # a name in augment.POLICIES or AugmentPolicy fields
+    ema_decay: float = 0.0  # exponential moving average of weights, evaluated instead of the raw weights
+    seed: int = 0
+    time_budget_min: float = 0.0  # 0: no limit
+    channels_last: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TypeError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module  # best-on-val weights, eval mode
+    config: TrainConfig
+    history: list[dict]
+    meta: dict  # device, wall_seconds, epochs_run, planned_epochs, stop_reason, best_epoch, reused, ...
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_atomically(obj: dict, path: Path) -> None:
+    """Write to a temporary file, fsync, then rename: a reader sees the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """torch.load(weights_only=True): tensors and plain data only, never code."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first_line = (str(e).splitlines() or ["empty file"])[0][:200]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {first_line}). "
+                              "It is truncated, corrupt or not ours: delete it to start again, or retrain "
+                              "(retrain=True, `make reports RETRAIN=1`).") from e
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an emo_utils checkpoint (format {CHECKPOINT_FORMAT} expected). "
+                              "Delete it or retrain.")
+    return checkpoint
+
+
+def config_differences(saved: dict, config: TrainConfig) -> list[str]:
+    current = asdict(config)
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+
+
+def check_config(path: Path, checkpoint: dict, config: TrainConfig) -> None:
+    diffs = config_differences(checkpoint["config"], config)
+    if diffs:
+        raise CheckpointError(f"{path} was made with another config ({'; '.join(diffs)}). Retrain "
+                              "(retrain=True, `make reports RETRAIN=1`) or use another run folder.")
+
+
+def load_trained(path: Path, device: torch.device | None = None) -> TrainResult:
+    """A final.pt (or a report's model.pt) as a ready model."""
+    checkpoint = load_checkpoint(Path(path))
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = build_model(config.model, checkpoint["num_classes"], **config.model_kwargs)
+    model.load_state_dict(checkpoint["model"])
+    model = model.to(device or default_device()).eval()
+    return TrainResult(model, config, checkpoint["history"], {**checkpoint["meta"], "reused": True})
+
+
+# ---------------------------------------------------------------- pieces of the loop
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm scales: it only shrinks them (standard since Goyal et al. 2017).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    name = config.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+    optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}
+    if name not in optimizers:
+        raise KeyError(f"unknown optimizer {config.optimizer!r}; choose sgd, adam, adamw or adamax")
+    return optimizers[name](groups, lr=config.lr)
+
+
+def scheduled_lr(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate at a step for the schedules that follow the run's length."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    warmup = config.warmup_fraction
+    if config.scheduler == "onecycle":
+        # Smith & Topin 2019, linear form: lr/25 up to lr over the warm-up, then down to ~0.
+        warmup = warmup or 0.25
+        if progress < warmup:
+            return config.lr * (0.04 + 0.96 * progress / warmup)
+        return config.lr * max(1 - (progress - warmup) / (1 - warmup), 0.0) + 1e-6
+    if config.scheduler == "cosine":
+        if progress < warmup:
+            return config.lr * progress / warmup
+        return config.lr * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+    raise ValueError(config.scheduler)
+
+
+def epoch_generator(config: TrainConfig, epoch: int, device: torch.device) -> torch.Generator:
+    """Shuffling and augmentation of an epoch depend on (seed, epoch) alone, so a resumed run repeats them."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed * 1_000_003 + epoch)
+    return gen
+
+
+def estimate_epoch_seconds(model, optimizer, loss_fn, config, policy, images, labels, steps_per_epoch,
+                           n_val, device, num_classes) -> float:
+    """Time a few steps on copies of the model and optimizer (nothing of the real run changes)."""
+    rng_state = torch.get_rng_state()
+    model_copy, opt_copy = copy.deepcopy((model, optimizer))  # one deepcopy: the optimizer follows the copies
+    gen = epoch_generator(config, -1, device)
+    times = []
+    for _ in range(6):
+        start = time.perf_counter()
+        idx = torch.randint(0, len(images), (config.batch_size,), generator=gen, device=device)
+        _train_step(model_copy, opt_copy, loss_fn, config, policy, images[idx], labels[idx], gen, device,
+                    num_classes)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    torch.set_rng_state(rng_state)
+    step_seconds = float(np.median(times[2:]))
+    # Evaluation is a forward pass only, about a third of a training step per image.
+    return step_seconds * (steps_per_epoch + n_val / config.batch_size / 3)
+
+
+def _train_step(model, optimizer, loss_fn, config, policy, batch_u8, targets, gen, device, num_classes):
+    x = augment_batch(batch_u8, policy, gen)
+    soft = None
+    if policy.mixup:
+        x, soft = mixup(x, F.one_hot(targets, num_classes).float(), policy.mixup, gen)
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(x)
+    loss = loss_fn(logits.float(), soft if soft is not None else targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
+@torch.no_grad()
+def update_ema(ema_model, model, decay):
+    for ema_p, p in zip(ema_model.parameters(), model.parameters()):
+        ema_p.lerp_(p, 1 - decay)
+    for ema_b, b in zip(ema_model.buffers(), model.buffers()):
+        ema_b.copy_(b)
+
+
+def evaluate_loss_acc(model, images_u8, labels, crop, batch_size=512) -> tuple[float, float]:
+    logits = torch.from_numpy(predict_logits(model, images_u8, batch_size=batch_size, crop=crop))
+    targets = torch.as_tensor(labels).cpu()
+    return F.cross_entropy(logits, targets).item(), (logits.argmax(1) == targets).float().mean().item()
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# ---------------------------------------------------------------- the loop
+
+def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | torch.device | None = None,
+          retrain: bool = False, model_path: str | os.PathLike | None = None,
+          on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train `config.model` on data.split('train'), select on data.split('val').
+
+    `model_path` is where the finished model lives (a report's model.pt): reused when its config and data
+    match, written when training ends. run_dir holds last.pt, best.pt and final.pt of the run itself.
+    `on_epoch_end(epoch, row)` runs after each epoch's checkpoint is written.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    run_dir = Path(run_dir)
+    last_path, best_path, final_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "final.pt"
+    if retrain:
+        for p in (last_path, best_path, final_path):
+            p.unlink(missing_ok=True)
+    else:
+        for candidate in ([Path(model_path)] if model_path else []) + [final_path]:
+            if candidate.exists():
+                saved = load_checkpoint(candidate)
+                if not config_differences(saved["config"], config) and saved.get("data_sha256") == data.sha256:
+                    if model_path and candidate != Path(model_path):
+                        copy_file_atomically(candidate, Path(model_path))
+                    return load_trained(candidate, device)
+
+    train_images, train_labels = data.split("train")
+    val_images, val_labels = data.split("val")
+    images = torch.from_numpy(train_images).to(device)  # uint8 on the device for the whole run
+    labels = torch.from_numpy(train_labels).to(device)
+    policy = make_policy(config.augment)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, data.num_classes, **config.model_kwargs).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model)
+    weights = balanced_class_weights(train_labels, data.num_classes).to(device) if config.class_weights else None
+    loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma, weights).to(device)
+    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
+                                                          patience=config.plateau_patience)
+               if config.scheduler == "plateau" else None)
+    if config.scheduler not in ("plateau", "cosine", "onecycle", "none"):
+        raise KeyError(f"unknown scheduler {config.scheduler!r}; choose plateau, cosine, onecycle or none")
+    ema_model = copy.deepcopy(model) if config.ema_decay else None
+    steps_per_epoch = max(len(images) // config.batch_size, 1)  # drop the last partial batch: BN needs company
+
+    state = dict(epoch=0, step=0, history=[], wall_seconds=0.0, planned_epochs=config.epochs,
+                 best_metric=-1.0, best_epoch=0, stop_reason="")
+    if last_path.exists():
+        checkpoint = load_checkpoint(last_path)
+        check_config(last_path, checkpoint, config)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if plateau is not None:
+            plateau.load_state_dict(checkpoint["plateau"])
+        if ema_model is not None:
+            ema_model.load_state_dict(checkpoint["ema"])
+        torch.set_rng_state(checkpoint["rng_cpu"])
+        state.update(checkpoint["state"])
+    elif config.time_budget_min:
+        epoch_seconds = estimate_epoch_seconds(model, optimizer, loss_fn, config, policy, images, labels,
+                                               steps_per_epoch, len(val_images), device, data.num_classes)
+        state["planned_epochs"] = max(1, min(config.epochs, int(config.time_budget_min * 60 / epoch_seconds)))
+    eval_model = ema_model if ema_model is not None else model
+    crop = policy.crop
+
+    run_start = time.time() - state["wall_seconds"]
+    while state["epoch"] < state["planned_epochs"] and not state["stop_reason"]:
+        epoch = state["epoch"] + 1
+        epoch_start = time.time()
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout of this epoch
+        gen = epoch_generator(config, epoch, device)
+        order = torch.randperm(len(images), generator=gen, device=device)
+        model.train()
+        total_loss = torch.zeros((), device=device)
+        total_correct = torch.zeros((), device=device)
+        total_steps = state["planned_epochs"] * steps_per_epoch
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{state['planned_epochs']}", disable=not progress,
+                   mininterval=5, leave=False)
+        for i in bar:
+            if plateau is None and config.scheduler != "none":
+                for group in optimizer.param_groups:
+                    group["lr"] = scheduled_lr(config, state["step"], total_steps)
+            idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            loss, logits = _train_step(model, optimizer, loss_fn, config, policy, images[idx], labels[idx], gen, device,
+                                       data.num_classes)
+            if ema_model is not None:
+                update_ema(ema_model, model, config.ema_decay)
+            total_loss += loss
+            total_correct += (logits.argmax(1) == labels[idx]).sum()
+            state["step"] += 1
+        bar.close()
+        val_loss, val_acc = evaluate_loss_acc(eval_model, val_images, val_labels, crop)
+        if plateau is not None:
+            plateau.step(val_loss)
+        row = dict(epoch=epoch, train_loss=total_loss.item() / steps_per_epoch,
+                   train_acc=total_correct.item() / (steps_per_epoch * config.batch_size),
+                   val_loss=val_loss, val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
+                   seconds=time.time() - epoch_start)
+        state["history"].append(row)
+        state["epoch"] = epoch
+        if val_acc > state["best_metric"]:
+            state["best_metric"], state["best_epoch"] = val_acc, epoch
+            save_atomically({"format": CHECKPOINT_FORMAT, "model": eval_model.state_dict(), "epoch": epoch,
+                             "val_acc": val_acc}, best_path)
+        if config.early_stop_patience and epoch - state["best_epoch"] >= config.early_stop_patience:
+            state["stop_reason"] = f"early stopping: no better val accuracy for {config.early_stop_patience} epochs"
+        state["wall_seconds"] = time.time() - run_start
+        if config.time_budget_min:
+            # Re-plan from the measured epoch time, so the schedule still ends when the budget does
+            # even if the machine got slower or faster than the first estimate.
+            remaining = config.time_budget_min * 60 - state["wall_seconds"]
+            mean_epoch = float(np.mean([r["seconds"] for r in state["history"]]))
+            state["planned_epochs"] = max(epoch, min(config.epochs, epoch + int(remaining // mean_epoch)))
+            if state["planned_epochs"] == epoch and epoch < config.epochs:
+                state["stop_reason"] = f"time budget of {config.time_budget_min:g} min spent"
+        if progress:
+            print(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
+                  f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {row['seconds']:.0f}s", flush=True)
+        save_atomically({"format": CHECKPOINT_FORMAT, "config": asdict(config), "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict(),
+                         "plateau": plateau.state_dict() if plateau is not None else {},
+                         "ema": ema_model.state_dict() if ema_model is not None else {},
+                         "rng_cpu": torch.get_rng_state(), "state": state}, last_path)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+
+    if not state["stop_reason"]:
+        state["stop_reason"] = f"all {state['planned_epochs']} planned epochs run"
+    best = load_checkpoint(best_path)
+    eval_model.load_state_dict(best["model"])
+    meta = dict(device=describe_device(device), torch=str(torch.__version__), wall_seconds=state["wall_seconds"],
+                epochs_run=state["epoch"], epochs_asked=config.epochs, planned_epochs=state["planned_epochs"],
+                stop_reason=state["stop_reason"], best_epoch=state["best_epoch"], best_val_acc=state["best_metric"],
+                params=count_params(eval_model), num_train=len(images), num_val=len(val_images))
+    save_atomically({"format": CHECKPOINT_FORMAT, "config": asdict(config), "model": eval_model.state_dict(),
+                     "num_classes": data.num_classes, "class_names": list(data.class_names),
+                     "data_sha256": data.sha256, "history": state["history"], "meta": meta}, final_path)
+    if model_path:
+        copy_file_atomically(final_path, Path(model_path))
+    return TrainResult(eval_model.eval(), config, state["history"], {**meta, "reused": False})
+
+
+def copy_file_atomically(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.name}.tmp{os.getpid()}")
+    shutil.copyfile(source, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, destination)

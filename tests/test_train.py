@@ -1,0 +1,197 @@
+"""The training loop: it learns, resumes exactly, refuses bad checkpoints, honours its time budget."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from emo_utils.augment import AugmentPolicy, augment_batch, make_policy
+from emo_utils.losses import FocalLoss, SoftCrossEntropy, make_loss
+from emo_utils.models import build_model, count_flops, count_params
+from emo_utils.train import CheckpointError, TrainConfig, load_checkpoint, load_trained, save_atomically, train
+from synthetic import make_learnable_data
+
+FAST = dict(model="mini_xception", model_kwargs={"widths": (8, 16)}, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_learnable_data()
+
+
+def weights_equal(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_loop_learns_above_chance(data, tmp_path):
+    config = TrainConfig(**FAST, optimizer="adam", lr=1e-2, scheduler="none", epochs=15, augment="flip")
+    result = train(config, data, tmp_path, progress=False)
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[-1] < 0.8 * losses[0]
+    assert result.meta["best_val_acc"] > 3 / data.num_classes  # chance is 1/7
+    assert {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"} <= set(result.history[0])
+    assert not result.model.training
+
+
+@pytest.mark.parametrize("recipe", [
+    dict(optimizer="sgd", nesterov=True, lr=0.05, scheduler="onecycle", label_smoothing=0.1, ema_decay=0.9,
+         augment=dict(translate=3, rotate=10, scale=0.1, erase=0.5, mixup=0.4)),
+    dict(optimizer="adamax", lr=2e-3, scheduler="plateau", plateau_patience=0, weight_decay=1e-4, loss="focal",
+         class_weights=True, augment="heavy"),
+])
+def test_resumed_run_equals_uninterrupted(data, tmp_path, recipe):
+    config = TrainConfig(**FAST, epochs=3, **recipe)
+    whole = train(config, data, tmp_path / "whole", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_epoch_2(epoch, row):
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(config, data, tmp_path / "killed", on_epoch_end=kill_after_epoch_2, progress=False)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["state"]["epoch"] == 2
+    resumed = train(config, data, tmp_path / "killed", progress=False)
+    assert weights_equal(whole.model, resumed.model)
+    drop_time = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
+    assert drop_time(whole.history) == drop_time(resumed.history)
+
+
+def test_finished_model_is_reused_and_retrain_retrains(data, tmp_path):
+    config = TrainConfig(**FAST, epochs=1)
+    first = train(config, data, tmp_path / "run", model_path=tmp_path / "report" / "model.pt", progress=False)
+    assert not first.meta["reused"] and (tmp_path / "report" / "model.pt").exists()
+    (tmp_path / "run" / "final.pt").unlink()  # a fresh clone has only the report's model.pt
+    again = train(config, data, tmp_path / "run", model_path=tmp_path / "report" / "model.pt", progress=False)
+    assert again.meta["reused"] and weights_equal(first.model, again.model)
+    retrained = train(config, data, tmp_path / "run", retrain=True, progress=False)
+    assert not retrained.meta["reused"]
+
+
+def test_finished_model_for_other_data_is_not_reused(data, tmp_path):
+    config = TrainConfig(**FAST, epochs=1)
+    train(config, data, tmp_path, progress=False)
+    other = make_learnable_data(seed=5)
+    (tmp_path / "last.pt").unlink()
+    assert not train(config, other, tmp_path, progress=False).meta["reused"]
+
+
+def test_checkpoint_from_another_config_is_refused(data, tmp_path):
+    train(TrainConfig(**FAST, epochs=1), data, tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match=r"last\.pt was made with another config .*lr"):
+        train(TrainConfig(**FAST, epochs=1, lr=0.5), data, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_checkpoint_gets_a_clear_error(data, tmp_path, damage):
+    config = TrainConfig(**FAST, epochs=2)
+    train(config, data, tmp_path, progress=False)
+    last = tmp_path / "last.pt"
+    raw = last.read_bytes()
+    last.write_bytes({"garbage": b"not a checkpoint at all", "truncated": raw[: len(raw) // 2], "empty": b""}[damage])
+    (tmp_path / "final.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"last\.pt: unreadable checkpoint.*retrain"):
+        train(config, data, tmp_path, progress=False)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_checkpoint_carrying_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "model": Payload()}, path)
+    with pytest.raises(CheckpointError, match="evil.pt: unreadable"):
+        load_checkpoint(path)
+
+
+def test_time_budget_stops_cleanly_and_plans_the_schedule(data, tmp_path):
+    config = TrainConfig(**FAST, epochs=500, scheduler="onecycle", optimizer="sgd", lr=0.05, time_budget_min=0.05)
+    result = train(config, data, tmp_path, progress=False)
+    assert 1 <= result.meta["epochs_run"] < 500
+    assert result.meta["wall_seconds"] < 3 * 60 * config.time_budget_min + 5
+    assert result.history[-1]["lr"] < 0.2 * config.lr  # the one-cycle schedule ran to its end, not cut mid-way
+
+
+def test_atomic_save_leaves_old_file_when_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_atomically({"format": 1, "value": torch.ones(3)}, path)
+
+    def broken_save(obj, f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_atomically({"format": 1, "value": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["value"], torch.ones(3))
+
+
+def test_load_trained_gives_a_working_model(data, tmp_path):
+    train(TrainConfig(**FAST, epochs=1), data, tmp_path, progress=False)
+    result = load_trained(tmp_path / "final.pt", device="cpu")
+    assert result.model(torch.zeros(2, 1, 48, 48)).shape == (2, data.num_classes)
+
+
+# ---------------------------------------------------------------- models, losses, augmentation
+
+def test_mini_xception_matches_the_paper_size():
+    model = build_model("mini_xception", 7)
+    bn_channels = sum(m.num_features for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    # Keras counts BatchNorm's moving mean and variance as parameters too: 58,423 in Arriaga et al.'s model.
+    assert count_params(model) + 2 * bn_channels == 58423
+    assert 5e6 < count_flops(model) < 5e7
+
+
+def test_unknown_model_lists_the_registry():
+    with pytest.raises(KeyError, match="mini_xception"):
+        build_model("no_such_net", 7)
+
+
+def test_unknown_config_field_is_named():
+    with pytest.raises(TypeError, match="learning_rate"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_focal_loss_with_gamma_zero_is_cross_entropy():
+    logits, targets = torch.randn(16, 7), torch.randint(0, 7, (16,))
+    ce = torch.nn.functional.cross_entropy(logits, targets)
+    assert torch.allclose(FocalLoss(gamma=0.0)(logits, targets), ce, atol=1e-6)
+    assert FocalLoss(gamma=2.0)(logits, targets) < ce  # down-weights easy examples
+
+
+def test_soft_cross_entropy_on_one_hot_equals_hard_targets():
+    logits, targets = torch.randn(16, 7), torch.randint(0, 7, (16,))
+    loss = SoftCrossEntropy(label_smoothing=0.1)
+    one_hot = torch.nn.functional.one_hot(targets, 7).float()
+    assert torch.allclose(loss(logits, targets), loss(logits, one_hot), atol=1e-6)
+    with pytest.raises(KeyError):
+        make_loss("hinge")
+
+
+def test_augmentation_is_reproducible_and_keeps_shapes():
+    images = torch.randint(0, 256, (8, 48, 48), dtype=torch.uint8)
+    policy = make_policy("heavy")
+
+    def run(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return augment_batch(images, policy, gen)
+
+    assert run(0).shape == (8, 1, 48, 48)
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+    cropped = augment_batch(images, AugmentPolicy(crop=40, flip=False), torch.Generator().manual_seed(0))
+    assert cropped.shape == (8, 1, 40, 40)
+
+
+def test_translate_moves_pixels_without_changing_them():
+    image = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    image[0, 20, 20] = 255
+    out = augment_batch(image, AugmentPolicy(flip=False, translate=4), torch.Generator().manual_seed(3))
+    peak = (out[0, 0] == out.max()).nonzero()[0]
+    assert (peak - torch.tensor([20, 20])).abs().max() <= 4
+    assert np.isclose(out.max().item(), out.max().item())

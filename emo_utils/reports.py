@@ -266,9 +266,27 @@ def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel:
     except Exception as e:  # a timeout or a dead kernel: name the notebook, keep the reason
         raise NotebookError(f"{notebook.name} did not finish: {type(e).__name__}: {str(e)[:500]}. "
                             f"The partly executed copy is {executed}.") from e
+    strip_local_only_outputs(executed)
     body, _ = HTMLExporter(template_name="lab").from_filename(str(executed))
     (output_dir / f"{notebook.stem}.html").write_text(body)
     return executed
+
+
+LOCAL_ONLY_TAG = "local-only"
+LOCAL_ONLY_NOTE = ("[output not kept in reports/: it shows individual dataset faces, and this project never "
+                   "redistributes FER2013. Run the notebook locally to see it.]\n")
+
+
+def strip_local_only_outputs(executed: Path) -> None:
+    """Replace the outputs of cells tagged 'local-only' (sample faces) with a note, in the executed copy."""
+    import nbformat
+    from nbformat.v4 import new_output
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and LOCAL_ONLY_TAG in cell.get("metadata", {}).get("tags", []):
+            cell.outputs = [new_output("stream", name="stdout", text=LOCAL_ONLY_NOTE)]
+    nbformat.write(nb, executed)
 
 
 def select_notebooks(notebooks_dir: Path, only: list[str] | None) -> list[Path]:

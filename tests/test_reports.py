@@ -127,3 +127,16 @@ def test_mini_xception_notebook_smoke_run_writes_a_full_report(synthetic_env, cl
     board = write_index(reports, NOTEBOOKS).read_text()
     assert "[mini_xception](mini_xception/README.md)" in board
     assert f"{record['splits']['test_private']['accuracy']:.4f}" in board
+
+
+def test_local_only_outputs_never_reach_reports(folders):
+    nb_dir, reports = folders
+    path = write_notebook(nb_dir / "01_faces.ipynb", "x = 1", "print('secret' + ' face pixels')", "print('public', x)")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].metadata["tags"] = ["local-only"]
+    nbformat.write(nb, path)
+    run_reports(kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports, progress=False)
+    for produced in (reports / "01_faces.ipynb", reports / "01_faces.html"):
+        text = produced.read_text()
+        assert "secret face pixels" not in text  # the source spells it in two pieces
+        assert "never redistributes FER2013" in text and "public 1" in text

@@ -1,0 +1,179 @@
+"""ONNX export: a trained model as one self-contained .onnx file that onnxruntime runs without torch.
+
+    python -m emo_utils.export --model mini_xception        # writes reports/mini_xception/model.onnx
+    emo-predict faces/ --model reports/mini_xception/model.onnx
+
+The graph takes normalized faces (N, 1, S, S), S the model's evaluation crop (48 without one), with a
+dynamic batch dimension, and returns logits (N, C). The file's metadata holds what a caller needs besides
+the graph: class names, crop and the pixel normalization. Every export is checked against PyTorch on
+random faces at batch 1 and 5 before it is written.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import PIXEL_MEAN, PIXEL_STD
+from .data import IMAGE_SIZE
+from .predict import Classifier, PredictError, predict_logits, resolve_model_path
+
+OPSET = 17
+INPUT, OUTPUT = "faces", "logits"
+EXPORT_ATOL = 1e-4  # onnxruntime against PyTorch, on logits
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def normalize_faces(faces_u8: np.ndarray, crop: int = 0) -> np.ndarray:
+    """uint8 faces (N, 48, 48) to the graph's input (N, 1, S, S) float32: augment.to_float and
+    augment.center_crop in numpy, the same float32 operations in the same order."""
+    x = (np.asarray(faces_u8, dtype=np.uint8)[:, None].astype(np.float32) / np.float32(255.0)
+         - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
+    if crop and crop < x.shape[-1]:
+        top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
+        x = x[..., top:top + crop, left:left + crop]
+    return np.ascontiguousarray(x)
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, class_names, crop: int = 0,
+                source: str = "", check_batches=(1, 5)) -> Path:
+    """Write `model` as ONNX with a dynamic batch dimension and its metadata, after checking that onnxruntime
+    gives PyTorch's logits (within EXPORT_ATOL) at each batch size in check_batches."""
+    import onnx
+
+    model = copy.deepcopy(model).float().cpu().eval()
+    size = crop or IMAGE_SIZE
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter: the torch.export-based default (dynamo=True) needs onnxscript, an extra
+        # dependency, and gives the same graph for a plain CNN like ours.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(1, 1, size, size),), buffer, dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT], output_names=[OUTPUT],
+                          dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    metadata = {"class_names": json.dumps(list(class_names)), "crop": str(int(crop)), "input_size": str(size),
+                "pixel_mean": repr(PIXEL_MEAN), "pixel_std": repr(PIXEL_STD), "source": str(source),
+                "preprocessing": "48x48 8-bit grayscale face; x = (pixel / 255 - pixel_mean) / pixel_std; "
+                                 "centre crop of input_size when crop > 0"}
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "emo_utils.export"
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    worst = max_difference(model, data, crop, check_batches)
+    if worst > EXPORT_ATOL:
+        raise ExportError(f"the ONNX graph's logits differ from PyTorch's by {worst:.2e} (> {EXPORT_ATOL:g}); "
+                          "not writing it.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def make_session(model_bytes_or_path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    source = str(model_bytes_or_path) if isinstance(model_bytes_or_path, (str, Path)) else model_bytes_or_path
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def max_difference(model: torch.nn.Module, onnx_model, crop: int = 0, batches=(1, 5), seed: int = 0) -> float:
+    """Largest |logit difference| between `model` and the ONNX graph (bytes or path) on random faces."""
+    session = make_session(onnx_model)
+    rng = np.random.default_rng(seed)
+    worst = 0.0
+    for n in batches:
+        faces = rng.integers(0, 256, (n, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        expected = predict_logits(model, faces, crop=crop)
+        got = session.run([OUTPUT], {INPUT: normalize_faces(faces, crop)})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    session = make_session(path)
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def onnx_classifier(path: str | os.PathLike, tta: bool = False, threads: int | None = None) -> Classifier:
+    """An exported model as a Classifier (predict.load_classifier calls this for a .onnx path)."""
+    path = Path(path)
+    try:
+        session = make_session(path, threads)
+    except Exception as e:  # onnxruntime raises its own exception types for a broken file
+        raise PredictError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {str(e)[:200]}). "
+                           "Export it again with `python -m emo_utils.export`.") from e
+    meta = session.get_modelmeta().custom_metadata_map
+    if "class_names" not in meta or "crop" not in meta:
+        raise PredictError(f"{path}: no class names or crop in its metadata, so it was not written by "
+                           "emo_utils.export. Export it again with `python -m emo_utils.export`.")
+    crop = int(meta["crop"])
+
+    def logits_fn(faces_u8):
+        x = normalize_faces(faces_u8, crop)
+        logits = session.run([OUTPUT], {INPUT: x})[0]
+        if tta:
+            logits = (logits + session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[..., ::-1])})[0]) / 2
+        return logits
+
+    return Classifier(logits_fn, json.loads(meta["class_names"]), crop, str(path), "onnxruntime")
+
+
+def export_checkpoint(model_spec: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """A report's model (by name) or a finished .pt as ONNX, by default beside it as model.onnx."""
+    from .augment import make_policy
+    from .train import load_checkpoint, load_trained
+
+    path = resolve_model_path(model_spec)
+    if path.suffix != ".pt":
+        raise PredictError(f"{path} is not a PyTorch checkpoint (.pt) to export.")
+    checkpoint = load_checkpoint(path)
+    if "class_names" not in checkpoint:
+        raise PredictError(f"{path} is a checkpoint of a run, not a finished model: export the run's final.pt "
+                           "or a report's model.pt.")
+    result = load_trained(path, torch.device("cpu"))
+    out = Path(out) if out else path.with_suffix(".onnx")
+    return export_onnx(result.model, out, checkpoint["class_names"], make_policy(result.config.augment).crop,
+                       source=str(path))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Export a trained model to ONNX (dynamic batch), checked "
+                                                 "against PyTorch with onnxruntime.")
+    parser.add_argument("--model", default="mini_xception", help="a model in reports/ by name, or a .pt path")
+    parser.add_argument("--out", help="the .onnx file to write (default: beside the .pt, as model.onnx)")
+    args = parser.parse_args(argv)
+    from .train import CheckpointError
+
+    try:
+        out = export_checkpoint(args.model, args.out)
+    except (PredictError, CheckpointError, ExportError) as e:
+        print(f"export: {e}", file=sys.stderr)
+        return 2 if not isinstance(e, ExportError) else 1
+    meta = read_metadata(out)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB; classes {', '.join(json.loads(meta['class_names']))}; "
+          f"input (N, 1, {meta['input_size']}, {meta['input_size']}))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,6 +36,7 @@ lab: setup
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/predict_latency.py
 
 clean-cache:
 	rm -rf .cache

@@ -180,3 +180,19 @@ def report_figures(report_dir, history, probs, labels, metrics_of_split, class_n
         "ROC curves (one-vs-rest)": show_and_save(plot_roc(probs, labels, class_names), report_dir / "roc.png"),
         "Reliability diagram": show_and_save(plot_reliability(probs, labels), report_dir / "reliability.png"),
     }
+
+
+def plot_tradeoff(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str = "PrivateTest accuracy",
+                  log_x: bool = True):
+    """One labelled dot per model: accuracy against parameters, FLOPs or inference time."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, (x, y) in points.items():
+        ax.scatter(x, y, s=40)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -15,6 +15,7 @@ What the loop promises:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import pickle
@@ -105,6 +106,28 @@ def save_atomically(obj: dict, path: Path) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files (.<name>.tmp<pid>) that killed writers left in folder; a live writer's stays.
+
+    save_atomically never reads them, so they are only lost disk space: a full checkpoint per kill.
+    """
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0 delivers nothing: it only asks whether the process exists
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, owned by someone else
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
 def load_checkpoint(path: Path) -> dict:
     """torch.load(weights_only=True): tensors and plain data only, never code."""
     try:
@@ -121,7 +144,8 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def config_differences(saved: dict, config: TrainConfig) -> list[str]:
-    current = asdict(config)
+    # Compared as JSON: a tuple from a notebook and a list from papermill (which has no tuples) are the same.
+    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(asdict(config)))
     return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
@@ -133,12 +157,25 @@ def check_config(path: Path, checkpoint: dict, config: TrainConfig) -> None:
                               "(retrain=True, `make reports RETRAIN=1`) or use another run folder.")
 
 
+def load_weights(model: torch.nn.Module, state_dict: dict, path: Path, config: TrainConfig) -> None:
+    """load_state_dict, with a CheckpointError naming the file when the architecture differs."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:  # missing, unexpected or mis-shaped tensors: the architecture differs
+        named = config.model + (f" {config.model_kwargs}" if config.model_kwargs else "")
+        problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()] or [str(e)]
+        problem = problems[0].rstrip(".")[:200] + (f"; {len(problems) - 1} more like it" if len(problems) > 1 else "")
+        raise CheckpointError(f"{path}: its weights do not fit the model it names, {named} ({problem}). The "
+                              "model's code changed since the file was written, or the file was made for another "
+                              "model: retrain (retrain=True, `make reports RETRAIN=1`).") from e
+
+
 def load_trained(path: Path, device: torch.device | None = None) -> TrainResult:
     """A final.pt (or a report's model.pt) as a ready model."""
     checkpoint = load_checkpoint(Path(path))
     config = TrainConfig.from_dict(checkpoint["config"])
     model = build_model(config.model, checkpoint["num_classes"], **config.model_kwargs)
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, checkpoint["model"], path, config)
     model = model.to(device or default_device()).eval()
     return TrainResult(model, config, checkpoint["history"], {**checkpoint["meta"], "reused": True})
 
@@ -254,6 +291,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     device = torch.device(device) if device is not None else default_device()
     run_dir = Path(run_dir)
     last_path, best_path, final_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "final.pt"
+    remove_stale_temporaries(run_dir)
     if retrain:
         for p in (last_path, best_path, final_path):
             p.unlink(missing_ok=True)
@@ -292,7 +330,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     if last_path.exists():
         checkpoint = load_checkpoint(last_path)
         check_config(last_path, checkpoint, config)
-        model.load_state_dict(checkpoint["model"])
+        load_weights(model, checkpoint["model"], last_path, config)
         optimizer.load_state_dict(checkpoint["optimizer"])
         if plateau is not None:
             plateau.load_state_dict(checkpoint["plateau"])

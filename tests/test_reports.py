@@ -1,6 +1,9 @@
 """The reports pipeline: papermill runs, failures and time-outs named, the index and leaderboard, and the
 project's own notebooks executed end to end on synthetic data."""
 import json
+import os
+import subprocess
+import sys
 import time
 
 import nbformat
@@ -73,6 +76,21 @@ def test_hung_cell_fails_within_its_timeout_naming_the_notebook(folders):
     with pytest.raises(NotebookError, match="01_hangs.ipynb did not finish"):
         run_reports(kernel=KERNEL, cell_timeout=3, notebooks_dir=nb_dir, reports_dir=reports, progress=False)
     assert time.time() - start < 60
+
+
+def test_reports_command_with_a_hung_notebook_exits_1_within_its_timeout(folders):
+    """What `make reports` runs, in its own process: exit status 1 and the notebook named on stderr."""
+    nb_dir, reports = folders
+    write_notebook(nb_dir / "01_fine.ipynb", "x = 1", "print(x)")
+    write_notebook(nb_dir / "02_hangs.ipynb", "x = 1", "import time\ntime.sleep(600)")
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "emo_utils.reports", "--kernel", KERNEL, "--cell-timeout", "3",
+                           "--notebooks-dir", str(nb_dir), "--reports-dir", str(reports)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "make reports: 02_hangs.ipynb did not finish" in done.stderr
+    assert time.time() - start < 90
+    assert (reports / "01_fine.html").exists()  # the notebook that finished keeps its report
 
 
 def test_committed_notebooks_have_no_outputs_and_a_parameters_cell_first():

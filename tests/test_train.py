@@ -195,3 +195,9 @@ def test_translate_moves_pixels_without_changing_them():
     peak = (out[0, 0] == out.max()).nonzero()[0]
     assert (peak - torch.tensor([20, 20])).abs().max() <= 4
     assert np.isclose(out.max().item(), out.max().item())
+
+
+def test_a_list_from_papermill_matches_a_tuple_from_the_notebook(data, tmp_path):
+    first = train(TrainConfig(**{**FAST, "model_kwargs": {"widths": (8, 16)}}, epochs=1), data, tmp_path, progress=False)
+    again = train(TrainConfig(**{**FAST, "model_kwargs": {"widths": [8, 16]}}, epochs=1), data, tmp_path, progress=False)
+    assert not first.meta["reused"] and again.meta["reused"]

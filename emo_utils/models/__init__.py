@@ -43,3 +43,8 @@ def count_flops(model: nn.Module, image_size: int = 48) -> int:
 
 # Importing a family registers it.
 from . import mini_xception  # noqa: E402,F401
+from . import model_xy  # noqa: E402,F401
+from . import residual_gap  # noqa: E402,F401
+from . import the_model  # noqa: E402,F401
+from . import cnn3  # noqa: E402,F401
+from . import unet_classifier  # noqa: E402,F401

@@ -1,0 +1,133 @@
+"""Ensembles: a weighted average of members' softmax outputs, weights fitted on the validation split only.
+
+Two ways to choose weights, both on validation probabilities:
+  - fit_weights: minimise the log-loss of the weighted average over the simplex (softmax-parameterised,
+    L-BFGS), the seed's "weighted average" with weights learned instead of hand-set;
+  - greedy_selection: Caruana et al. 2004, forward selection with replacement of the member that most
+    improves validation log-loss; the counts become the weights.
+Test probabilities only ever enter through ensemble_probs, after the weights are fixed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+from .predict import predict_splits
+
+LOG_EPS = 1e-12
+
+
+def ensemble_probs(member_probs: list[np.ndarray], weights) -> np.ndarray:
+    weights = np.asarray(weights, dtype=np.float64)
+    return np.tensordot(weights / weights.sum(), np.stack(member_probs), axes=1)
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], LOG_EPS, None)).mean())
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((probs.argmax(1) == labels).mean())
+
+
+def fit_weights(val_probs: list[np.ndarray], val_labels: np.ndarray) -> np.ndarray:
+    """Simplex weights minimising the validation log-loss of the weighted average."""
+    stacked = np.stack(val_probs)  # (M, N, C)
+    true_class = stacked[:, np.arange(len(val_labels)), val_labels]  # (M, N)
+
+    def loss_and_grad(z):
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        p = np.clip(w @ true_class, LOG_EPS, None)
+        loss = -np.log(p).mean()
+        grad_w = -(true_class / p).mean(axis=1)  # d loss / d w
+        return loss, w * (grad_w - w @ grad_w)  # chain rule through the softmax
+
+    result = minimize(loss_and_grad, np.zeros(len(val_probs)), jac=True, method="L-BFGS-B")
+    w = np.exp(result.x - result.x.max())
+    return w / w.sum()
+
+
+def greedy_selection(val_probs: dict[str, np.ndarray], val_labels: np.ndarray, rounds: int = 25) -> dict[str, float]:
+    """Caruana forward selection with replacement on validation log-loss; returns {member: weight}."""
+    names = list(val_probs)
+    counts = dict.fromkeys(names, 0)
+    total = np.zeros_like(next(iter(val_probs.values())))
+    best_loss = np.inf
+    for step in range(1, rounds + 1):
+        losses = {n: log_loss((total + val_probs[n]) / step, val_labels) for n in names}
+        name = min(losses, key=losses.get)
+        if losses[name] >= best_loss - 1e-6:
+            break
+        best_loss = losses[name]
+        counts[name] += 1
+        total += val_probs[name]
+    used = sum(counts.values())
+    return {n: c / used for n, c in counts.items() if c}
+
+
+def member_probs(model_files: dict[str, Path], data, tta: bool, device=None) -> dict[str, dict[str, np.ndarray]]:
+    """{member: {split: probs}} for every evaluation split, each model on the crop it was trained with."""
+    from .augment import make_policy
+    from .train import load_trained
+
+    probs = {}
+    for name, path in model_files.items():
+        trained = load_trained(path, device)
+        probs[name] = predict_splits(trained.model, data, crop=make_policy(trained.config.augment).crop, tta=tta)
+    return probs
+
+
+def fit_on_validation(probs: dict[str, dict[str, np.ndarray]], val_labels: np.ndarray, method: str) -> dict[str, float]:
+    """Weights for the members in `probs`, read from their 'val' split alone."""
+    val = {name: splits["val"] for name, splits in probs.items()}
+    if method == "equal":
+        return {name: 1 / len(val) for name in val}
+    if method == "logloss":
+        return dict(zip(val, fit_weights(list(val.values()), val_labels).tolist()))
+    if method == "greedy":
+        return greedy_selection(val, val_labels)
+    raise KeyError(f"unknown ensemble method {method!r}; choose equal, logloss or greedy")
+
+
+def combine(probs: dict[str, dict[str, np.ndarray]], weights: dict[str, float]) -> dict[str, np.ndarray]:
+    """The ensemble's probabilities on every split, with fixed weights."""
+    names = list(weights)
+    splits = probs[names[0]].keys()
+    return {s: ensemble_probs([probs[n][s] for n in names], [weights[n] for n in names]) for s in splits}
+
+
+def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_tta: dict[bool, dict], data) -> tuple[list[dict], dict]:
+    """Fit every plan (members, method) on val, with and without flip TTA, and score it on every split.
+
+    Each ensemble is compared with its best member, chosen by validation accuracy as any selection here is.
+    Returns table rows and {(plan, tta): (weights, metrics by split)}.
+    """
+    from .metrics import compute_metrics
+
+    rows, results = [], {}
+    for tta, probs in probs_by_tta.items():
+        splits = list(next(iter(probs.values())))
+        labels = {s: data.split(s)[1] for s in splits}
+        headline = "test_private" if "test_private" in splits else "test_all"
+        for plan, (members, method) in plans.items():
+            members = [m for m in members if m in probs]
+            if len(members) < 2:
+                continue
+            subset = {m: probs[m] for m in members}
+            weights = fit_on_validation(subset, labels["val"], method)
+            best_member = max(members, key=lambda m: accuracy(probs[m]["val"], labels["val"]))
+            combined = combine(subset, weights)
+            metrics = {s: compute_metrics(combined[s], labels[s], data.class_names) for s in splits}
+            member_acc = accuracy(probs[best_member][headline], labels[headline])
+            rows.append({"ensemble": plan, "tta": tta, "members": len(members),
+                         "weights": ", ".join(f"{m} {w:.2f}" for m, w in sorted(weights.items(), key=lambda kv: -kv[1])),
+                         "val": metrics["val"]["accuracy"],
+                         **{s: metrics[s]["accuracy"] for s in splits if s != "val"},
+                         f"macro_f1 ({headline})": metrics[headline]["macro_f1"], f"ece ({headline})": metrics[headline]["ece"],
+                         "best member": best_member, f"best member {headline}": member_acc,
+                         "beats best member": metrics[headline]["accuracy"] > member_acc})
+            results[plan, tta] = (weights, metrics)
+    return rows, results

@@ -1,0 +1,71 @@
+"""Ensembles: fitted weights find the informative members and never read a test split."""
+import numpy as np
+import pytest
+
+from emo_utils.ensemble import (accuracy, combine, ensemble_probs, fit_on_validation, fit_weights,
+                                greedy_selection, log_loss)
+
+
+def noisy_probs(labels, num_classes, knows, rng, strength=3.0):
+    """Softmax outputs that point at the true class for the classes in `knows` and are noise elsewhere."""
+    logits = rng.normal(0, 1, (len(labels), num_classes))
+    informed = np.isin(labels, knows)
+    logits[np.flatnonzero(informed), labels[informed]] += strength
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.fixture
+def members():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, 4000)
+    probs = {"knows_low": noisy_probs(labels, 6, [0, 1, 2], rng),
+             "knows_high": noisy_probs(labels, 6, [3, 4, 5], rng),
+             "noise": noisy_probs(labels, 6, [], rng)}
+    return probs, labels
+
+
+def test_fitted_weights_recover_the_symmetric_best_weighting(members):
+    probs, labels = members
+    weights = fit_weights(list(probs.values()), labels)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[2] < 0.05  # the noise member is switched off
+    assert weights[0] == pytest.approx(0.5, abs=0.05) and weights[1] == pytest.approx(0.5, abs=0.05)
+    fitted = ensemble_probs(list(probs.values()), weights)
+    equal = ensemble_probs(list(probs.values()), [1, 1, 1])
+    assert log_loss(fitted, labels) < log_loss(equal, labels)
+    assert accuracy(fitted, labels) > max(accuracy(p, labels) for p in probs.values())
+
+
+def test_fitted_weights_match_a_brute_force_search_on_the_simplex(members):
+    probs, labels = members
+    two = [probs["knows_low"], probs["noise"]]
+    grid = np.linspace(0, 1, 201)
+    best = grid[np.argmin([log_loss(ensemble_probs(two, [w, 1 - w]), labels) for w in grid])]
+    assert fit_weights(two, labels)[0] == pytest.approx(best, abs=0.01)
+
+
+def test_greedy_selection_picks_the_complementary_members(members):
+    probs, labels = members
+    weights = greedy_selection(probs, labels)
+    assert set(weights) == {"knows_low", "knows_high"}
+    assert sum(weights.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method", ["equal", "logloss", "greedy"])
+def test_weights_never_see_a_test_split(members, method):
+    probs, labels = members
+    by_split = {name: {"val": p, "test_private": np.full_like(p, np.nan), "test_all": np.full_like(p, np.nan)}
+                for name, p in probs.items()}
+    weights = fit_on_validation(by_split, labels, method)  # NaN test probabilities would poison any read of them
+    assert all(np.isfinite(w) for w in weights.values())
+    clean = {name: {"val": p} for name, p in probs.items()}
+    assert weights == fit_on_validation(clean, labels, method)
+    combined = combine(by_split, weights)
+    assert set(combined) == {"val", "test_private", "test_all"}
+
+
+def test_unknown_method_is_named(members):
+    probs, labels = members
+    with pytest.raises(KeyError, match="stacking"):
+        fit_on_validation({n: {"val": p} for n, p in probs.items()}, labels, "stacking")

@@ -1,0 +1,72 @@
+"""Notebooks 03-06 (the seeds' single models) end to end through papermill, each with its own CPU recipe cut to
+one epoch, on a generic 6-class image-folder dataset: no PublicTest/PrivateTest prefixes, so test_all only."""
+import json
+
+import nbformat
+import pytest
+
+from conftest import make_fer_files, make_fer_zip
+from emo_utils.reports import NOTEBOOKS, PUBLISHED, published_text, run_reports, write_index
+
+KERNEL = "python3"
+CLASSES = ("anger", "contempt", "disgust", "fear", "happy", "sadness")
+SEED_NOTEBOOKS = {"03": "residual_gap", "04": "the_model", "05": "cnn3", "06": "unet_classifier"}
+# TheModel's 9.4M-weight dense layer makes its checkpoints (with Adam's state) ~190 MB a run: a narrower one here.
+SMALLER = {"the_model": {"hidden": 32}}
+
+
+def notebook_parameters(prefix: str) -> dict:
+    """The names the notebook's parameters cell defines, by running that cell."""
+    path = next(NOTEBOOKS.glob(f"{prefix}_*.ipynb"))
+    cells = nbformat.read(path, as_version=4).cells
+    source = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
+    names = {}
+    exec(source, {}, names)
+    return names
+
+
+@pytest.fixture(scope="module")
+def generic_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EMO_CACHE", str(root / "cache"))
+    mp.delenv("EMO_DATA", raising=False)
+    files = make_fer_files(CLASSES, n_train=12, n_public=0, n_private=0, n_plain=3)
+    yield root, make_fer_zip(root / "data", files=files)
+    mp.undo()
+
+
+@pytest.mark.parametrize("prefix", sorted(SEED_NOTEBOOKS))
+def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(generic_dataset, prefix):
+    root, zip_path = generic_dataset
+    model_name = SEED_NOTEBOOKS[prefix]
+    declared = notebook_parameters(prefix)
+    assert declared["model_name"] == model_name and declared["budget"] == "cpu"
+    assert declared["cpu_recipe"]["time_budget_min"] == 10 and declared["full_recipe"]["epochs"] >= 20
+    reports = root / "reports"
+    report_dir = reports / model_name
+    params = {"data_path": str(zip_path), "report_dir": str(report_dir), "run_dir": str(root / "runs" / model_name),
+              "cpu_recipe": {**declared["cpu_recipe"], "epochs": 1, "batch_size": 16}, "device": "cpu"}
+    if model_name in SMALLER:
+        params["cpu_recipe"]["model_kwargs"] = SMALLER[model_name]
+    run_reports(only=[prefix], parameters=params, kernel=KERNEL, reports_dir=reports, progress=False)
+
+    record = json.loads((report_dir / "metrics.json").read_text())
+    assert record["model"] == model_name and record["params"] > 0 and record["flops"] > 0
+    assert set(record["splits"]) == {"test_all", "val"}
+    assert record["splits"]["test_all"]["n"] == 3 * len(CLASSES)
+    prov = record["provenance"]
+    assert prov["epochs_run"] == 1 and prov["epochs_asked"] == 1 and prov["budget"] == "cpu"
+    for name in ("README.md", "model.pt", "learning_curves.png", "confusion.png", "roc.png", "reliability.png"):
+        assert (report_dir / name).stat().st_size > 0, name
+    readme = (report_dir / "README.md").read_text()
+    assert "Whole test folder" in readme and CLASSES[1] in readme and "1 of 1 epochs asked" in readme
+    if model_name in PUBLISHED:
+        assert "not a like-for-like comparison" in readme
+    if model_name == "the_model":  # compared with notebook 03's report when that one exists
+        assert ("Against the residual GAP CNN" in readme) == (reports / "residual_gap" / "metrics.json").exists()
+
+    board = write_index(reports, NOTEBOOKS).read_text()
+    row = next(line for line in board.splitlines() if line.startswith(f"| [{model_name}]"))
+    assert f"{record['splits']['test_all']['accuracy']:.4f}" in row and published_text(PUBLISHED.get(model_name)) in row
+    assert "0.00 F1" not in board

@@ -1,0 +1,57 @@
+"""Model X / Model Y training notebooks, then evaluation and ensembling over what they trained, end to end
+on a synthetic dataset through papermill."""
+import json
+
+import pytest
+
+from conftest import make_fer_zip
+from emo_utils.reports import run_reports
+
+KERNEL = "python3"
+TINY = {"epochs": 1, "batch_size": 16, "augment": "heavy", "optimizer": "sgd", "lr": 0.01}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    """Train Model X and Model Y through their notebooks into a temporary reports folder."""
+    root = tmp_path_factory.mktemp("zoo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EMO_CACHE", str(root / "cache"))
+    mp.delenv("EMO_DATA", raising=False)
+    zip_path = make_fer_zip(root / "data", n_train=12, n_public=3, n_private=3)
+    reports = root / "reports"
+    for number, name, kwargs, vflip in (("07", "model_x", {"widths": [8, 16]}, False), ("08", "model_y", {"widths": [8, 16]}, True)):
+        run_reports(only=[number], kernel=KERNEL, reports_dir=reports, progress=False, parameters={
+            "data_path": str(zip_path), "report_dir": str(reports / name), "run_dir": str(root / "runs" / name),
+            "cpu_recipe": {**TINY, "model_kwargs": kwargs}, "measure_vflip_cost": vflip, "device": "cpu"})
+    yield root, zip_path, reports
+    mp.undo()
+
+
+def test_model_x_and_y_reports_and_the_vflip_measurement(zoo):
+    _, _, reports = zoo
+    for name in ("model_x", "model_y"):
+        record = json.loads((reports / name / "metrics.json").read_text())
+        assert record["model"] == name and record["provenance"]["epochs_run"] == 1
+    assert "**Vertical flips:**" in (reports / "model_y" / "README.md").read_text()
+    assert (reports / "model_y" / "model_no_vflip.pt").exists()
+    assert "**Vertical flips:**" not in (reports / "model_x" / "README.md").read_text()
+
+
+def test_evaluation_notebook_compares_every_trained_model(zoo):
+    _, zip_path, reports = zoo
+    run_reports(only=["10"], kernel=KERNEL, reports_dir=reports, progress=False,
+                parameters={"data_path": str(zip_path), "reports_dir": str(reports), "device": "cpu"})
+    html = (reports / "10_evaluation.html").read_text()
+    assert "2 trained models: model_x, model_y" in html and "share of true class" in html
+
+
+def test_ensembling_notebook_writes_the_ensemble_report(zoo):
+    _, zip_path, reports = zoo
+    run_reports(only=["11"], kernel=KERNEL, reports_dir=reports, progress=False,
+                parameters={"data_path": str(zip_path), "reports_dir": str(reports), "device": "cpu"})
+    record = json.loads((reports / "ensemble" / "metrics.json").read_text())
+    assert record["model"] == "ensemble" and set(record["provenance"]["members"]) <= {"model_x", "model_y"}
+    assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val"}
+    readme = (reports / "ensemble" / "README.md").read_text()
+    assert "seed pair, fitted weights" in readme and "beats best member" in readme

@@ -20,7 +20,6 @@ import math
 import os
 import pickle
 import platform
-import shutil
 import time
 import zipfile
 from dataclasses import asdict, dataclass, field, fields
@@ -301,8 +300,8 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
                 saved = load_checkpoint(candidate)
                 if not config_differences(saved["config"], config) and saved.get("data_sha256") == data.sha256:
                     if model_path and candidate != Path(model_path):
-                        copy_file_atomically(candidate, Path(model_path))
-                    return load_trained(candidate, device)
+                        publish_model(candidate, Path(model_path))
+                    return load_trained(Path(model_path) if model_path else candidate, device)
 
     train_images, train_labels = data.split("train")
     val_images, val_labels = data.split("val")
@@ -417,15 +416,24 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     save_atomically({"format": CHECKPOINT_FORMAT, "config": asdict(config), "model": eval_model.state_dict(),
                      "num_classes": data.num_classes, "class_names": list(data.class_names),
                      "data_sha256": data.sha256, "history": state["history"], "meta": meta}, final_path)
-    if model_path:
-        copy_file_atomically(final_path, Path(model_path))
+    if model_path and publish_model(final_path, Path(model_path)):
+        # Evaluate exactly the weights that are committed, so a fresh clone reproduces every number.
+        eval_model.load_state_dict(load_checkpoint(Path(model_path))["model"])
     return TrainResult(eval_model.eval(), config, state["history"], {**meta, "reused": False})
 
 
-def copy_file_atomically(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_name(f".{destination.name}.tmp{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, destination)
+MAX_PUBLISHED_BYTES = 20 * 2**20  # committed weights stay small enough for git
+
+
+def publish_model(final_path: Path, model_path: Path) -> bool:
+    """Copy a run's final.pt to a report's model.pt; weights over 20 MB are stored as float16 there.
+
+    Returns True when the weights were halved (so the caller evaluates the rounded weights)."""
+    checkpoint = load_checkpoint(final_path)
+    weights = checkpoint["model"]
+    halve = sum(t.numel() * t.element_size() for t in weights.values()) > MAX_PUBLISHED_BYTES
+    if halve:
+        checkpoint["model"] = {k: t.half() if t.is_floating_point() else t for k, t in weights.items()}
+        checkpoint["meta"] = {**checkpoint["meta"], "weights_dtype": "float16 (over 20 MB in float32)"}
+    save_atomically(checkpoint, model_path)
+    return halve

@@ -201,3 +201,18 @@ def test_a_list_from_papermill_matches_a_tuple_from_the_notebook(data, tmp_path)
     first = train(TrainConfig(**{**FAST, "model_kwargs": {"widths": (8, 16)}}, epochs=1), data, tmp_path, progress=False)
     again = train(TrainConfig(**{**FAST, "model_kwargs": {"widths": [8, 16]}}, epochs=1), data, tmp_path, progress=False)
     assert not first.meta["reused"] and again.meta["reused"]
+
+
+def test_weights_over_the_size_limit_are_published_as_float16_and_evaluated_as_such(data, tmp_path, monkeypatch):
+    import emo_utils.train as training
+
+    monkeypatch.setattr(training, "MAX_PUBLISHED_BYTES", 0)
+    result = train(TrainConfig(**FAST, epochs=1), data, tmp_path / "run", model_path=tmp_path / "model.pt",
+                   progress=False)
+    published = load_checkpoint(tmp_path / "model.pt")
+    assert all(t.dtype == torch.float16 for t in published["model"].values() if t.is_floating_point())
+    assert "float16" in published["meta"]["weights_dtype"]
+    for name, tensor in result.model.state_dict().items():  # the returned model holds the rounded weights
+        assert torch.equal(tensor.float(), published["model"][name].float())
+    reloaded = load_trained(tmp_path / "model.pt", device="cpu")
+    assert weights_equal(result.model, reloaded.model)

@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (emo-fer)" >/dev/null
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (emo-fer)" >/dev/null
 	@touch $@
 
 test: setup

@@ -128,8 +128,8 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
         gap = best["train_acc"] - best["val_acc"]
         fit = ("it still underfits: train accuracy (under augmentation) is below validation accuracy"
                if gap < 0 else f"train accuracy (under augmentation) is {gap:.1%} above validation accuracy")
-        notes.append(f"The best validation accuracy, {best['val_acc']:.1%}, came at epoch {best['epoch']} of "
-                     f"{len(history)}; there {fit}.")
+        notes.append(f"The best validation accuracy during training (no TTA), {best['val_acc']:.1%}, came at epoch "
+                     f"{best['epoch']} of {len(history)}; there {fit}.")
     ece = m["ece"]
     notes.append(f"Expected calibration error is {ece:.3f}: " + (
         "confidences can be read almost as probabilities." if ece < 0.03 else

@@ -393,7 +393,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
             mean_epoch = float(np.mean([r["seconds"] for r in state["history"]]))
             state["planned_epochs"] = max(epoch, min(config.epochs, epoch + int(remaining // mean_epoch)))
             if state["planned_epochs"] == epoch and epoch < config.epochs:
-                state["stop_reason"] = f"time budget of {config.time_budget_min:g} min spent"
+                state["stop_reason"] = f"time budget of {config.time_budget_min:g} min: another epoch would not fit"
         if progress:
             print(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
                   f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {row['seconds']:.0f}s", flush=True)

@@ -14,6 +14,12 @@ def conv_bn_relu(c_in, c_out):
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
+def dense_head(c_in, hidden, dropout, num_classes):
+    # Adaptive pooling to 3x3 keeps the head's size fixed for 40 or 48 px inputs.
+    return nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(c_in * 9, hidden),
+                         nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+
 class ModelX(nn.Module):
     """Four blocks of (conv-BN-ReLU) x 2, max pooling and dropout, then a dense head."""
 
@@ -25,9 +31,7 @@ class ModelX(nn.Module):
             layers += [nn.MaxPool2d(2), nn.Dropout(dropout)]
             c_in = width
         self.features = nn.Sequential(*layers)
-        # Adaptive pooling to 3x3 keeps the head's size fixed for 40 or 48 px inputs.
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(c_in * 9, hidden),
-                                  nn.ReLU(inplace=True), nn.Dropout(head_dropout), nn.Linear(hidden, num_classes))
+        self.head = dense_head(c_in, hidden, head_dropout, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))
@@ -43,8 +47,7 @@ class ModelY(nn.Module):
             layers += conv_bn_relu(c_in, width) + [nn.MaxPool2d(2)]
             c_in = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(c_in * 9, hidden),
-                                  nn.ReLU(inplace=True), nn.Dropout(head_dropout), nn.Linear(hidden, num_classes))
+        self.head = dense_head(c_in, hidden, head_dropout, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))

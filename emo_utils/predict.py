@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .augment import center_crop, to_float
+from .augment import tta_views, to_float
 from .data import IMAGE_SIZE, REPO_ROOT, to_gray_48
 
 
@@ -40,22 +40,19 @@ def default_device() -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images_u8, batch_size: int = 512, crop: int = 0, tta: bool = False,
+def predict_logits(model: torch.nn.Module, images_u8, batch_size: int = 512, crop: int = 0, tta: bool | str = False,
                    device: torch.device | None = None) -> np.ndarray:
     """Logits (N, C) for uint8 images (N, 48, 48). `crop` takes the centre crop a model was trained on;
-    `tta` averages the logits of each image and its mirror image."""
+    `tta` averages the logits of several views (augment.tta_views: True = the image and its mirror image)."""
     device = device or next(model.parameters()).device
     images = torch.as_tensor(np.asarray(images_u8))
     was_training = model.training
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
-        x = center_crop(to_float(images[start:start + batch_size].to(device)), crop)
-        x = x.contiguous(memory_format=torch.channels_last)
+        views = tta_views(to_float(images[start:start + batch_size].to(device)), crop, tta)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+            logits = sum(model(v.contiguous(memory_format=torch.channels_last)).float() for v in views) / len(views)
         outputs.append(logits.cpu())
     model.train(was_training)
     if not outputs:
@@ -69,10 +66,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_splits(model: torch.nn.Module, data, splits=None, crop: int = 0, tta: bool = False) -> dict[str, np.ndarray]:
-    """Softmax probabilities for each evaluation split of a FERData (all but train by default)."""
+def predict_splits(model: torch.nn.Module, data, splits=None, crop: int = 0, tta: bool | str = False) -> dict[str, np.ndarray]:
+    """Softmax probabilities for each evaluation split of a FERData (all but train by default).
+
+    Splits overlap (test_all holds both test halves), so each image is scored once and the splits are cut from it."""
     splits = splits or [s for s in EVAL_SPLITS if s in data.available_splits()]
-    return {s: softmax(predict_logits(model, data.split(s)[0], crop=crop, tta=tta)) for s in splits}
+    masks = {s: data.split_mask(s) for s in splits}
+    scored = np.logical_or.reduce(list(masks.values()))
+    probs = softmax(predict_logits(model, data.images[scored], crop=crop, tta=tta))
+    return {s: probs[mask[scored]] for s, mask in masks.items()}
 
 
 def seconds_per_image(model: torch.nn.Module, crop: int = 0, batch_size: int = 256, repeats: int = 3) -> float:

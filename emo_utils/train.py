@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import distributed
 from .augment import augment_batch, make_policy, mixup
 from .losses import balanced_class_weights, make_loss
 from .models import build_model, count_params
@@ -64,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     time_budget_min: float = 0.0  # 0: no limit
     channels_last: bool = True
+    sync_batchnorm: bool = False  # under torchrun on GPUs: batch norm over the global batch, not each rank's share
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -72,6 +74,11 @@ class TrainConfig:
         if unknown:
             raise TypeError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
+
+
+def config_from_recipe(model: str, recipe: dict, seed: int = 0, overrides: dict | None = None) -> TrainConfig:
+    """A notebook's recipe (its full_recipe or cpu_recipe parameter) with `overrides` on top, as a TrainConfig."""
+    return TrainConfig.from_dict({**recipe, **(overrides or {}), "model": model, "seed": seed})
 
 
 class CheckpointError(RuntimeError):
@@ -144,7 +151,10 @@ def load_checkpoint(path: Path) -> dict:
 
 def config_differences(saved: dict, config: TrainConfig) -> list[str]:
     # Compared as JSON: a tuple from a notebook and a list from papermill (which has no tuples) are the same.
-    saved, current = json.loads(json.dumps(saved)), json.loads(json.dumps(asdict(config)))
+    # A field the checkpoint predates counts as its default, so adding a field keeps old models valid.
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    saved = {**defaults, **json.loads(json.dumps(saved))}
+    current = json.loads(json.dumps(asdict(config)))
     return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
@@ -220,7 +230,7 @@ def epoch_generator(config: TrainConfig, epoch: int, device: torch.device) -> to
 
 
 def estimate_epoch_seconds(model, optimizer, loss_fn, config, policy, images, labels, steps_per_epoch,
-                           n_val, device, num_classes) -> float:
+                           n_val, device, num_classes, shard=slice(None)) -> float:
     """Time a few steps on copies of the model and optimizer (nothing of the real run changes)."""
     rng_state = torch.get_rng_state()
     model_copy, opt_copy = copy.deepcopy((model, optimizer))  # one deepcopy: the optimizer follows the copies
@@ -230,7 +240,7 @@ def estimate_epoch_seconds(model, optimizer, loss_fn, config, policy, images, la
         start = time.perf_counter()
         idx = torch.randint(0, len(images), (config.batch_size,), generator=gen, device=device)
         _train_step(model_copy, opt_copy, loss_fn, config, policy, images[idx], labels[idx], gen, device,
-                    num_classes)
+                    num_classes, shard)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -240,11 +250,16 @@ def estimate_epoch_seconds(model, optimizer, loss_fn, config, policy, images, la
     return step_seconds * (steps_per_epoch + n_val / config.batch_size / 3)
 
 
-def _train_step(model, optimizer, loss_fn, config, policy, batch_u8, targets, gen, device, num_classes):
+def _train_step(model, optimizer, loss_fn, config, policy, batch_u8, targets, gen, device, num_classes,
+                shard=slice(None)):
+    """One update. Augmentation (and mixup) runs on the global batch, then this rank keeps `shard` of it, so
+    ranks draw the same random numbers as one process would and together see exactly its batch."""
     x = augment_batch(batch_u8, policy, gen)
     soft = None
     if policy.mixup:
         x, soft = mixup(x, F.one_hot(targets, num_classes).float(), policy.mixup, gen)
+        soft = soft[shard]
+    x, targets = x[shard], targets[shard]
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -265,15 +280,29 @@ def update_ema(ema_model, model, decay):
 
 
 def evaluate_loss_acc(model, images_u8, labels, crop, batch_size=512) -> tuple[float, float]:
-    logits = torch.from_numpy(predict_logits(model, images_u8, batch_size=batch_size, crop=crop))
-    targets = torch.as_tensor(labels).cpu()
-    return F.cross_entropy(logits, targets).item(), (logits.argmax(1) == targets).float().mean().item()
+    """Mean loss and accuracy; under torchrun each rank scores every world_size-th image and the sums are reduced."""
+    shard = slice(distributed.rank(), None, distributed.world_size())
+    logits = torch.from_numpy(predict_logits(model, images_u8[shard], batch_size=batch_size, crop=crop))
+    targets = torch.as_tensor(labels[shard]).cpu()
+    sums = torch.tensor([F.cross_entropy(logits, targets, reduction="sum").item(),
+                         (logits.argmax(1) == targets).sum().item()], dtype=torch.float64)
+    sums = distributed.sum_across_ranks(sums.to(default_collective_device())).cpu()
+    return (sums / len(labels)).tolist()
+
+
+def default_collective_device() -> torch.device:
+    """NCCL reduces CUDA tensors only; gloo takes CPU ones."""
+    if distributed.active() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return name if distributed.world_size() == 1 else f"{distributed.world_size()} x {name} (torchrun, DDP)"
 
 
 # ---------------------------------------------------------------- the loop
@@ -286,21 +315,32 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     `model_path` is where the finished model lives (a report's model.pt): reused when its config and data
     match, written when training ends. run_dir holds last.pt, best.pt and final.pt of the run itself.
     `on_epoch_end(epoch, row)` runs after each epoch's checkpoint is written.
+
+    Under torchrun (see distributed.py) every rank calls this; config.batch_size is the global batch, rank 0
+    alone writes files, and every rank returns the same model.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = distributed.setup(torch.device(device) if device is not None else None) or default_device()
+    world, main = distributed.world_size(), distributed.is_main()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split over {world} ranks: the global batch "
+                         "must be a multiple of the number of processes")
+    shard = slice(distributed.rank() * config.batch_size // world, (distributed.rank() + 1) * config.batch_size // world)
     run_dir = Path(run_dir)
     last_path, best_path, final_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "final.pt"
-    remove_stale_temporaries(run_dir)
-    if retrain:
-        for p in (last_path, best_path, final_path):
-            p.unlink(missing_ok=True)
-    else:
+    if main:
+        remove_stale_temporaries(run_dir)
+        if retrain:
+            for p in (last_path, best_path, final_path):
+                p.unlink(missing_ok=True)
+    distributed.barrier()
+    if not retrain:
         for candidate in ([Path(model_path)] if model_path else []) + [final_path]:
             if candidate.exists():
                 saved = load_checkpoint(candidate)
                 if not config_differences(saved["config"], config) and saved.get("data_sha256") == data.sha256:
-                    if model_path and candidate != Path(model_path):
+                    if main and model_path and candidate != Path(model_path):
                         publish_model(candidate, Path(model_path))
+                    distributed.barrier()
                     return load_trained(Path(model_path) if model_path else candidate, device)
 
     train_images, train_labels = data.split("train")
@@ -322,6 +362,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     if config.scheduler not in ("plateau", "cosine", "onecycle", "none"):
         raise KeyError(f"unknown scheduler {config.scheduler!r}; choose plateau, cosine, onecycle or none")
     ema_model = copy.deepcopy(model) if config.ema_decay else None
+    net = distributed.wrap(model, device, config.sync_batchnorm)  # what the training step calls
     steps_per_epoch = max(len(images) // config.batch_size, 1)  # drop the last partial batch: BN needs company
 
     state = dict(epoch=0, step=0, history=[], wall_seconds=0.0, planned_epochs=config.epochs,
@@ -339,8 +380,9 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
         state.update(checkpoint["state"])
     elif config.time_budget_min:
         epoch_seconds = estimate_epoch_seconds(model, optimizer, loss_fn, config, policy, images, labels,
-                                               steps_per_epoch, len(val_images), device, data.num_classes)
-        state["planned_epochs"] = max(1, min(config.epochs, int(config.time_budget_min * 60 / epoch_seconds)))
+                                               steps_per_epoch, len(val_images), device, data.num_classes, shard)
+        planned = max(1, min(config.epochs, int(config.time_budget_min * 60 / epoch_seconds)))
+        state["planned_epochs"] = distributed.from_main(planned)  # ranks time differently; rank 0 decides
     eval_model = ema_model if ema_model is not None else model
     crop = policy.crop
 
@@ -355,34 +397,37 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
         total_loss = torch.zeros((), device=device)
         total_correct = torch.zeros((), device=device)
         total_steps = state["planned_epochs"] * steps_per_epoch
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{state['planned_epochs']}", disable=not progress,
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{state['planned_epochs']}", disable=not (progress and main),
                    mininterval=5, leave=False)
         for i in bar:
             if plateau is None and config.scheduler != "none":
                 for group in optimizer.param_groups:
                     group["lr"] = scheduled_lr(config, state["step"], total_steps)
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
-            loss, logits = _train_step(model, optimizer, loss_fn, config, policy, images[idx], labels[idx], gen, device,
-                                       data.num_classes)
+            loss, logits = _train_step(net, optimizer, loss_fn, config, policy, images[idx], labels[idx], gen, device,
+                                       data.num_classes, shard)
             if ema_model is not None:
                 update_ema(ema_model, model, config.ema_decay)
             total_loss += loss
-            total_correct += (logits.argmax(1) == labels[idx]).sum()
+            total_correct += (logits.argmax(1) == labels[idx][shard]).sum()
             state["step"] += 1
         bar.close()
         val_loss, val_acc = evaluate_loss_acc(eval_model, val_images, val_labels, crop)
         if plateau is not None:
             plateau.step(val_loss)
-        row = dict(epoch=epoch, train_loss=total_loss.item() / steps_per_epoch,
-                   train_acc=total_correct.item() / (steps_per_epoch * config.batch_size),
+        train_sums = distributed.sum_across_ranks(torch.stack([total_loss, total_correct.float()])
+                                                  .to(default_collective_device())).tolist()
+        row = dict(epoch=epoch, train_loss=train_sums[0] / (steps_per_epoch * world),
+                   train_acc=train_sums[1] / (steps_per_epoch * config.batch_size),
                    val_loss=val_loss, val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
                    seconds=time.time() - epoch_start)
         state["history"].append(row)
         state["epoch"] = epoch
         if val_acc > state["best_metric"]:
             state["best_metric"], state["best_epoch"] = val_acc, epoch
-            save_atomically({"format": CHECKPOINT_FORMAT, "model": eval_model.state_dict(), "epoch": epoch,
-                             "val_acc": val_acc}, best_path)
+            if main:
+                save_atomically({"format": CHECKPOINT_FORMAT, "model": eval_model.state_dict(), "epoch": epoch,
+                                 "val_acc": val_acc}, best_path)
         if config.early_stop_patience and epoch - state["best_epoch"] >= config.early_stop_patience:
             state["stop_reason"] = f"early stopping: no better val accuracy for {config.early_stop_patience} epochs"
         state["wall_seconds"] = time.time() - run_start
@@ -394,6 +439,10 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
             state["planned_epochs"] = max(epoch, min(config.epochs, epoch + int(remaining // mean_epoch)))
             if state["planned_epochs"] == epoch and epoch < config.epochs:
                 state["stop_reason"] = f"time budget of {config.time_budget_min:g} min: another epoch would not fit"
+            state["planned_epochs"], state["stop_reason"] = distributed.from_main(
+                (state["planned_epochs"], state["stop_reason"]))
+        if not main:
+            continue
         if progress:
             print(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}  "
                   f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {row['lr']:.2e}  {row['seconds']:.0f}s", flush=True)
@@ -407,16 +456,22 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
 
     if not state["stop_reason"]:
         state["stop_reason"] = f"all {state['planned_epochs']} planned epochs run"
+    distributed.barrier()  # rank 0 has written best.pt
     best = load_checkpoint(best_path)
     eval_model.load_state_dict(best["model"])
     meta = dict(device=describe_device(device), torch=str(torch.__version__), wall_seconds=state["wall_seconds"],
                 epochs_run=state["epoch"], epochs_asked=config.epochs, planned_epochs=state["planned_epochs"],
                 stop_reason=state["stop_reason"], best_epoch=state["best_epoch"], best_val_acc=state["best_metric"],
                 params=count_params(eval_model), num_train=len(images), num_val=len(val_images))
-    save_atomically({"format": CHECKPOINT_FORMAT, "config": asdict(config), "model": eval_model.state_dict(),
-                     "num_classes": data.num_classes, "class_names": list(data.class_names),
-                     "data_sha256": data.sha256, "history": state["history"], "meta": meta}, final_path)
-    if model_path and publish_model(final_path, Path(model_path)):
+    # With an EMA, the raw weights of the last epoch travel along, so a report can measure what the EMA adds.
+    raw = {"raw_model": model.state_dict()} if ema_model is not None else {}
+    halved = False
+    if main:
+        save_atomically({"format": CHECKPOINT_FORMAT, "config": asdict(config), "model": eval_model.state_dict(), **raw,
+                         "num_classes": data.num_classes, "class_names": list(data.class_names),
+                         "data_sha256": data.sha256, "history": state["history"], "meta": meta}, final_path)
+        halved = bool(model_path) and publish_model(final_path, Path(model_path))
+    if distributed.from_main(halved):
         # Evaluate exactly the weights that are committed, so a fresh clone reproduces every number.
         eval_model.load_state_dict(load_checkpoint(Path(model_path))["model"])
     return TrainResult(eval_model.eval(), config, state["history"], {**meta, "reused": False})
@@ -437,3 +492,58 @@ def publish_model(final_path: Path, model_path: Path) -> bool:
         checkpoint["meta"] = {**checkpoint["meta"], "weights_dtype": "float16 (over 20 MB in float32)"}
     save_atomically(checkpoint, model_path)
     return halve
+
+
+# ---------------------------------------------------------------- command line (and torchrun)
+
+def main(argv=None) -> int:
+    """Train with the recipe in a notebook's parameters cell, e.g. on 8 GPUs:
+    torchrun --nproc_per_node=8 -m emo_utils.train notebooks/09_train_vgg_gap.ipynb --budget full
+    then `make reports NB=09 PARAMS="-p budget full"` evaluates the model it wrote instead of retraining."""
+    import argparse
+    import ast
+
+    from . import data as fer
+    from .reports import notebook_parameters
+
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.train", description=main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebook", type=Path, help="a training notebook; its parameters cell gives the recipe")
+    parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: the notebook's budget)")
+    parser.add_argument("--seed", type=int, help="default: the notebook's seed")
+    parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the notebook's data_path, then the finder)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field, VALUE a Python literal (e.g. --set epochs=5); repeatable")
+    parser.add_argument("--report-dir", type=Path, help="where model.pt goes (default: reports/<model>)")
+    parser.add_argument("--run-dir", type=Path, help="checkpoints (default: runs/<model>)")
+    parser.add_argument("--retrain", action="store_true", help="train even if a matching model.pt exists")
+    args = parser.parse_args(argv)
+
+    params = notebook_parameters(args.notebook)
+    budget = args.budget or params.get("budget", "cpu")
+    seed = params.get("seed", 0) if args.seed is None else args.seed
+    overrides = dict(params.get("overrides") or {})
+    for item in args.set:
+        field_name, _, value = item.partition("=")
+        try:
+            overrides[field_name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[field_name] = value
+    model_name = params["model_name"]
+    config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides)
+    data = fer.load_dataset(args.data or params.get("data_path"))
+    report_dir = args.report_dir or fer.REPO_ROOT / "reports" / model_name
+    run_dir = args.run_dir or fer.REPO_ROOT / "runs" / model_name
+    if distributed.is_main():
+        report_dir.mkdir(parents=True, exist_ok=True)
+    result = train(config, data, run_dir, retrain=args.retrain, model_path=report_dir / "model.pt")
+    if distributed.is_main():
+        print(json.dumps({k: v for k, v in result.meta.items()}, indent=1, default=str))
+        print(f"model: {report_dir / 'model.pt'}")
+    if distributed.active():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -99,3 +99,25 @@ def test_unet_dropout_matches_nn_dropout_in_distribution_and_eval():
     assert abs((out == 0).float().mean().item() - 0.3) < 0.01
     assert torch.allclose(out[out != 0], torch.full_like(out[out != 0], 1 / 0.7))
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_vgg_gap_is_the_issue_baseline_by_default_and_takes_any_size():
+    model = build_model("vgg_gap", 7)
+    assert [c.out_channels for c in convs(model)] == [32, 32, 64, 64, 128, 128, 256, 256]
+    assert all(c.kernel_size == (3, 3) for c in convs(model))
+    # 1.17M parameters: 3x3 kernels of the eight convs, BN scales and shifts, the 256->7 classifier.
+    kernels = sum(9 * c.in_channels * c.out_channels for c in convs(model))
+    assert count_params(model) == kernels + 2 * sum(c.out_channels for c in convs(model)) + 256 * 7 + 7
+    model.eval()
+    with torch.no_grad():
+        for size in (40, 48):  # trained on 40 px crops, may be evaluated on the whole 48 px face
+            assert model(torch.randn(2, 1, size, size)).shape == (2, 7)
+
+
+def test_vgg_gap_residual_variant_adds_the_input_back():
+    model = build_model("vgg_gap", 7, widths=[8, 16], convs=3, residual=True).eval()
+    shortcuts = [m for m in model.modules() if type(m).__name__ == "Residual"]
+    assert len(shortcuts) == 4  # two per stage: every conv after the stage's first
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(shortcuts[0](x), x + shortcuts[0].body(x))

@@ -48,3 +48,4 @@ from . import residual_gap  # noqa: E402,F401
 from . import the_model  # noqa: E402,F401
 from . import cnn3  # noqa: E402,F401
 from . import unet_classifier  # noqa: E402,F401
+from . import vgg_gap  # noqa: E402,F401

@@ -1,0 +1,86 @@
+"""Time to 69% and to 71% PrivateTest: the flagship speedrun against the plain baseline, both from one run.
+
+Notebook 09 trains, on the same machine and seed, the speedrun recipe for 60 minutes and, as ablations, the same
+recipe for 30 minutes and the issue's plain baseline (no EMA, the default one-cycle warm-up, flip TTA) for 30
+minutes. Every wall-clock minute of a run is training on the device: the epochs and their per-epoch validation
+pass, with the one-cycle schedule planned to end when the budget does. This script reads what that run wrote
+(reports/vgg_gap/ablations.json and metrics.json) and prints, for each target, the shortest budget that reached
+it, and the baseline at equal budget.
+
+    make reports NB=09 RETRAIN=1      # trains all three runs (about 2 hours on 2 CPU cores)
+    python benchmarks/time_to_accuracy.py [--report reports/vgg_gap] [--write]
+
+--write appends the result, with the command lines, to reports/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from emo_utils.data import REPO_ROOT
+
+TARGETS = (0.69, 0.71)
+BASELINE = "plain baseline, 30 min"
+OURS = ("this recipe", "30-minute budget")
+
+
+def load_runs(report: Path) -> tuple[list[dict], dict]:
+    ablations = report / "ablations.json"
+    if not ablations.exists():
+        sys.exit(f"{ablations} is missing: run `make reports NB=09` first (it writes the ablation runs' results).")
+    record = json.loads((report / "metrics.json").read_text())
+    return json.loads(ablations.read_text())["runs"], record["provenance"]
+
+
+def time_to(target: float, runs: list[dict]) -> dict | None:
+    """The shortest run (by training minutes) whose PrivateTest accuracy reached the target."""
+    reached = [r for r in runs if r["test_private"] >= target]
+    return min(reached, key=lambda r: r["train min"]) if reached else None
+
+
+def summarize(runs: list[dict], prov: dict) -> list[str]:
+    ours = [r for r in runs if r["run"] in OURS]
+    baseline = next((r for r in runs if r["run"] == BASELINE), None)
+    lines = ["| run | epochs | training min | PrivateTest (views chosen on val) | PrivateTest (flip TTA) | val |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['run']} | {r['epochs']} | {r['train min']:.1f} | {r['test_private']:.4f} | "
+              f"{r['test_private, flip TTA']:.4f} | {r['val']:.4f} |" for r in runs]
+    lines.append("")
+    for target in TARGETS:
+        hit = time_to(target, ours)
+        lines.append(f"- Time to {target:.0%} PrivateTest: " + (
+            f"**{hit['train min']:.1f} min** ({hit['run']}, {hit['test_private']:.2%})" if hit else
+            f"not reached within {max(r['train min'] for r in ours):.0f} min (best {max(r['test_private'] for r in ours):.2%})"))
+    if baseline:
+        same = next((r for r in ours if abs(r["train min"] - baseline["train min"]) < 3), None)
+        if same:
+            gain = same["test_private"] - baseline["test_private, flip TTA"]
+            lines.append(f"- At equal budget ({baseline['train min']:.0f} min): ours {same['test_private']:.2%} vs "
+                         f"the plain baseline {baseline['test_private, flip TTA']:.2%} with its own flip TTA "
+                         f"(**{gain * 100:+.2f} points**), measured in the same run.")
+    lines.append(f"- Device: {prov['device']}; commit `{prov['commit']}`, seed {prov['seed']}.")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report", type=Path, default=REPO_ROOT / "reports" / "vgg_gap")
+    parser.add_argument("--write", action="store_true", help="append the result to reports/benchmarks.md")
+    args = parser.parse_args(argv)
+    runs, prov = load_runs(args.report)
+    lines = summarize(runs, prov)
+    print("\n".join(lines))
+    if args.write:
+        command = "python benchmarks/time_to_accuracy.py --write"
+        text = (f"\n## Time to accuracy, {dt.date.today().isoformat()}\n\n`make reports NB=09 RETRAIN=1`, then "
+                f"`{command}`.\n\n" + "\n".join(lines) + "\n")
+        with open(REPO_ROOT / "reports" / "benchmarks.md", "a") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

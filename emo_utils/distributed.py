@@ -1,0 +1,86 @@
+"""Data parallel training under torchrun: the few collective calls train.py needs, and nothing when alone.
+
+torchrun starts one process per device and sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT;
+setup() joins the group (NCCL on GPUs, gloo on CPU). Without torchrun every function here is a no-op,
+so the single-process loop pays nothing for it.
+
+How the loop shares work (see train.py): every rank holds the whole uint8 dataset, draws the same epoch
+order and augments the same global batch from the same seeded generator, then keeps its own slice of it.
+So N ranks see exactly the images and augmentations one process sees with the combined batch, and
+DistributedDataParallel's gradient averaging makes the update the same, up to float summation order.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: torch.device | None) -> torch.device | None:
+    """Join the process group when started by torchrun; returns the device this rank should use."""
+    if not launched_by_torchrun():
+        return device
+    if not dist.is_initialized():
+        on_gpu = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+        dist.init_process_group(backend="nccl" if on_gpu else "gloo")
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def sum_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    if active():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def from_main(value):
+    """Rank 0's value of a picklable object on every rank (plans that depend on wall time must agree)."""
+    if not active():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wrap(model: torch.nn.Module, device: torch.device, sync_batchnorm: bool) -> torch.nn.Module:
+    """The module the training step calls: the model itself alone, a DistributedDataParallel wrapper in a group.
+
+    Batch norm normalises over each rank's share of the batch unless sync_batchnorm (GPU only in torch:
+    its SyncBatchNorm has no CPU kernel), so a BN net under DDP matches one process only with it."""
+    if not active():
+        return model
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise ValueError("sync_batchnorm needs CUDA: torch's SyncBatchNorm has no CPU kernel. Set "
+                             "sync_batchnorm=False for gloo on CPU (each rank then normalises its own share).")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -1,0 +1,104 @@
+"""The flagship's pieces: test-time views, scoring each image once, config compatibility, the training command
+line (the same entry point torchrun starts) and notebook 09 with its ablations, end to end on synthetic data."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_fer_zip
+from emo_utils.augment import TTA_VIEWS, tta_views
+from emo_utils.models import build_model
+from emo_utils.predict import predict_logits, predict_splits, softmax
+from emo_utils.reports import REPO_ROOT, run_reports
+from emo_utils.train import TrainConfig, config_differences
+from synthetic import make_learnable_data
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "09_train_vgg_gap.ipynb"
+
+
+def test_tta_views_are_the_crops_they_name():
+    x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
+    assert [v.shape[-1] for v in tta_views(x, 40, False)] == [40]
+    centre, mirror = tta_views(x, 40, True)
+    assert torch.equal(centre, x[..., 4:44, 4:44]) and torch.equal(mirror, centre.flip(3))
+    whole, whole_mirror = tta_views(x, 40, "full_flip")
+    assert torch.equal(whole, x) and torch.equal(whole_mirror, x.flip(3))
+    ten = tta_views(x, 40, "ten_crop")
+    assert len(ten) == 10 and all(v.shape == (2, 1, 40, 40) for v in ten)
+    assert torch.equal(ten[0], x[..., :40, :40]) and torch.equal(ten[3], x[..., 8:, 8:])
+    assert torch.equal(ten[4], centre) and all(torch.equal(ten[5 + i], ten[i].flip(3)) for i in range(5))
+    with pytest.raises(ValueError, match="ten_crop needs a model trained on random crops"):
+        tta_views(x, 0, "ten_crop")
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'five'"):
+        tta_views(x, 40, "five")
+
+
+def test_predict_splits_scores_each_image_once_and_matches_per_split_prediction():
+    data = make_learnable_data(train_per_class=6, test_per_class=4)
+    torch.manual_seed(0)
+    model = build_model("vgg_gap", 7, widths=[8, 16]).eval()
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    probs = predict_splits(model, data, crop=40, tta="ten_crop")
+    n_eval = int((data.split_mask("val") | data.split_mask("test_all")).sum())
+    assert sum(calls) == 10 * n_eval  # ten views of each evaluation image, test_all not scored twice
+    for split, p in probs.items():
+        expected = softmax(predict_logits(model, data.split(split)[0], crop=40, tta="ten_crop"))
+        np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-6)
+
+
+
+def test_a_config_saved_before_a_field_existed_still_matches_when_the_field_has_its_default():
+    config = TrainConfig(model="vgg_gap", lr=0.1)
+    saved = json.loads(json.dumps(TrainConfig(model="vgg_gap", lr=0.1).__dict__))
+    del saved["sync_batchnorm"]  # a checkpoint written before the field was added
+    assert config_differences(saved, config) == []
+    assert config_differences(saved, TrainConfig(model="vgg_gap", lr=0.1, sync_batchnorm=True)) == [
+        "sync_batchnorm: checkpoint False vs now True"]
+
+
+TINY = {"epochs": 2, "time_budget_min": 0, "batch_size": 16, "ema_decay": 0.5,
+        "model_kwargs": {"widths": [8, 16], "convs": 1}, "augment": {"crop": 44}}
+
+
+@pytest.fixture(scope="module")
+def flagship(tmp_path_factory):
+    """The command line trains the notebook's recipe; the notebook then re-evaluates that model and trains one
+    ablation."""
+    root = tmp_path_factory.mktemp("flagship")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EMO_CACHE", str(root / "cache"))
+    mp.delenv("EMO_DATA", raising=False)
+    zip_path = make_fer_zip(root / "data", n_train=12, n_public=3, n_private=3)
+    report, runs = root / "reports" / "vgg_gap", root / "runs" / "vgg_gap"
+    sets = [f"--set={key}={value!r}" for key, value in TINY.items()]
+    cli = subprocess.run([sys.executable, "-m", "emo_utils.train", str(NOTEBOOK), "--data", str(zip_path),
+                          "--report-dir", str(report), "--run-dir", str(runs), *sets],
+                         capture_output=True, text=True, timeout=600)  # inherits EMO_CACHE set above
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    run_reports(only=["09"], kernel="python3", reports_dir=root / "reports", progress=False, parameters={
+        "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY,
+        "cpu_ablations": {"no EMA": {"ema_decay": 0.0}}, "device": "cpu"})
+    yield report, cli
+    mp.undo()
+
+
+def test_the_command_line_trains_the_notebook_recipe_and_the_notebook_reuses_it(flagship):
+    report, cli = flagship
+    assert f"model: {report / 'model.pt'}" in cli.stdout
+    record = json.loads((report / "metrics.json").read_text())
+    assert record["model"] == "vgg_gap" and record["provenance"]["reused_weights"] is True
+    assert record["provenance"]["epochs_run"] == 2
+
+
+def test_the_report_carries_the_ablations_and_the_choices_made_on_val(flagship):
+    report, _ = flagship
+    prov = json.loads((report / "metrics.json").read_text())["provenance"]
+    assert prov["tta"] in TTA_VIEWS and prov["weights"] in ("EMA", "raw, last epoch")
+    readme = (report / "README.md").read_text()
+    assert "## Ablations" in readme and "| ten_crop |" in readme and "| raw, last epoch |" in readme
+    assert "| no EMA | {'ema_decay': 0.0} |" in readme
+    assert (report / "ablations" / "no_ema" / "model.pt").exists()

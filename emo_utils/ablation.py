@@ -67,12 +67,19 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
     return results
 
 
-def run_row(name: str, change: str, result: TrainResult, data, tta, model: torch.nn.Module | None = None) -> dict:
+def run_row(name: str, change: str, result: TrainResult, data, tta, model: torch.nn.Module | None = None,
+            probs_by_view: dict[str, dict] | None = None) -> dict:
     """One training run's row: its budget as spent, and its accuracies with the given test-time views
-    (of `model` when given: the weights chosen for the run, else the run's own)."""
+    (of `model` when given: the weights chosen for the run, else the run's own). `probs_by_view` (view_probs
+    of that same model) saves predicting again: ten crops of every split take minutes on a CPU."""
     crop = make_policy(result.config.augment).crop
+    known = probs_by_view or {}
+
+    def probs(view, splits):
+        return known[view] if view in known else predict_splits(model or result.model, data, splits, crop=crop,
+                                                                tta=view)
+
     return {"run": name, "change": change, "epochs": result.meta["epochs_run"],
             "train min": round(result.meta["wall_seconds"] / 60, 1),
-            **accuracies(predict_splits(model or result.model, data, crop=crop, tta=tta), data),
-            "test_private, flip TTA": accuracies(predict_splits(model or result.model, data, ["test_private"], crop=crop,
-                                                                tta="flip"), data).get("test_private")}
+            **accuracies(probs(tta, SCORED_SPLITS), data),
+            "test_private, flip TTA": accuracies(probs("flip", ["test_private"]), data).get("test_private")}

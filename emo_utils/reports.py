@@ -68,8 +68,9 @@ def git_commit() -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        # reports/ is what `make reports` rewrites as it goes: only a change elsewhere makes the code uncommitted.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("+uncommitted" if dirty else "")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
@@ -215,9 +216,14 @@ def markdown_table(rows: list[dict]) -> str:
                      + ["| " + " | ".join(cell(r[k]) for k in head) + " |" for r in rows])
 
 
-def trained_models(reports_dir: Path = None) -> dict[str, Path]:
-    """{model name: reports/<model>/model.pt} for every model with committed weights."""
-    return {p.parent.name: p for p in sorted(Path(reports_dir or REPORTS).glob("*/model.pt"))}
+def trained_models(reports_dir: Path = None, ablations: bool = False) -> dict[str, Path]:
+    """{model name: reports/<model>/model.pt} for every model with committed weights; with `ablations`, also each
+    training-time ablation's weights (reports/<model>/ablations/<run>/model.pt), named `<model>/<run>`."""
+    root = Path(reports_dir or REPORTS)
+    found = {p.parent.name: p for p in sorted(root.glob("*/model.pt"))}
+    if ablations:
+        found.update({f"{p.parents[2].name}/{p.parent.name}": p for p in sorted(root.glob("*/ablations/*/model.pt"))})
+    return found
 
 
 def write_ensemble_report(report_dir, rows: list[dict], chosen: str, tta: bool, weights: dict[str, float],
@@ -229,10 +235,11 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, tta: bool, 
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    metas = {m: load_checkpoint(member_files[m])["meta"] for m in weights}
+    used = [m for m, w in weights.items() if w > 1e-6]  # a member weighted 0 never runs: it costs nothing
+    metas = {m: load_checkpoint(member_files[m])["meta"] for m in used}
     from .models import build_model, count_flops  # FLOPs of each member, summed: an ensemble runs them all
     flops = 0
-    for m in weights:
+    for m in used:
         checkpoint = load_checkpoint(member_files[m])
         config = checkpoint["config"]
         flops += count_flops(build_model(config["model"], checkpoint["num_classes"], **config["model_kwargs"]))

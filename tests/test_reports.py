@@ -158,3 +158,15 @@ def test_local_only_outputs_never_reach_reports(folders):
         text = produced.read_text()
         assert "secret face pixels" not in text  # the source spells it in two pieces
         assert "never redistributes FER2013" in text and "public 1" in text
+
+
+def test_trained_models_lists_reports_and_on_request_the_ablation_runs(tmp_path):
+    from emo_utils.reports import trained_models
+    for path in ("mini_xception/model.pt", "vgg_gap/model.pt", "vgg_gap/ablations/30_minute_budget/model.pt",
+                 "vgg_gap/model_no_vflip.pt", "ensemble/metrics.json"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    assert list(trained_models(tmp_path)) == ["mini_xception", "vgg_gap"]
+    with_runs = trained_models(tmp_path, ablations=True)
+    assert list(with_runs) == ["mini_xception", "vgg_gap", "vgg_gap/30_minute_budget"]
+    assert with_runs["vgg_gap/30_minute_budget"] == tmp_path / "vgg_gap/ablations/30_minute_budget/model.pt"

@@ -53,5 +53,9 @@ def test_ensembling_notebook_writes_the_ensemble_report(zoo):
     record = json.loads((reports / "ensemble" / "metrics.json").read_text())
     assert record["model"] == "ensemble" and set(record["provenance"]["members"]) <= {"model_x", "model_y"}
     assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val"}
+    # Parameters are those of the members that run: a member weighted 0 is left out of the count.
+    used = [m for m, w in record["provenance"]["members"].items() if w > 1e-6]
+    member_params = {m: json.loads((reports / m / "metrics.json").read_text())["params"] for m in used}
+    assert used and record["params"] == sum(member_params.values())
     readme = (reports / "ensemble" / "README.md").read_text()
     assert "seed pair, fitted weights" in readme and "beats best member" in readme

@@ -219,23 +219,23 @@ def test_weights_over_the_size_limit_are_published_as_float16_and_evaluated_as_s
 
 
 def test_cpu_bf16_trains_the_forward_pass_in_bfloat16_and_still_learns(data, tmp_path):
-    conv_input_dtypes = []
+    conv_output_dtypes = []
 
     def record_conv_dtype(module, inputs, output):
         if isinstance(module, torch.nn.Conv2d) and module.training:
-            conv_input_dtypes.append(output.dtype)
+            conv_output_dtypes.append(output.dtype)
 
     hook = torch.nn.modules.module.register_module_forward_hook(record_conv_dtype)
     try:
         fp32 = train(TrainConfig(**FAST, optimizer="adam", lr=1e-2, scheduler="none", epochs=1), data,
                      tmp_path / "fp32", progress=False)
-        assert set(conv_input_dtypes) == {torch.float32}  # the default stays fp32: old recipes are unchanged
-        conv_input_dtypes.clear()
+        assert set(conv_output_dtypes) == {torch.float32}  # the default stays fp32: old recipes are unchanged
+        conv_output_dtypes.clear()
         config = TrainConfig(**FAST, optimizer="adam", lr=1e-2, scheduler="none", epochs=15, cpu_bf16=True)
         bf16 = train(config, data, tmp_path / "bf16", device="cpu", progress=False)
     finally:
         hook.remove()
-    assert set(conv_input_dtypes) == {torch.bfloat16}
+    assert set(conv_output_dtypes) == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # master weights stay fp32
     assert bf16.meta["best_val_acc"] > 3 / data.num_classes
     assert fp32.config.cpu_bf16 is False

@@ -5,7 +5,8 @@ Two ways to choose weights, both on validation probabilities:
     L-BFGS), the seed's "weighted average" with weights learned instead of hand-set;
   - greedy_selection: Caruana et al. 2004, forward selection with replacement of the member that most
     improves validation log-loss; the counts become the weights.
-Test probabilities only ever enter through ensemble_probs, after the weights are fixed.
+Test probabilities only ever enter through ensemble_probs, after the weights are fixed. Members are averaged
+under the same test-time views (centre crop, flip) or each under its own, chosen on val (best_view_probs).
 """
 from __future__ import annotations
 
@@ -68,8 +69,9 @@ def greedy_selection(val_probs: dict[str, np.ndarray], val_labels: np.ndarray, r
     return {n: c / used for n, c in counts.items() if c}
 
 
-def member_probs(model_files: dict[str, Path], data, tta: bool, device=None) -> dict[str, dict[str, np.ndarray]]:
-    """{member: {split: probs}} for every evaluation split, each model on the crop it was trained with."""
+def member_probs(model_files: dict[str, Path], data, tta: bool | str, device=None) -> dict[str, dict[str, np.ndarray]]:
+    """{member: {split: probs}} for every evaluation split, each model on the crop it was trained with and the
+    test-time views `tta` (augment.tta_views)."""
     from .augment import make_policy
     from .train import load_trained
 
@@ -78,6 +80,37 @@ def member_probs(model_files: dict[str, Path], data, tta: bool, device=None) -> 
         trained = load_trained(path, device)
         probs[name] = predict_splits(trained.model, data, crop=make_policy(trained.config.augment).crop, tta=tta)
     return probs
+
+
+PER_MEMBER = "each member's best on val"  # the view label of best_view_probs' probabilities
+
+
+def best_view_probs(model_files: dict[str, Path], data, probs_by_view: dict[str, dict], device=None
+                    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """Each member under its own test-time views: the set of augment.TTA_VIEWS with the best validation accuracy
+    (the fewest views on a tie), so a model trained on random crops brings its ten crops to the average.
+
+    probs_by_view ({view: {member: {split: probs}}}) holds views already scored; they are reused, not recomputed.
+    Views that differ only for crop-trained models (full_flip, ten_crop) are scored for those alone.
+    Returns ({member: {split: probs}}, {member: chosen view})."""
+    from .ablation import best_views, view_rows
+    from .augment import TTA_VIEWS, make_policy
+    from .train import load_trained
+
+    probs, chosen = {}, {}
+    for name, path in model_files.items():
+        by_view = {view: scored[name] for view, scored in probs_by_view.items() if name in scored}
+        trained = None
+        for view in TTA_VIEWS:
+            if view in by_view:
+                continue
+            trained = trained or load_trained(path, device)
+            crop = make_policy(trained.config.augment).crop
+            if crop or view in ("center", "flip"):  # uncropped, full_flip is flip and ten_crop has no corners
+                by_view[view] = predict_splits(trained.model, data, crop=crop, tta=view)
+        chosen[name] = best_views(view_rows(by_view, data))
+        probs[name] = by_view[chosen[name]]
+    return probs, chosen
 
 
 def fit_on_validation(probs: dict[str, dict[str, np.ndarray]], val_labels: np.ndarray, method: str) -> dict[str, float]:
@@ -99,16 +132,17 @@ def combine(probs: dict[str, dict[str, np.ndarray]], weights: dict[str, float]) 
     return {s: ensemble_probs([probs[n][s] for n in names], [weights[n] for n in names]) for s in splits}
 
 
-def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_tta: dict[bool, dict], data) -> tuple[list[dict], dict]:
-    """Fit every plan (members, method) on val, with and without flip TTA, and score it on every split.
+def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_view: dict[str, dict], data) -> tuple[list[dict], dict]:
+    """Fit every plan (members, method) on val under each set of test-time views, and score it on every split.
 
-    Each ensemble is compared with its best member, chosen by validation accuracy as any selection here is.
-    Returns table rows and {(plan, tta): (weights, metrics by split)}.
+    probs_by_view: {views: {member: {split: probs}}}, e.g. "center", "flip" and PER_MEMBER. Each ensemble is
+    compared with its best member under the same views, chosen by validation accuracy as any selection here is.
+    Returns table rows and {(plan, views): (weights, metrics by split)}.
     """
     from .metrics import compute_metrics
 
     rows, results = [], {}
-    for tta, probs in probs_by_tta.items():
+    for views, probs in probs_by_view.items():
         splits = list(next(iter(probs.values())))
         labels = {s: data.split(s)[1] for s in splits}
         headline = "test_private" if "test_private" in splits else "test_all"
@@ -122,12 +156,12 @@ def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_tta: dict[b
             combined = combine(subset, weights)
             metrics = {s: compute_metrics(combined[s], labels[s], data.class_names) for s in splits}
             member_acc = accuracy(probs[best_member][headline], labels[headline])
-            rows.append({"ensemble": plan, "tta": tta, "members": len(members),
+            rows.append({"ensemble": plan, "test-time views": views, "members": len(members),
                          "weights": ", ".join(f"{m} {w:.2f}" for m, w in sorted(weights.items(), key=lambda kv: -kv[1])),
                          "val": metrics["val"]["accuracy"],
                          **{s: metrics[s]["accuracy"] for s in splits if s != "val"},
                          f"macro_f1 ({headline})": metrics[headline]["macro_f1"], f"ece ({headline})": metrics[headline]["ece"],
                          "best member": best_member, f"best member {headline}": member_acc,
                          "beats best member": metrics[headline]["accuracy"] > member_acc})
-            results[plan, tta] = (weights, metrics)
+            results[plan, views] = (weights, metrics)
     return rows, results

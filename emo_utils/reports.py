@@ -226,10 +226,12 @@ def trained_models(reports_dir: Path = None, ablations: bool = False) -> dict[st
     return found
 
 
-def write_ensemble_report(report_dir, rows: list[dict], chosen: str, tta: bool, weights: dict[str, float],
-                          metrics_by_split: dict, member_files: dict[str, Path], data_sha256: str) -> Path:
+def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str, weights: dict[str, float],
+                          metrics_by_split: dict, member_files: dict[str, Path], data_sha256: str,
+                          member_views: dict[str, str] | None = None) -> Path:
     """reports/ensemble/: README.md with every plan's table, and metrics.json (shared shape) for the ensemble
-    chosen on validation accuracy."""
+    chosen on validation accuracy. `views` names the test-time views the members were averaged under;
+    member_views, when each member had its own, says which."""
     from .metrics import summary
     from .train import load_checkpoint
 
@@ -245,7 +247,10 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, tta: bool, 
         flops += count_flops(build_model(config["model"], checkpoint["num_classes"], **config["model_kwargs"]))
     prov = provenance(0, data_sha256, {"device": "; ".join(sorted({meta["device"] for meta in metas.values()})),
                                        "wall_seconds": sum(meta["wall_seconds"] for meta in metas.values())}, "cpu")
-    prov.update(members=weights, tta=tta, selected_on="val accuracy")
+    own_views = {m: member_views[m] for m in used} if member_views else None
+    prov.update(members=weights, tta=views, selected_on="val accuracy")
+    if own_views:
+        prov["member_views"] = own_views
     record = {"model": "ensemble", "params": int(sum(meta["params"] for meta in metas.values())), "flops": int(flops),
               "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}
     (report_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -254,8 +259,9 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, tta: bool, 
              "Weighted averages of the members' softmax outputs. Weights are fitted on the validation split only "
              "(log-loss over the simplex, or Caruana greedy selection); every ensemble is compared with its best "
              "member, also chosen on validation accuracy.", "",
-             f"**Chosen on validation accuracy:** {chosen} ({'with' if tta else 'without'} flip TTA), weights "
-             + ", ".join(f"{m} {w:.3f}" for m, w in weights.items()) + ".", "",
+             f"**Chosen on validation accuracy:** {chosen}, test-time views: {views}; weights "
+             + ", ".join(f"{m} {w:.3f}" + (f" ({own_views[m]})" if own_views and m in own_views else "")
+                         for m, w in weights.items()) + ".", "",
              results_table(metrics_by_split), "", "## Every plan", "", table, "",
              f"Members trained for {prov['wall_seconds'] / 60:.1f} min in all on {prov['device']}; commit "
              f"`{prov['commit']}`, data sha256 `{data_sha256[:16]}…`.", ""]

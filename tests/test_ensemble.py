@@ -2,8 +2,13 @@
 import numpy as np
 import pytest
 
-from emo_utils.ensemble import (accuracy, combine, ensemble_probs, fit_on_validation, fit_weights,
+from emo_utils.augment import TTA_VIEWS
+from emo_utils.ensemble import (accuracy, best_view_probs, combine, ensemble_probs, fit_on_validation, fit_weights,
                                 greedy_selection, log_loss)
+from emo_utils.predict import predict_splits
+from emo_utils.train import load_trained
+from synthetic import make_learnable_data
+from tiny_model import tiny_model
 
 
 def noisy_probs(labels, num_classes, knows, rng, strength=3.0):
@@ -69,3 +74,24 @@ def test_unknown_method_is_named(members):
     probs, labels = members
     with pytest.raises(KeyError, match="stacking"):
         fit_on_validation({n: {"val": p} for n, p in probs.items()}, labels, "stacking")
+
+
+def test_each_member_is_scored_under_its_best_views_on_val(tmp_path_factory):
+    data = make_learnable_data(train_per_class=30)
+    crop_net = tiny_model(tmp_path_factory)  # trained on 44-pixel crops: all four view sets apply
+    labels = {s: data.split(s)[1] for s in ("val", "test_private", "test_public", "test_all")}
+    rng = np.random.default_rng(0)
+    right = {s: np.eye(7)[y] * 0.9 + 0.1 / 7 for s, y in labels.items()}
+    wrong = {s: noisy_probs(y, 7, [], rng) for s, y in labels.items()}
+    # Views scored already are reused, not recomputed: "given" keeps the perfect flip probabilities handed in
+    # (the views it still lacks tie with them at best, and a tie goes to the fewer views).
+    scored = {"center": {"given": wrong}, "flip": {"given": right}}
+    probs, chosen = best_view_probs({"given": crop_net, "crop_net": crop_net}, data, scored)
+    assert chosen["given"] == "flip" and probs["given"] is right
+
+    trained = load_trained(crop_net)
+    every_view = {v: predict_splits(trained.model, data, crop=44, tta=v) for v in TTA_VIEWS}
+    val_acc = {v: accuracy(p["val"], labels["val"]) for v, p in every_view.items()}
+    assert chosen["crop_net"] in TTA_VIEWS and val_acc[chosen["crop_net"]] == max(val_acc.values())
+    np.testing.assert_allclose(probs["crop_net"]["test_private"], every_view[chosen["crop_net"]]["test_private"],
+                               atol=1e-6)

@@ -162,6 +162,7 @@ def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_view: dict[
                          **{s: metrics[s]["accuracy"] for s in splits if s != "val"},
                          f"macro_f1 ({headline})": metrics[headline]["macro_f1"], f"ece ({headline})": metrics[headline]["ece"],
                          "best member": best_member, f"best member {headline}": member_acc,
+                         "gain (points)": 100 * (metrics[headline]["accuracy"] - member_acc),
                          "beats best member": metrics[headline]["accuracy"] > member_acc})
             results[plan, views] = (weights, metrics)
     return rows, results

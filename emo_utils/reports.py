@@ -209,8 +209,12 @@ def write_model_report(report_dir, model_name: str, title: str, metrics_by_split
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """Rows of equal keys as a GitHub table; floats to 4 places."""
-    cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    """Rows of equal keys as a GitHub table; fractions (accuracies, weights) to 4 places, larger floats (minutes,
+    losses) to 4 significant digits, so 59.5 minutes reads 59.5, not 59.5000."""
+    def cell(v):
+        if not isinstance(v, float):
+            return str(v)
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.4g}"
     head = list(rows[0])
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                      + ["| " + " | ".join(cell(r[k]) for k in head) + " |" for r in rows])
@@ -224,6 +228,22 @@ def trained_models(reports_dir: Path = None, ablations: bool = False) -> dict[st
     if ablations:
         found.update({f"{p.parents[2].name}/{p.parent.name}": p for p in sorted(root.glob("*/ablations/*/model.pt"))})
     return found
+
+
+def ensemble_verdict(rows: list[dict]) -> str:
+    """A sentence per outcome from evaluate_plans' rows: how many plans beat their best member on the headline
+    split, and by how much the others miss, so a reader need not scan the table for it."""
+    headline = next(k for k in rows[0] if k.startswith("best member ")).removeprefix("best member ")
+    name = lambda r: f"{r['ensemble']} ({r['test-time views']})"  # noqa: E731
+    wins = [r for r in rows if r["beats best member"]]
+    text = f"**{len(wins)} of {len(rows)} plans beat their best member on {headline}.**"
+    if wins:
+        top = max(wins, key=lambda r: r["gain (points)"])
+        text += f" The largest gain: {name(top)}, {top['gain (points)']:+.2f} points."
+    misses = [r for r in rows if not r["beats best member"]]
+    if misses:
+        text += " Short of it: " + "; ".join(f"{name(r)} {r['gain (points)']:+.2f}" for r in misses) + " points."
+    return text
 
 
 def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str, weights: dict[str, float],
@@ -262,7 +282,7 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
              f"**Chosen on validation accuracy:** {chosen}, test-time views: {views}; weights "
              + ", ".join(f"{m} {w:.3f}" + (f" ({own_views[m]})" if own_views and m in own_views else "")
                          for m, w in weights.items()) + ".", "",
-             results_table(metrics_by_split), "", "## Every plan", "", table, "",
+             results_table(metrics_by_split), "", "## Every plan", "", ensemble_verdict(rows), "", table, "",
              f"Members trained for {prov['wall_seconds'] / 60:.1f} min in all on {prov['device']}; commit "
              f"`{prov['commit']}`, data sha256 `{data_sha256[:16]}…`.", ""]
     readme = report_dir / "README.md"

@@ -170,3 +170,23 @@ def test_trained_models_lists_reports_and_on_request_the_ablation_runs(tmp_path)
     with_runs = trained_models(tmp_path, ablations=True)
     assert list(with_runs) == ["mini_xception", "vgg_gap", "vgg_gap/30_minute_budget"]
     assert with_runs["vgg_gap/30_minute_budget"] == tmp_path / "vgg_gap/ablations/30_minute_budget/model.pt"
+
+
+def test_markdown_table_keeps_four_places_for_fractions_and_drops_padding_on_minutes():
+    from emo_utils.reports import markdown_table
+    table = markdown_table([{"run": "this recipe", "epochs": 82, "train min": 59.5, "val": 0.71254, "loss": 1.79234}])
+    header, rule, row = table.splitlines()
+    assert header == "| run | epochs | train min | val | loss |" and rule == "|---|---|---|---|---|"
+    assert row == "| this recipe | 82 | 59.5 | 0.7125 | 1.792 |"
+
+
+def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names_the_misses():
+    from emo_utils.reports import ensemble_verdict
+    row = lambda plan, views, gain: {"ensemble": plan, "test-time views": views, "test_private": 0.6 + gain / 100,  # noqa: E731
+                                     "best member": "model_x", "best member test_private": 0.6,
+                                     "gain (points)": gain, "beats best member": gain > 0}
+    text = ensemble_verdict([row("seed pair, fitted weights", "center", 0.22), row("zoo, fitted weights", "flip", 0.44),
+                             row("seed pair, equal weights", "flip", -0.73)])
+    assert text.startswith("**2 of 3 plans beat their best member on test_private.**")
+    assert "largest gain: zoo, fitted weights (flip), +0.44 points" in text
+    assert "Short of it: seed pair, equal weights (flip) -0.73 points." in text

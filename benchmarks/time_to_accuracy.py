@@ -10,17 +10,17 @@ it, and the baseline at equal budget.
     make reports NB=09 RETRAIN=1      # trains all three runs (about 2 hours on 2 CPU cores)
     python benchmarks/time_to_accuracy.py [--report reports/vgg_gap] [--write]
 
---write appends the result, with the command lines, to reports/benchmarks.md.
+--write puts the result, with the command lines, into reports/benchmarks.md in place of the earlier one.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
 
 from emo_utils.data import REPO_ROOT
+from emo_utils.reports import replace_section
 
 TARGETS = (0.69, 0.71)
 BASELINE = "plain baseline, 30 min"
@@ -77,17 +77,16 @@ def summarize(runs: list[dict], prov: dict) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "reports" / "vgg_gap")
-    parser.add_argument("--write", action="store_true", help="append the result to reports/benchmarks.md")
+    parser.add_argument("--write", action="store_true",
+                        help="write the result into reports/benchmarks.md, replacing the earlier one")
     args = parser.parse_args(argv)
     runs, prov = load_runs(args.report)
     lines = summarize(runs, prov)
     print("\n".join(lines))
     if args.write:
         command = "python benchmarks/time_to_accuracy.py --write"
-        text = (f"\n## Time to accuracy, {dt.date.today().isoformat()}\n\n`make reports NB=09 RETRAIN=1`, then "
-                f"`{command}`.\n\n" + "\n".join(lines) + "\n")
-        with open(REPO_ROOT / "reports" / "benchmarks.md", "a") as f:
-            f.write(text)
+        body = f"`make reports NB=09 RETRAIN=1`, then `{command}`.\n\n" + "\n".join(lines)
+        replace_section(REPO_ROOT / "reports" / "benchmarks.md", "Time to accuracy", body)
     return 0
 
 

@@ -8,49 +8,35 @@ Every choice is made on the validation split; the test columns are shown, never 
 """
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 
-import torch
-
-from .augment import TTA_VIEWS, make_policy
-from .predict import predict_splits
-from .train import TrainResult, config_from_recipe, train
-
-SCORED_SPLITS = ("val", "test_private", "test_public")
+from .train import TrainResult, config_from_recipe, load_checkpoint, train
+from .views import SCORED_SPLITS, accuracies, scored_views
 
 
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def accuracies(probs_by_split: dict, data, splits=SCORED_SPLITS) -> dict[str, float]:
-    return {s: float((probs_by_split[s].argmax(1) == data.split(s)[1]).mean()) for s in splits if s in probs_by_split}
+def weight_candidates(model_path: Path) -> dict[str, str]:
+    """{row name: weights key} of a model file: an EMA run keeps its last epoch's raw weights beside the
+    averaged ones (train.py), so both are candidates; any other run has one set."""
+    if "raw_model" in load_checkpoint(model_path):
+        return {"EMA": "model", "raw, last epoch": "raw_model"}
+    return {"trained": "model"}
 
 
-def view_probs(model: torch.nn.Module, data, crop: int, views=TTA_VIEWS) -> dict[str, dict]:
-    """Probabilities of every split under each test-time view set (augment.tta_views); ten_crop only for a
-    model trained on crops."""
-    return {v: predict_splits(model, data, crop=crop, tta=v) for v in views if v != "ten_crop" or crop}
+def weight_rows(model_path: Path, data) -> tuple[list[dict], str]:
+    """Each candidate's accuracies with flip TTA, and the weights key with the best val accuracy."""
+    candidates = weight_candidates(Path(model_path))
+    rows = [{"weights": name, **accuracies(scored_views(model_path, data, key)["flip"], data)}
+            for name, key in candidates.items()]
+    return rows, candidates[max(rows, key=lambda row: row["val"])["weights"]]
 
 
-def view_rows(probs_by_view: dict[str, dict], data) -> list[dict]:
-    return [{"test-time views": v, **accuracies(p, data)} for v, p in probs_by_view.items()]
-
-
-def best_views(rows: list[dict]) -> str:
-    """The view set with the best validation accuracy (the fewest views on a tie: they are cheaper)."""
-    return max(rows, key=lambda r: (r["val"], -TTA_VIEWS.index(r["test-time views"])))["test-time views"]
-
-
-def raw_weights(result: TrainResult, checkpoint: dict) -> torch.nn.Module | None:
-    """The last epoch's raw weights of an EMA run (train.py stores them beside the EMA ones), else None."""
-    if "raw_model" not in checkpoint:
-        return None
-    model = copy.deepcopy(result.model)
-    model.load_state_dict(checkpoint["raw_model"])
-    return model.eval()
+def ablation_model_path(report_dir: Path, name: str) -> Path:
+    return Path(report_dir) / "ablations" / slug(name) / "model.pt"
 
 
 def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, ablations: dict[str, dict], data,
@@ -59,27 +45,28 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
     results = {}
     for name, changes in ablations.items():
         config = config_from_recipe(model_name, recipe, seed, {**overrides, **changes})
-        model_dir = Path(report_dir) / "ablations" / slug(name)
-        model_dir.mkdir(parents=True, exist_ok=True)
+        model_path = ablation_model_path(report_dir, name)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"ablation {name!r}: {changes}", flush=True)
         results[name] = train(config, data, Path(run_dir) / "ablations" / slug(name), device=device,
-                              retrain=retrain, model_path=model_dir / "model.pt", progress=False)
+                              retrain=retrain, model_path=model_path, progress=False)
     return results
 
 
-def run_row(name: str, change: str, result: TrainResult, data, tta, model: torch.nn.Module | None = None,
-            probs_by_view: dict[str, dict] | None = None) -> dict:
-    """One training run's row: its budget as spent, and its accuracies with the given test-time views
-    (of `model` when given: the weights chosen for the run, else the run's own). `probs_by_view` (view_probs
-    of that same model) saves predicting again: ten crops of every split take minutes on a CPU."""
-    crop = make_policy(result.config.augment).crop
-    known = probs_by_view or {}
-
-    def probs(view, splits):
-        return known[view] if view in known else predict_splits(model or result.model, data, splits, crop=crop,
-                                                                tta=view)
-
+def run_row(name: str, change: str, result: TrainResult, data, tta: str, probs_by_view: dict[str, dict]) -> dict:
+    """One training run's row: its budget as spent, and its accuracies under the views `tta` and with flip
+    TTA, read from the run's scored views (views.scored_views of the weights chosen for it)."""
     return {"run": name, "change": change, "epochs": result.meta["epochs_run"],
             "train min": round(result.meta["wall_seconds"] / 60, 1),
-            **accuracies(probs(tta, SCORED_SPLITS), data),
-            "test_private, flip TTA": accuracies(probs("flip", ["test_private"]), data).get("test_private")}
+            **accuracies(probs_by_view[tta], data, SCORED_SPLITS),
+            "test_private, flip TTA": accuracies(probs_by_view["flip"], data, ["test_private"]).get("test_private")}
+
+
+def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[str, TrainResult],
+                  ablations: dict[str, dict], report_dir: Path, data, views: str) -> list[dict]:
+    """The ablation table: this recipe's row (main_probs: scored_views of the weights chosen for it), then one
+    row per training-time ablation, all under the same test-time views."""
+    rows = [run_row("this recipe", "-", result, data, views, main_probs)]
+    rows += [run_row(name, str(ablations[name]), run, data, views,
+                     scored_views(ablation_model_path(report_dir, name), data)) for name, run in runs.items()]
+    return rows

@@ -6,7 +6,8 @@ Two ways to choose weights, both on validation probabilities:
   - greedy_selection: Caruana et al. 2004, forward selection with replacement of the member that most
     improves validation log-loss; the counts become the weights.
 Test probabilities only ever enter through ensemble_probs, after the weights are fixed. Members are averaged
-under the same test-time views (centre crop, flip) or each under its own, chosen on val (best_view_probs).
+under the same test-time views (centre crop, flip) or each under its own, chosen on val (best_view_probs), all
+read from each member's scored views (views.py), so a member shows here the numbers of its own report.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from .predict import predict_splits
+from .metrics import compute_metrics
+from .views import chosen_views, scored_views, view_name
 
 LOG_EPS = 1e-12
 
@@ -70,46 +72,22 @@ def greedy_selection(val_probs: dict[str, np.ndarray], val_labels: np.ndarray, r
 
 
 def member_probs(model_files: dict[str, Path], data, tta: bool | str, device=None) -> dict[str, dict[str, np.ndarray]]:
-    """{member: {split: probs}} for every evaluation split, each model on the crop it was trained with and the
-    test-time views `tta` (augment.tta_views)."""
-    from .augment import make_policy
-    from .train import load_trained
-
-    probs = {}
-    for name, path in model_files.items():
-        trained = load_trained(path, device)
-        probs[name] = predict_splits(trained.model, data, crop=make_policy(trained.config.augment).crop, tta=tta)
-    return probs
+    """{member: {split: probs}} for every evaluation split under the test-time views `tta`, read from each
+    member's scored views (views.py), on the crop it was trained with."""
+    return {name: scored_views(path, data, device=device)[view_name(tta)] for name, path in model_files.items()}
 
 
 PER_MEMBER = "each member's best on val"  # the view label of best_view_probs' probabilities
 
 
-def best_view_probs(model_files: dict[str, Path], data, probs_by_view: dict[str, dict], device=None
+def best_view_probs(model_files: dict[str, Path], data, device=None
                     ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
-    """Each member under its own test-time views: the set of augment.TTA_VIEWS with the best validation accuracy
-    (the fewest views on a tie), so a model trained on random crops brings its ten crops to the average.
-
-    probs_by_view ({view: {member: {split: probs}}}) holds views already scored; they are reused, not recomputed.
-    Views that differ only for crop-trained models (full_flip, ten_crop) are scored for those alone.
-    Returns ({member: {split: probs}}, {member: chosen view})."""
-    from .ablation import best_views, view_rows
-    from .augment import TTA_VIEWS, make_policy
-    from .train import load_trained
-
+    """Each member under its own test-time views, those with the best validation accuracy (the fewest views on
+    a tie), so a model trained on random crops brings its ten crops to the average: the same views, and so the
+    same numbers, as the member's own report. Returns ({member: {split: probs}}, {member: chosen views})."""
     probs, chosen = {}, {}
     for name, path in model_files.items():
-        by_view = {view: scored[name] for view, scored in probs_by_view.items() if name in scored}
-        trained = None
-        for view in TTA_VIEWS:
-            if view in by_view:
-                continue
-            trained = trained or load_trained(path, device)
-            crop = make_policy(trained.config.augment).crop
-            if crop or view in ("center", "flip"):  # uncropped, full_flip is flip and ten_crop has no corners
-                by_view[view] = predict_splits(trained.model, data, crop=crop, tta=view)
-        chosen[name] = best_views(view_rows(by_view, data))
-        probs[name] = by_view[chosen[name]]
+        chosen[name], probs[name], _ = chosen_views(path, data, device=device)
     return probs, chosen
 
 
@@ -139,8 +117,6 @@ def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_view: dict[
     compared with its best member under the same views, chosen by validation accuracy as any selection here is.
     Returns table rows and {(plan, views): (weights, metrics by split)}.
     """
-    from .metrics import compute_metrics
-
     rows, results = [], {}
     for views, probs in probs_by_view.items():
         splits = list(next(iter(probs.values())))

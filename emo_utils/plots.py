@@ -72,22 +72,28 @@ def plot_mean_faces(images, labels, class_names):
     return fig
 
 
-def plot_history(history: list[dict]):
-    """Loss, accuracy and learning rate per epoch; a dashed line marks the best validation accuracy."""
+def plot_history(history: list[dict], title: str = ""):
+    """Loss, accuracy and learning rate per epoch; a dashed line marks the best validation accuracy. Two rows
+    of panels, so the curves stay legible when a README shows the figure 740 px wide; markers when there are
+    few epochs (a run of one epoch is a dot, not an empty axis)."""
     epochs = [row["epoch"] for row in history]
     best = history[int(np.argmax([row["val_acc"] for row in history]))]  # first epoch at the max, as train.py keeps
-    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(14, 3.8))
-    for ax, key, title in ((loss_ax, "loss", "Loss"), (acc_ax, "acc", "Accuracy")):
-        ax.plot(epochs, [row[f"train_{key}"] for row in history], label="train")
-        ax.plot(epochs, [row[f"val_{key}"] for row in history], label="val")
-        ax.set(title=title, xlabel="epoch")
-    lr_ax.plot(epochs, [row["lr"] for row in history], color="tab:green")
-    lr_ax.set(title="Learning rate", xlabel="epoch", yscale="log")
-    for ax in (loss_ax, acc_ax, lr_ax):
+    marker = "o" if len(history) <= 20 else None
+    fig = plt.figure(figsize=(9, 6.5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.4, 1])
+    acc_ax, loss_ax, lr_ax = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
+    for ax, key, name in ((acc_ax, "acc", "accuracy"), (loss_ax, "loss", "loss")):
+        ax.plot(epochs, [row[f"train_{key}"] for row in history], marker=marker, label="train (augmented)")
+        ax.plot(epochs, [row[f"val_{key}"] for row in history], marker=marker, label="validation")
+        ax.set(xlabel="epoch", ylabel=name, title=name.capitalize())
+    lr_ax.plot(epochs, [row["lr"] for row in history], color="tab:green", marker=marker)
+    lr_ax.set(title="Learning rate", xlabel="epoch", ylabel="learning rate", yscale="log")
+    for ax in (acc_ax, loss_ax, lr_ax):
         ax.axvline(best["epoch"], color="gray", linestyle="--", linewidth=1,
-                   label=f"best val acc {best['val_acc']:.3f} (epoch {best['epoch']})")
+                   label=f"best val accuracy {best['val_acc']:.3f} (epoch {best['epoch']})")
         ax.grid(alpha=0.3)
-    loss_ax.legend(fontsize=8), acc_ax.legend(fontsize=8)
+    acc_ax.legend(fontsize=9, loc="lower right"), loss_ax.legend(fontsize=8)
+    fig.suptitle(f"{title}: learning curves" if title else "Learning curves")
     fig.tight_layout()
     return fig
 
@@ -110,7 +116,7 @@ def plot_confusion(confusion, class_names, normalize: bool = True, title=None):
     return fig
 
 
-def plot_roc(probs, labels, class_names):
+def plot_roc(probs, labels, class_names, title: str = "ROC, one vs rest (AUC)"):
     """One-vs-rest ROC curve per class, plus micro and macro averages; AUCs in the legend."""
     curves = metrics.roc_curves(probs, labels, len(class_names))
     fig, ax = plt.subplots(figsize=(6, 5.5))
@@ -123,13 +129,13 @@ def plot_roc(probs, labels, class_names):
             fpr, tpr, area = curves[key]
             ax.plot(fpr, tpr, color="black", linestyle=style, linewidth=2, label=f"{key} avg ({area:.3f})")
     ax.plot([0, 1], [0, 1], color="gray", linewidth=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, one vs rest (AUC)",
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title,
            xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
     ax.legend(fontsize=8, loc="lower right")
     return fig
 
 
-def plot_reliability(probs, labels, n_bins: int = 15):
+def plot_reliability(probs, labels, n_bins: int = 15, title: str = ""):
     """Reliability diagram: accuracy per confidence bin against the diagonal, and the bin counts beneath."""
     stats = metrics.reliability(probs, labels, n_bins)
     edges, width = stats["bin_edges"], 1.0 / n_bins
@@ -139,7 +145,7 @@ def plot_reliability(probs, labels, n_bins: int = 15):
     acc_ax.bar(edges[:-1], np.nan_to_num(stats["bin_accuracy"]), width=width, align="edge",
                edgecolor="black", linewidth=0.5, label="accuracy")
     acc_ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
-    acc_ax.set(ylabel="accuracy", ylim=(0, 1), title=f"Reliability (ECE {stats['ece']:.3f})")
+    acc_ax.set(ylabel="accuracy", ylim=(0, 1), title=f"{title}Reliability (ECE {stats['ece']:.3f})")
     acc_ax.legend(fontsize=8, loc="upper left")
     count_ax.bar(edges[:-1], stats["bin_count"], width=width, align="edge", color="gray")
     count_ax.set(xlabel="confidence (max probability)", ylabel="count", xlim=(0, 1))
@@ -168,17 +174,24 @@ def show_and_save(fig, path, dpi: int = 120) -> Path:
     return save_figure(fig, path, dpi)
 
 
-def report_figures(report_dir, history, probs, labels, metrics_of_split, class_names) -> dict[str, Path]:
-    """The figures every model report carries, shown and saved; returns {caption: png path}."""
+def report_figures(report_dir, history, probs, labels, metrics_of_split, class_names, title: str = ""
+                   ) -> dict[str, Path]:
+    """The figures every model report carries, shown and saved; returns {caption: png path}. `title` names
+    the model, split and test-time views, e.g. "Mini-Xception · PrivateTest · flip"."""
     report_dir = Path(report_dir)
+    prefix = f"{title}\n" if title else ""
+    confusion = metrics_of_split["confusion"]
     return {
-        "Learning curves": show_and_save(plot_history(history), report_dir / "learning_curves.png"),
+        "Learning curves": show_and_save(plot_history(history, title.split(" · ")[0]), report_dir / "learning_curves.png"),
         "Confusion matrix (row-normalized)": show_and_save(
-            plot_confusion(metrics_of_split["confusion"], class_names), report_dir / "confusion.png"),
+            plot_confusion(confusion, class_names, title=f"{prefix}confusion matrix (row-normalised)"),
+            report_dir / "confusion.png"),
         "Confusion matrix (counts)": show_and_save(
-            plot_confusion(metrics_of_split["confusion"], class_names, normalize=False), report_dir / "confusion_counts.png"),
-        "ROC curves (one-vs-rest)": show_and_save(plot_roc(probs, labels, class_names), report_dir / "roc.png"),
-        "Reliability diagram": show_and_save(plot_reliability(probs, labels), report_dir / "reliability.png"),
+            plot_confusion(confusion, class_names, normalize=False, title=f"{prefix}confusion matrix (counts)"),
+            report_dir / "confusion_counts.png"),
+        "ROC curves (one-vs-rest)": show_and_save(plot_roc(probs, labels, class_names, title=f"{prefix}ROC, one vs rest (AUC)"),
+                                                  report_dir / "roc.png"),
+        "Reliability diagram": show_and_save(plot_reliability(probs, labels, title=prefix), report_dir / "reliability.png"),
     }
 
 
@@ -194,5 +207,30 @@ def plot_tradeoff(points: dict[str, tuple[float, float]], xlabel: str, ylabel: s
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_leaderboard(points: dict[str, tuple[float, float, tuple[float, float]]],
+                     published: dict[str, tuple[float, float, str]], split_title: str):
+    """Every model's accuracy (with its 95% interval) against its parameters; the FER2013 figures the seeds
+    published are hollow markers at the same parameter count, joined to ours by a dotted line."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for name, (params, acc, (low, high)) in points.items():
+        ax.errorbar(params, acc, yerr=[[acc - low], [high - acc]], fmt="o", capsize=3, color="tab:blue")
+        ax.annotate(name, (params, acc), textcoords="offset points", xytext=(6, 3), fontsize=8)
+    for i, (name, (params, acc, where)) in enumerate(published.items()):
+        ax.scatter(params, acc, s=70, facecolors="none", edgecolors="tab:red", linewidths=1.5,
+                   label="published by the seed (its split named)" if i == 0 else None)
+        ax.annotate(f"{name}, published ({where})", (params, acc), textcoords="offset points", xytext=(6, -10),
+                    fontsize=7, color="tab:red")
+        ax.plot([params, params], [acc, points[name][1]], color="tab:red", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set(xlabel="parameters (log scale)", ylabel=f"{split_title} accuracy",
+           title=f"FER2013 {split_title} accuracy against model size (views chosen on val; bars: 95% interval)")
+    ax.title.set_fontsize(10)
+    ax.grid(alpha=0.3)
+    if published:
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig

@@ -18,8 +18,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .data import REPO_ROOT
+from .metrics import accuracy_interval, most_confused_pairs, summary
+from .models import build_model, count_flops
+from .plots import plot_leaderboard, save_figure
+from .train import load_checkpoint
+from .views import VIEW_TITLES, Evaluation, evaluate, headline_split
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 REPORTS = REPO_ROOT / "reports"
@@ -95,6 +101,53 @@ def provenance(seed: int, data_sha256: str, meta: dict, budget: str) -> dict:
             "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+CONVERGENCE_WINDOW = 10  # epochs
+CONVERGENCE_TOLERANCE = 0.005  # half a point of val accuracy
+
+
+def convergence(history: list[dict], stop_reason: str) -> tuple[bool, str]:
+    """Whether a run trained until it stopped improving, and why we say so: early stopping fired, or its last
+    CONVERGENCE_WINDOW epochs raised the best val accuracy by less than CONVERGENCE_TOLERANCE."""
+    if stop_reason.startswith("early stopping"):
+        return True, "early stopping fired"
+    if len(history) <= CONVERGENCE_WINDOW:
+        return False, f"only {len(history)} epochs run: too few to see a plateau"
+    before = max(r["val_acc"] for r in history[:-CONVERGENCE_WINDOW])
+    last = max(r["val_acc"] for r in history[-CONVERGENCE_WINDOW:])
+    gain = 100 * (last - before)
+    if gain < 100 * CONVERGENCE_TOLERANCE:
+        return True, f"flat: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
+    return False, f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
+
+
+def run_summary(meta: dict) -> pd.Series:
+    """TrainResult.meta for a notebook: minutes instead of seconds, rounded, nothing printed to 15 digits."""
+    shown = {k: v for k, v in meta.items() if k != "wall_seconds"}
+    shown["minutes"] = round(meta.get("wall_seconds", 0.0) / 60, 1)
+    shown["best_val_acc"] = round(meta.get("best_val_acc", 0.0), 4)
+    return pd.Series(shown, dtype=object).to_frame("training run")
+
+
+def comparison_note(title: str, evaluation: Evaluation, other_title: str, other_model: Path, data) -> str:
+    """A sentence setting this model against another on the headline split, each under its own views chosen on
+    val, read from the other's weights (not its report, which may be older), and whether the test can tell."""
+    if not Path(other_model).exists():
+        return f"No {other_title} weights ({other_model}) to compare with yet."
+    other = evaluate(other_model, data)
+    split = evaluation.headline
+    ours, theirs = evaluation.metrics[split], other.metrics[split]
+    gap = 100 * (ours["accuracy"] - theirs["accuracy"])
+    low, high = accuracy_interval(ours["accuracy"], ours["n"])
+    noise = 100 * (high - low) / 2
+    verdict = (f"a gap of {gap:+.2f} points, inside the test's 95% noise of about +-{noise:.1f}: the two are not "
+               "told apart" if abs(gap) < noise else
+               f"{title} is {'ahead' if gap > 0 else 'behind'} by {abs(gap):.2f} points, beyond the test's 95% noise "
+               f"of about +-{noise:.1f}")
+    return (f"**{title} against {other_title}** on {SPLIT_TITLES[split]}: accuracy {ours['accuracy']:.4f} "
+            f"({evaluation.views}) vs {theirs['accuracy']:.4f} ({other.views}), macro-F1 {ours['macro_f1']:.3f} vs "
+            f"{theirs['macro_f1']:.3f}: {verdict}.")
+
+
 # ---------------------------------------------------------------- a model's report
 
 def _fmt(x, digits=4):
@@ -119,8 +172,6 @@ def per_class_table(metrics: dict) -> str:
 
 def interpretation(model_name: str, metrics_by_split: dict, history: list[dict], headline: str) -> list[str]:
     """A few sentences read off the numbers, so the text can never disagree with the tables."""
-    from .metrics import most_confused_pairs
-
     m = metrics_by_split[headline]
     per_class = m["per_class"]
     ranked = sorted(per_class, key=lambda c: per_class[c]["f1"])
@@ -135,7 +186,7 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
         best = max(history, key=lambda r: r["val_acc"])
         gap = best["train_acc"] - best["val_acc"]
         fit = ("it still underfits: train accuracy (under augmentation) is below validation accuracy"
-               if gap < 0 else f"train accuracy (under augmentation) is {gap:.1%} above validation accuracy")
+               if gap < 0 else f"train accuracy (under augmentation) is {100 * gap:.1f} points above validation accuracy")
         notes.append(f"The best validation accuracy during training (no TTA), {best['val_acc']:.1%}, came at epoch "
                      f"{best['epoch']} of {len(history)}; there {fit}.")
     ece = m["ece"]
@@ -162,24 +213,29 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
 
 def write_model_report(report_dir, model_name: str, title: str, metrics_by_split: dict, history: list[dict],
                        config: dict, meta: dict, prov: dict, params: int, flops: int, figures: dict[str, str],
-                       recipe_note: str = "", headline: str = "test_private", sections: dict[str, str] | None = None
-                       ) -> Path:
-    """reports/<model>/README.md and metrics.json. `figures` maps a caption to a PNG path inside report_dir."""
-    from .metrics import summary
-
+                       recipe_note: str = "", headline: str = "test_private", sections: dict[str, str] | None = None,
+                       views: str = "flip", view_table: list[dict] | None = None) -> Path:
+    """reports/<model>/README.md and metrics.json. `figures` maps a caption to a PNG path inside report_dir;
+    `views` names the test-time views behind every number (views.py), `view_table` the accuracy of each."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     headline = headline if headline in metrics_by_split else "test_all"
+    converged, why = convergence(history, prov["stop_reason"])
+    prov = {**prov, "tta": views, "converged": converged, "convergence": why}
     record = {"model": model_name, "params": int(params), "flops": int(flops),
               "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}
     (report_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
-    minutes = prov["wall_seconds"] / 60
+    m = metrics_by_split[headline]
+    low, high = accuracy_interval(m["accuracy"], m["n"])
     lines = [f"# {title}", "",
              "_Generated by `make reports` from the executed notebook; do not edit by hand._", "",
-             f"- Budget: **{prov['budget']}** recipe, trained on {prov['device']} for {minutes:.1f} min, "
-             f"{prov['epochs_run']} of {prov['epochs_asked']} epochs asked (stopped: {prov['stop_reason']}); "
-             f"best validation epoch {prov['best_epoch']}."
+             f"**{SPLIT_TITLES.get(headline, headline)} accuracy {m['accuracy']:.2%}** (95% interval {low:.1%} to "
+             f"{high:.1%}, {m['n']:,} faces), macro-F1 {m['macro_f1']:.3f}; test-time views: **{VIEW_TITLES.get(views, views)}** "
+             f"(`{views}`, chosen on the validation split). Every number on this page uses these views.", "",
+             f"- Budget: **{prov['budget']}** recipe, trained on {prov['device']} for {prov['wall_seconds'] / 60:.1f} "
+             f"min, {prov['epochs_run']} of {prov['epochs_asked']} epochs asked (stopped: {prov['stop_reason']}); "
+             f"best validation epoch {prov['best_epoch']}. Converged: **{'yes' if converged else 'no'}** ({why})."
              + (" Weights re-evaluated from the committed model.pt, not retrained." if prov["reused_weights"] else ""),
              f"- {params:,} parameters, {flops / 1e6:.1f} MFLOPs per 48x48 image (forward).",
              f"- Commit `{prov['commit']}`, seed {prov['seed']}, data sha256 `{prov['data_sha256'][:16]}…`, "
@@ -187,22 +243,28 @@ def write_model_report(report_dir, model_name: str, title: str, metrics_by_split
     if recipe_note:
         lines += [recipe_note, ""]
     lines += ["## Results", "", results_table(metrics_by_split), "",
-              f"Model and epoch were selected on the validation split only; test splits were never looked at "
-              "during training.", "", "## What the numbers say", ""]
+              "Model, epoch and test-time views were selected on the validation split only; test splits were never "
+              "looked at during training.", "", "## What the numbers say", ""]
     lines += [f"- {note}" for note in interpretation(model_name, metrics_by_split, history, headline)]
     lines += ["", f"## Per class ({SPLIT_TITLES.get(headline, headline)})", "", per_class_table(metrics_by_split[headline]), ""]
+    if view_table:
+        lines += ["## Test-time views", "", "Accuracy by split under each set of views; the row with the best "
+                  "validation accuracy is the one reported.", "", markdown_table(view_table), ""]
     for title_, body in (sections or {}).items():
         lines += [f"## {title_}", "", body, ""]
     for caption, path in figures.items():
         lines += [f"### {caption}", "", f"![{caption}]({Path(path).name})", ""]
+    crop = config["augment"].get("crop", 0) if isinstance(config.get("augment"), dict) else 0
     lines += ["## Recipe", "", "```json", json.dumps(config, indent=2), "```", "",
-              "## Load the weights", "", "```python",
+              "## Load the weights", "", f"This reproduces the {SPLIT_TITLES.get(headline, headline)} accuracy above.",
+              "", "```python",
+              "from emo_utils.data import load_dataset",
+              "from emo_utils.predict import predict_splits",
               "from emo_utils.train import load_trained",
+              "data = load_dataset()",
               f"result = load_trained('reports/{report_dir.name}/model.pt')  # TrainResult: .model, .config, .history",
-              "from emo_utils.predict import predict_logits",
-              "logits = predict_logits(result.model, faces_uint8_48x48"
-              + (f", crop={config['augment'].get('crop', 0)}" if isinstance(config.get("augment"), dict) else "")
-              + ", tta=True)", "```", ""]
+              f"probs = predict_splits(result.model, data, ['{headline}'], crop={crop}, tta='{views}')['{headline}']",
+              f"print((probs.argmax(1) == data.split('{headline}')[1]).mean())  # {m['accuracy']:.4f}", "```", ""]
     readme = report_dir / "README.md"
     readme.write_text("\n".join(lines))
     return readme
@@ -252,19 +314,13 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
     """reports/ensemble/: README.md with every plan's table, and metrics.json (shared shape) for the ensemble
     chosen on validation accuracy. `views` names the test-time views the members were averaged under;
     member_views, when each member had its own, says which."""
-    from .metrics import summary
-    from .train import load_checkpoint
-
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     used = [m for m, w in weights.items() if w > 1e-6]  # a member weighted 0 never runs: it costs nothing
-    metas = {m: load_checkpoint(member_files[m])["meta"] for m in used}
-    from .models import build_model, count_flops  # FLOPs of each member, summed: an ensemble runs them all
-    flops = 0
-    for m in used:
-        checkpoint = load_checkpoint(member_files[m])
-        config = checkpoint["config"]
-        flops += count_flops(build_model(config["model"], checkpoint["num_classes"], **config["model_kwargs"]))
+    checkpoints = {m: load_checkpoint(member_files[m]) for m in used}  # each member read once
+    metas = {m: checkpoint["meta"] for m, checkpoint in checkpoints.items()}
+    flops = sum(count_flops(build_model(c["config"]["model"], c["num_classes"], **c["config"]["model_kwargs"]))
+                for c in checkpoints.values())  # an ensemble runs every member
     prov = provenance(0, data_sha256, {"device": "; ".join(sorted({meta["device"] for meta in metas.values()})),
                                        "wall_seconds": sum(meta["wall_seconds"] for meta in metas.values())}, "cpu")
     own_views = {m: member_views[m] for m in used} if member_views else None
@@ -290,6 +346,23 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
     return readme
 
 
+def replace_section(path: Path, title: str, body: str, date: str | None = None) -> Path:
+    """Write `## <title>, <date>` and body into a markdown file in place of every earlier section with that
+    title (whatever its date), so a benchmark rerun supersedes its old result instead of piling up beside it."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    heading = f"## {title}, {date or dt.date.today().isoformat()}"
+    parts = text.split("\n## ")
+    head, sections = parts[0], ["## " + p for p in parts[1:]]
+    is_ours = [section.split("\n", 1)[0].rsplit(",", 1)[0] == f"## {title}" for section in sections]
+    new = f"{heading}\n\n{body.strip()}\n"
+    where = is_ours.index(True) if any(is_ours) else len(sections)
+    kept = [s_ for s_, ours in zip(sections, is_ours) if not ours]
+    kept.insert(min(where, len(kept)), new)
+    path.write_text("\n".join([head.rstrip("\n") + "\n"] + [s_.rstrip("\n") + "\n" for s_ in kept]))
+    return path
+
+
 # ---------------------------------------------------------------- index and leaderboard
 
 def load_model_metrics(reports_dir: Path = REPORTS) -> list[dict]:
@@ -301,35 +374,117 @@ def load_model_metrics(reports_dir: Path = REPORTS) -> list[dict]:
     return records
 
 
-def leaderboard(records: list[dict]) -> str:
-    def acc(record, split):
-        m = record["splits"].get(split)
-        return f"{m['accuracy']:.4f}" if m else "—"
+def short_device(device: str) -> str:
+    """'cpu (x86_64, 2 threads)' -> 'CPU x2'; a GPU keeps its name; several devices are joined."""
+    def one(d):
+        if d.startswith("cpu"):
+            threads = d.split(",")[-1].strip(" )").split(" ")[0]
+            return f"CPU x{threads}" if threads.isdigit() else "CPU"
+        return d
+    return ", ".join(dict.fromkeys(one(d.strip()) for d in device.split(";")))
 
-    head = ["| model | params | MFLOPs | train time | device | budget | PrivateTest | PublicTest | whole test | "
-            "macro-F1 (Private) | micro-AUC (Private) | ECE (Private) | published (whole test unless named) |",
-            "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
+
+def leaderboard_rows(records: list[dict]) -> list[dict]:
+    """One row per model, best headline accuracy first, with its 95% interval and how it was trained."""
     rows = []
-    ordered = sorted(records, key=lambda r: -r["splits"].get("test_private", r["splits"]["test_all"])["accuracy"])
-    for r in ordered:
-        p = r["provenance"]
-        headline = r["splits"].get("test_private", r["splits"]["test_all"])
-        pub = PUBLISHED.get(r["model"])
-        pub_text = published_text(pub)
-        rows.append(f"| [{r['model']}]({r['_dir']}/README.md) | {r['params']:,} | {r['flops'] / 1e6:.1f} | "
-                    f"{p['wall_seconds'] / 60:.1f} min | {p['device']} | {p['budget']} | {acc(r, 'test_private')} | "
-                    f"{acc(r, 'test_public')} | {acc(r, 'test_all')} | {headline['macro_f1']:.4f} | "
-                    f"{headline['auc_micro']:.4f} | {headline['ece']:.4f} | {pub_text} |")
-    return "\n".join(head + rows) if rows else "_No trained model yet: run `make reports`._"
+    for r in records:
+        p, split = r["provenance"], headline_split(r["splits"])
+        m = r["splits"][split]
+        rows.append({"model": r["model"], "dir": r["_dir"], "split": split, "accuracy": m["accuracy"], "n": m["n"],
+                     "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
+                     "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
+                     "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
+                     "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
+                     "device": short_device(p.get("device", "")), "converged": p.get("converged"),
+                     "convergence": p.get("convergence", ""), "published": PUBLISHED.get(r["model"])})
+    return sorted(rows, key=lambda row: -row["accuracy"])
+
+
+def within_noise(rows: list[dict]) -> list[tuple[str, str]]:
+    """Neighbouring rows whose accuracies lie inside each other's 95% intervals: the test does not rank them."""
+    return [(a["model"], b["model"]) for a, b in zip(rows, rows[1:])
+            if a["interval"][0] <= b["accuracy"] and b["interval"][1] >= a["accuracy"]]
+
+
+def _trained_cell(row: dict) -> str:
+    if row["ensemble"]:
+        return f"members' {row['minutes']:.0f} min"
+    run, asked = row["epochs"]
+    return f"{row['budget']}: {run}/{asked} ep, {row['minutes']:.0f} min, {row['device']}"
+
+
+def _converged_cell(row: dict) -> str:
+    if row["converged"] is None:
+        return "—"
+    return "yes" if row["converged"] else "**no**"
+
+
+def leaderboard(records: list[dict]) -> str:
+    """The answer first (best single model, best ensemble), then the table, then what it cannot tell apart."""
+    rows = leaderboard_rows(records)
+    if not rows:
+        return "_No trained model yet: run `make reports`._"
+    split_title = SPLIT_TITLES[rows[0]["split"]]
+
+    def named(row):
+        low, high = row["interval"]
+        return (f"**[{row['model']}]({row['dir']}/README.md), {row['accuracy']:.2%} {split_title}** (95% interval "
+                f"{low:.1%} to {high:.1%}, {VIEW_TITLES.get(row['views'], row['views'])})")
+
+    singles = [r for r in rows if not r["ensemble"]]
+    ensembles = [r for r in rows if r["ensemble"]]
+    lead = [f"Best single model: {named(singles[0])}." if singles else "",
+            f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
+    head = ["| model | views | " + f"{split_title} (95% interval)" + " | whole test | macro-F1 | params | trained | converged |",
+            "|---|---|---:|---:|---:|---:|---|---|"]
+    best = rows[0]["accuracy"]
+    lines = []
+    for row in rows:
+        low, high = row["interval"]
+        acc = f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f})"
+        acc = f"**{acc}**" if row["accuracy"] == best else acc
+        whole = f"{row['whole']:.4f}" if row["whole"] is not None else "—"
+        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
+                     f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
+    ties = within_noise(rows)
+    notes = ["", f"Sorted by {split_title} accuracy; the 95% interval is Wilson's, about +-1.5 points on "
+             f"{rows[0]['n']:,} faces. "
+             + ("Neighbours inside each other's interval, which this test does not rank: "
+                + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),
+             "",
+             "**views**: the test-time views behind every number of the row, chosen on the validation split "
+             "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
+             "`ten_crop` four corners and the centre, each mirrored). **trained**: the recipe (`full`: the published "
+             "one, or the flagship's GPU recipe; `cpu`: the same model, loss and optimizer family fitted to 2 CPU "
+             "cores, what differs is in each README), epochs run of those asked, minutes and device. **converged**: "
+             "early stopping fired, or the last 10 epochs raised the best val accuracy by under half a point."]
+    published = [f"[{r['model']}]({r['dir']}/README.md) {published_text(r['published'])}" for r in rows if r["published"]]
+    if published:
+        notes += ["", "Figures the seeds published (their README compares): " + "; ".join(published) + "."]
+    return "\n".join([line for line in lead if line] + [""] + head + lines + notes)
+
+
+def leaderboard_figure(records: list[dict], path: Path) -> Path:
+    """Accuracy against parameters for every model, with the FER2013 figures the seeds published marked."""
+    rows = leaderboard_rows(records)
+    points = {r["model"]: (r["params"], r["accuracy"], r["interval"]) for r in rows}
+    published = {r["model"]: (r["params"], r["published"]["accuracy"], SPLIT_TITLES[r["published"]["split"]])
+                 for r in rows if r["published"] and not r["published"].get("dataset")}
+    return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]]), path)
 
 
 def write_index(reports_dir: Path = REPORTS, notebooks_dir: Path = NOTEBOOKS) -> Path:
     reports_dir = Path(reports_dir)
+    records = load_model_metrics(reports_dir)
     lines = ["# Reports", "", "_Generated by `make reports`; every number here comes from an executed notebook._", "",
-             "## Leaderboard (FER2013)", "", leaderboard(load_model_metrics(reports_dir)), "",
+             "## Leaderboard (FER2013)", "", leaderboard(records), "",
              "PrivateTest is the headline split, as in papers; 'whole test' is all 7,178 images of the Kaggle test "
-             "folder. Model and epoch selection used the validation split (a stratified, seeded 10% of train) only.",
-             "", "## Notebooks", "", "| notebook | executed HTML | executed notebook |", "|---|---|---|"]
+             "folder. Model, epoch and view selection used the validation split (a stratified, seeded 10% of train) "
+             "only.", ""]
+    if records:
+        figure = leaderboard_figure(records, reports_dir / "leaderboard.png")
+        lines += [f"![{figure.stem}]({figure.name})", ""]
+    lines += ["## Notebooks", "", "| notebook | executed HTML | executed notebook |", "|---|---|---|"]
     for nb in sorted(Path(notebooks_dir).glob("*.ipynb")):
         html, executed = reports_dir / f"{nb.stem}.html", reports_dir / f"{nb.stem}.ipynb"
         lines.append(f"| `{nb.name}` | " + (f"[{html.name}]({html.name})" if html.exists() else "not run yet")

@@ -241,6 +241,15 @@ def test_plots_return_figures_and_save(faces, tmp_path):
         assert not plt.fignum_exists(fig.number), name  # save_figure closed it
 
 
+def test_a_one_epoch_history_draws_markers_and_titles_name_the_model():
+    fig = plots.plot_history(history_rows()[:1], "Mini-Xception")
+    val_line = next(line for line in fig.axes[0].lines if line.get_label() == "validation")
+    assert val_line.get_marker() == "o" and len(val_line.get_xdata()) == 1
+    assert fig._suptitle.get_text() == "Mini-Xception: learning curves"
+    assert [ax.get_xlabel() for ax in fig.axes] == ["epoch"] * 3 and all(ax.get_ylabel() for ax in fig.axes)
+    plt.close(fig)
+
+
 def test_plot_details(faces):
     fig = plots.plot_history(history_rows())
     # The best epoch is the first to reach the top val_acc (epoch 3), as train.py keeps best.pt.

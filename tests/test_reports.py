@@ -190,3 +190,120 @@ def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names
     assert text.startswith("**2 of 3 plans beat their best member on test_private.**")
     assert "largest gain: zoo, fitted weights (flip), +0.44 points" in text
     assert "Short of it: seed pair, equal weights (flip) -0.73 points." in text
+
+
+# ---------------------------------------------------------------- the leaderboard
+
+def model_record(name, accuracy, n=3589, views="flip", ensemble=False, params=100_000, converged=True):
+    split = {"accuracy": accuracy, "macro_f1": accuracy - 0.05, "auc_micro": 0.9, "auc_macro": 0.9, "ece": 0.03, "n": n}
+    prov = {"wall_seconds": 600.0, "device": "cpu (x86_64, 1 threads)", "budget": "cpu", "epochs_run": 30,
+            "epochs_asked": 40, "tta": views, "converged": converged, "convergence": "early stopping fired"}
+    if ensemble:
+        prov["members"] = {"a": 0.5, "b": 0.5}
+    return {"model": name, "params": params, "flops": 1,
+            "splits": {"test_private": split, "test_public": split, "test_all": {**split, "n": 2 * n}, "val": split},
+            "provenance": prov}
+
+
+def write_records(reports, records):
+    for record in records:
+        (reports / record["model"]).mkdir(parents=True, exist_ok=True)
+        (reports / record["model"] / "metrics.json").write_text(json.dumps(record))
+
+
+def leaderboard_rows_of(index):
+    return [line for line in index.splitlines() if line.startswith("| [")]
+
+
+def test_leaderboard_names_the_best_sorts_rows_shows_intervals_and_the_ties(tmp_path):
+    from emo_utils.metrics import accuracy_interval
+    reports = tmp_path / "reports"
+    write_records(reports, [model_record("small", 0.55, converged=False), model_record("flagship", 0.7219, views="ten_crop"),
+                            model_record("ensemble", 0.7305, ensemble=True), model_record("runner_up", 0.7150),
+                            model_record("mini_xception", 0.6695)])
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    assert "Best single model: **[flagship](flagship/README.md), 72.19% PrivateTest** (95% interval" in index
+    assert "Best ensemble: **[ensemble](ensemble/README.md), 73.05% PrivateTest**" in index
+    rows = leaderboard_rows_of(index)
+    assert [row.split("]")[0][3:] for row in rows] == ["ensemble", "flagship", "runner_up", "mini_xception", "small"]
+    low, high = accuracy_interval(0.7219, 3589)
+    assert f"0.7219 ({low:.3f}-{high:.3f}) |" in rows[1] and "| ten_crop |" in rows[1]
+    assert rows[0].count("**") == 2 and "**" not in "".join(rows[1:]).replace("**no**", "")  # only the best is bold
+    assert "| **no** |" in rows[-1] and "| yes |" in rows[1]
+    assert all(row.count(" | ") + 1 <= 8 for row in rows)  # at most 8 columns: the table fits a 1000-px page
+    # 72.19 and 71.50 are inside each other's interval; 71.50 and 66.95 are not.
+    assert "ensemble and flagship, flagship and runner_up" in index and "runner_up and mini_xception" not in index
+    assert "0.69 acc, 0.68 F1, 0.91 AUC" in index  # the seed's published figures, named under the table
+    assert (reports / "leaderboard.png").read_bytes()[:4] == b"\x89PNG" and "![leaderboard](leaderboard.png)" in index
+
+
+def test_accuracy_interval_is_wilsons():
+    from scipy.stats import binomtest
+    from emo_utils.metrics import accuracy_interval
+    for k, n in ((2591, 3589), (10, 10), (0, 40), (7, 13)):
+        expected = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        low, high = accuracy_interval(k / n, n)
+        assert low == pytest.approx(expected.low, abs=1e-4) and high == pytest.approx(expected.high, abs=1e-4)
+
+
+def history(val_accs):
+    return [{"epoch": i + 1, "val_acc": a, "train_acc": a, "train_loss": 1.0, "val_loss": 1.0, "lr": 0.1}
+            for i, a in enumerate(val_accs)]
+
+
+def test_convergence_is_an_early_stop_or_a_flat_last_ten_epochs():
+    from emo_utils.reports import convergence
+    assert convergence(history([0.5] * 3), "early stopping: no better val accuracy for 10 epochs")[0] is True
+    flat = history([0.4 + 0.01 * i for i in range(20)] + [0.59 + 0.0004 * i for i in range(10)])
+    assert convergence(flat, "all 30 planned epochs run") == (
+        True, "flat: the last 10 epochs raised the best val accuracy by +0.36 points")
+    rising = history([0.4 + 0.01 * i for i in range(30)])
+    assert convergence(rising, "all 30 planned epochs run")[0] is False
+    assert convergence(history([0.5] * 8), "time budget of 10 min spent") == (
+        False, "only 8 epochs run: too few to see a plateau")
+
+
+def test_every_page_shows_one_number_per_model_and_views():
+    """The committed reports: each model's metrics.json, README and the ensemble's members agree with the scored
+    views kept beside the weights (probabilities re-read, labels from FER2013, skipped without it)."""
+    from emo_utils.data import DataError, load_dataset
+    from emo_utils.reports import REPORTS, SPLIT_TITLES
+    from emo_utils.views import cache_path, scored_views
+    try:
+        data = load_dataset()
+    except DataError as e:
+        pytest.skip(f"needs the real FER2013 zip: {str(e).splitlines()[0]}")
+    checked = 0
+    for metrics_path in sorted(REPORTS.glob("*/metrics.json")):
+        record = json.loads(metrics_path.read_text())
+        model_path = metrics_path.parent / "model.pt"
+        if record["model"] == "ensemble" or not cache_path(model_path).exists():
+            continue
+        views = record["provenance"]["tta"]
+        weights = "raw_model" if record["provenance"].get("weights") == "raw, last epoch" else "model"
+        probs = scored_views(model_path, data, weights)[views]
+        readme = (metrics_path.parent / "README.md").read_text()
+        for split, summary in record["splits"].items():
+            accuracy = float((probs[split].argmax(1) == data.split(split)[1]).mean())
+            assert summary["accuracy"] == pytest.approx(accuracy, abs=1e-9), (record["model"], split)
+            assert f"| {SPLIT_TITLES[split]} | {summary['n']} | {accuracy:.4f} |" in readme, (record["model"], split)
+        checked += 1
+    assert checked >= 5
+    ensemble = json.loads((REPORTS / "ensemble" / "metrics.json").read_text())["provenance"]
+    for member, views in ensemble.get("member_views", {}).items():
+        if "/" not in member:
+            assert json.loads((REPORTS / member / "metrics.json").read_text())["provenance"]["tta"] == views, member
+
+
+def test_a_rerun_benchmark_replaces_its_section_and_keeps_the_others(tmp_path):
+    from emo_utils.reports import replace_section
+    path = tmp_path / "benchmarks.md"
+    path.write_text("# Benchmarks\n\nintro\n\n## Time to accuracy, 2026-11-25\n\nold one\n\n"
+                    "## Training throughput, 2026-11-25\n\nthroughput\n\n## Time to accuracy, 2026-11-26\n\nolder two\n")
+    replace_section(path, "Time to accuracy", "new result", date="2026-11-27")
+    text = path.read_text()
+    assert "old one" not in text and "older two" not in text and text.count("## Time to accuracy") == 1
+    assert text.index("## Time to accuracy, 2026-11-27\n\nnew result") < text.index("## Training throughput")
+    assert text.startswith("# Benchmarks\n\nintro\n") and "throughput" in text
+    replace_section(path, "Prediction latency", "fps", date="2026-11-27")
+    assert path.read_text().rstrip().endswith("## Prediction latency, 2026-11-27\n\nfps")

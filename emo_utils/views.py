@@ -1,0 +1,156 @@
+"""Test-time views, scored once per trained model and kept beside its weights.
+
+Every page that shows a model (its own notebook, the evaluation notebook, the ensembles, the leaderboard)
+needs the same thing: its probabilities on each evaluation split under each set of test-time views
+(augment.TTA_VIEWS). Predicting them is most of what `make reports` costs on a CPU (ten crops of 10,000
+faces for a crop-trained net), and predicting them on each page let two pages show two numbers for one
+model. So they are scored once, written beside the model file (`model.pt` -> `model_views.npz`), and read
+back everywhere. The file is keyed by the sha256 of the weights, of the data and of the split masks: other
+weights, other data or another validation split are scored again, never reused.
+
+The views a number was made with are chosen on the validation split (best_views) and always named with it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .augment import TTA_VIEWS, make_policy
+from .data import file_sha256
+from .metrics import compute_metrics
+from .predict import EVAL_SPLITS, predict_splits
+from .train import load_checkpoint, load_trained
+
+# What each view set averages, in words for tables and figure titles.
+VIEW_TITLES = {"center": "centre crop", "flip": "centre + mirror", "full_flip": "whole face + mirror",
+               "ten_crop": "ten crops"}
+SCORED_SPLITS = ("val", "test_private", "test_public")  # the splits a views table shows
+
+
+def headline_split(splits) -> str:
+    """PrivateTest, as papers report, where the data has it; else the whole test folder."""
+    return "test_private" if "test_private" in splits else "test_all"
+
+
+def view_name(tta: bool | str) -> str:
+    """A views argument as its name: True is 'flip' (the image and its mirror), False 'center'."""
+    return {False: "center", True: "flip"}[tta] if isinstance(tta, bool) else tta
+
+
+def views_for(crop: int) -> list[str]:
+    """The view sets that differ for a model: without a training crop, full_flip is flip and ten crops
+    have no corners to take."""
+    return [v for v in TTA_VIEWS if crop or v in ("center", "flip")]
+
+
+def cache_path(model_path: Path, weights: str = "model") -> Path:
+    suffix = "" if weights == "model" else f"_{weights}"
+    return model_path.with_name(f"{model_path.stem}{suffix}_views.npz")
+
+
+def cache_key(model_path: Path, data, weights: str) -> str:
+    digest = hashlib.sha256(f"{file_sha256(model_path)} {weights} {data.sha256}".encode())
+    for split in ("val", "test_all", "test_private", "test_public"):
+        if split in data.available_splits():
+            digest.update(np.packbits(data.split_mask(split)).tobytes())
+    return digest.hexdigest()
+
+
+def load_for_scoring(model_path: Path, weights: str = "model", device=None):
+    """The model in a model file (or, with weights='raw_model', the raw last-epoch weights an EMA run keeps
+    beside the averaged ones) and the crop it was trained on."""
+    trained = load_trained(model_path, device)
+    if weights != "model":
+        checkpoint = load_checkpoint(model_path)
+        if weights not in checkpoint:
+            raise KeyError(f"{model_path} holds no {weights!r} weights (it has {sorted(checkpoint)}); "
+                           "only a run with an EMA keeps its raw weights")
+        trained.model.load_state_dict(checkpoint[weights])
+    return trained.model.eval(), make_policy(trained.config.augment).crop
+
+
+def _splits_from(stored: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
+    """val and test_all as stored, cut into every evaluation split (test halves from test_all)."""
+    inside = data.split_mask("test_all")
+    cut = {"val": stored["val"], "test_all": stored["test_all"]}
+    for half in ("test_private", "test_public"):
+        if half in data.available_splits():
+            cut[half] = stored["test_all"][data.split_mask(half)[inside]]
+    return {s: cut[s] for s in EVAL_SPLITS if s in cut}
+
+
+def scored_views(model_path, data, weights: str = "model", device=None) -> dict[str, dict[str, np.ndarray]]:
+    """{view: {split: probabilities}} for every view set that differs for this model, from the file beside
+    it when its key matches, else scored now and written there (atomically)."""
+    model_path = Path(model_path)
+    path, key = cache_path(model_path, weights), cache_key(model_path, data, weights)
+    if path.exists():
+        try:
+            with np.load(path) as saved:
+                if str(saved["key"]) == key:
+                    views = [v for v in TTA_VIEWS if f"{v}/val" in saved.files]
+                    return {v: _splits_from({s: saved[f"{v}/{s}"] for s in ("val", "test_all")}, data) for v in views}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # unreadable or from an older layout: scored again below and overwritten
+    model, crop = load_for_scoring(model_path, weights, device)
+    stored = {v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v) for v in views_for(crop)}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, key=np.array(key), **{f"{v}/{s}": p.astype(np.float32)
+                                                     for v, by_split in stored.items() for s, p in by_split.items()})
+    os.replace(tmp, path)
+    return {v: _splits_from(by_split, data) for v, by_split in stored.items()}
+
+
+def accuracies(probs_by_split: dict, data, splits=SCORED_SPLITS) -> dict[str, float]:
+    return {s: float((probs_by_split[s].argmax(1) == data.split(s)[1]).mean()) for s in splits if s in probs_by_split}
+
+
+def view_rows(probs_by_view: dict[str, dict], data) -> list[dict]:
+    return [{"test-time views": v, **accuracies(p, data)} for v, p in probs_by_view.items()]
+
+
+def best_views(rows: list[dict]) -> str:
+    """The view set with the best validation accuracy (the fewest views on a tie: they are cheaper)."""
+    return max(rows, key=lambda r: (r["val"], -TTA_VIEWS.index(r["test-time views"])))["test-time views"]
+
+
+def chosen_views(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None
+                 ) -> tuple[str, dict[str, np.ndarray], list[dict]]:
+    """(views, {split: probabilities} under them, the table of every view set): the views with the best
+    validation accuracy when tta is None, else the views asked for."""
+    probs_by_view = scored_views(model_path, data, weights, device)
+    rows = view_rows(probs_by_view, data)
+    chosen = best_views(rows) if tta is None else view_name(tta)
+    if chosen not in probs_by_view:
+        raise ValueError(f"{model_path}: test-time views {chosen!r} do not apply to this model; "
+                         f"choose one of {list(probs_by_view)}")
+    return chosen, probs_by_view[chosen], rows
+
+
+@dataclass
+class Evaluation:
+    """A trained model scored under one set of test-time views: what every page shows of it."""
+    views: str  # the view set behind every number here
+    probs: dict[str, np.ndarray]  # {split: probabilities}
+    metrics: dict[str, dict]  # {split: metrics.compute_metrics}
+    view_table: list[dict]  # accuracy by split under every view set, to show how the views were chosen
+    headline: str  # the split a report leads with
+
+
+def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None) -> Evaluation:
+    """Metrics of every evaluation split under the views with the best val accuracy (or those `tta` names)."""
+    views, probs, rows = chosen_views(model_path, data, tta, weights, device)
+    metrics = {split: compute_metrics(p, data.split(split)[1], data.class_names) for split, p in probs.items()}
+    return Evaluation(views, probs, metrics, rows, headline_split(metrics))
+
+
+def view_table_frame(rows: list[dict]) -> pd.DataFrame:
+    """view_rows as a notebook table, one row per view set."""
+    return pd.DataFrame(rows).set_index("test-time views").round(4)

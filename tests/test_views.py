@@ -1,0 +1,77 @@
+"""Scored views: each model's test-time views are predicted once, kept beside its weights, and reused only while
+the weights, the data and the splits are the ones they were scored on."""
+import shutil
+
+import numpy as np
+import pytest
+
+from emo_utils import views
+from emo_utils.augment import TTA_VIEWS
+from emo_utils.predict import predict_splits
+from emo_utils.train import load_trained
+from synthetic import make_learnable_data
+from tiny_model import tiny_model
+
+
+@pytest.fixture
+def model_file(tmp_path_factory, tmp_path):
+    path = tmp_path / "model.pt"  # a copy of its own: the views file is written beside it
+    shutil.copy(tiny_model(tmp_path_factory), path)
+    return path
+
+
+def test_views_are_the_predictions_of_each_view_and_are_written_beside_the_weights(model_file):
+    data = make_learnable_data(train_per_class=30)
+    scored = views.scored_views(model_file, data)
+    assert list(scored) == list(TTA_VIEWS)  # trained on 44-px crops: every view set differs
+    assert views.cache_path(model_file).exists()
+    model = load_trained(model_file).model
+    for view in ("center", "ten_crop"):
+        direct = predict_splits(model, data, crop=44, tta=view)
+        assert set(scored[view]) == set(direct)
+        for split, probs in direct.items():
+            np.testing.assert_allclose(scored[view][split], probs, atol=1e-6)
+
+
+def test_views_are_read_back_without_the_model_and_rescored_when_weights_or_data_change(model_file, monkeypatch):
+    data = make_learnable_data(train_per_class=30)
+    first = views.scored_views(model_file, data)
+    real_loader = views.load_for_scoring
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scored again although the views file matches")
+
+    monkeypatch.setattr(views, "load_for_scoring", refuse)
+    again = views.scored_views(model_file, data)
+    for view in first:
+        for split in first[view]:
+            np.testing.assert_array_equal(again[view][split], first[view][split])
+
+    calls = []
+    monkeypatch.setattr(views, "load_for_scoring", lambda *a, **k: calls.append(a) or real_loader(*a, **k))
+    other_data = make_learnable_data(train_per_class=30, seed=3)  # other images, other sha256
+    views.scored_views(model_file, other_data)
+    other_split = make_learnable_data(train_per_class=30)
+    other_split.val_seed = 1  # the same data with another validation split
+    views.scored_views(model_file, other_split)
+    model_file.write_bytes(model_file.read_bytes())  # same bytes: still a match
+    views.scored_views(model_file, other_split)
+    assert len(calls) == 2
+
+
+def test_a_corrupt_views_file_is_scored_again(model_file):
+    data = make_learnable_data(train_per_class=30)
+    views.cache_path(model_file).write_bytes(b"not a zip")
+    scored = views.scored_views(model_file, data)
+    assert scored["flip"]["val"].shape == (len(data.split("val")[1]), 7)
+
+
+def test_chosen_views_have_the_best_val_accuracy_and_an_asked_view_is_kept(model_file):
+    data = make_learnable_data(train_per_class=30)
+    chosen, probs, rows = views.chosen_views(model_file, data)
+    val = {row["test-time views"]: row["val"] for row in rows}
+    assert val[chosen] == max(val.values())
+    assert probs is views.scored_views(model_file, data)[chosen] or np.array_equal(
+        probs["test_private"], views.scored_views(model_file, data)[chosen]["test_private"])
+    assert views.chosen_views(model_file, data, tta=True)[0] == "flip"
+    assert views.chosen_views(model_file, data, tta=False)[0] == "center"

@@ -5,6 +5,10 @@
 #   make reports NB=01         run only the notebooks whose name starts with 01
 #   make reports RETRAIN=1     retrain instead of re-evaluating committed weights
 #   make reports PARAMS="-p epochs 5 -p time_budget_min 10"   papermill parameters passed through
+#   make zoo                   train every training notebook's recipe, several runs at a time (emo_utils/zoo.py)
+#   make zoo NB="02 09" ARGS="--budget full --seeds 09=0,1,2"   only those notebooks; ARGS passed through
+#   make zoo-rental DATA=fer2013.zip OUT=zoo_out [CAP=15]        on a rented GPU: full recipes, three flagship
+#                              seeds and the ablations, stopped after CAP minutes; copy OUT/reports/ back into reports/
 #   make lab                   open JupyterLab on the project's kernel
 #   make bench                 run the benchmarks in benchmarks/
 
@@ -13,7 +17,7 @@ PY      := $(VENV)/bin/python
 KERNEL  := emo-fer
 STAMP   := $(VENV)/.setup-done
 
-.PHONY: setup test reports lab bench clean-cache
+.PHONY: setup test reports zoo zoo-rental lab bench clean-cache
 
 setup: $(STAMP)
 
@@ -30,6 +34,15 @@ test: setup
 
 reports: setup
 	$(PY) -m emo_utils.reports --kernel $(KERNEL) $(if $(NB),--only $(NB)) $(if $(RETRAIN),--retrain) $(PARAMS)
+
+zoo: setup
+	$(PY) -m emo_utils.zoo $(NB) $(ARGS)
+
+# Mini-Xception first: its early-stopping run is the longest at issue #19's 10 s/epoch; then the flagship's seeds.
+RENTAL_ORDER := 02 09 03 04 05 06 07 08
+zoo-rental: setup
+	@test -n "$(DATA)" -a -n "$(OUT)" || { echo "usage: make zoo-rental DATA=path/to/fer2013.zip OUT=folder [CAP=minutes] [ARGS=...]"; exit 2; }
+	$(PY) -m emo_utils.zoo $(RENTAL_ORDER) --budget full --seeds 09=0,1,2 --data $(DATA) --out $(OUT) --time-cap $(or $(CAP),15) $(ARGS)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks

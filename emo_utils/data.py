@@ -158,8 +158,9 @@ def find_dataset(path: str | os.PathLike | None = None) -> Path:
     for named, how in ((path, "the path given"), (os.environ.get("EMO_DATA") or None, "$EMO_DATA")):
         if named is not None:
             if resolve_source(Path(named)) is None:
-                raise DataError(f"{named} ({how}) holds no dataset: it does not exist, or it is a folder without a "
-                                f"zip, a CSV or train/ and test/ folders. {HOW_TO_GET}")
+                problem = ("does not exist" if not Path(named).exists() else
+                           "is a folder without a zip, a CSV or train/ and test/ folders")
+                raise DataError(f"{named} ({how}) holds no dataset: it {problem}. {HOW_TO_GET}")
             return resolve_source(Path(named))
     for place in places:
         source = resolve_source(place)

@@ -24,7 +24,9 @@ import torch
 
 from .augment import PIXEL_MEAN, PIXEL_STD
 from .data import IMAGE_SIZE
-from .predict import Classifier, PredictError, predict_logits, resolve_model_path
+from .faces import PredictError
+from .inference import Classifier, predict_logits
+from .predict import resolve_model_path
 
 OPSET = 17
 INPUT, OUTPUT = "faces", "logits"

@@ -1,147 +1,63 @@
-"""Inference: logits and probabilities for a batch of uint8 faces, with optional flip TTA; and deployment:
-`python -m emo_utils.predict` (console script `emo-predict`) classifies images, folders and zips, finding
-faces in photos with OpenCV's bundled Haar cascade, on a report's model.pt or an exported .onnx.
+"""Deployment: `python -m emo_utils.predict` (console script `emo-predict`) classifies images, folders, zips,
+a video or a live camera, on a report's model.pt or an exported .onnx, and writes a CSV.
 
     emo-predict face.jpg                                   # one face crop, model reports/mini_xception/model.pt
     emo-predict test_faces/ --csv out.csv                  # class-named folders: accuracy and confusion too
     emo-predict photos.zip --detect-faces --annotate out/  # every face in every photo, boxes drawn
     emo-predict photo.jpg --model reports/mini_xception/model.onnx --detect-faces
+    emo-predict clip.mp4 --annotate clip_annotated.mp4     # faces followed over time: CSV, plot, video (video.py)
+    emo-predict --camera 0                                 # the same, live, until q or Ctrl-C
 
-cv2, onnxruntime, the training code and scikit-learn are imported where they are used: train.py imports
-this module, and training needs none of them.
+Finding, cropping and drawing faces is faces.py; following them through a video is video.py and tracking.py.
+torch, onnxruntime, the training code and scikit-learn are imported only once a model is loaded: `--help` and
+a mistyped argument answer at once, and train.py, which imports this module, needs none of them.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import io
-import math
+import difflib
 import os
 import sys
-import warnings
+import time
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from .augment import tta_views, to_float
-from .data import IMAGE_SIZE, REPO_ROOT, to_gray_48
+from . import video
+from .data import REPO_ROOT
+# faces.py's names are also answered here, where they lived before (predict.make_collage, predict.FaceDetector).
+from .faces import (ANNOTATE_MIN_SIDE, DETECT_MAX_SIDE, FACE_MARGIN, MAX_PIXELS, MIN_FACE, Face,  # noqa: F401
+                    FaceDetector, PredictError, SkipFile, annotate, box_iou, classify_image, extract_faces,
+                    face_box_with_margin, make_collage, match_faces, read_image, to_gray)
 
+if TYPE_CHECKING:
+    from .inference import Classifier
 
-EVAL_SPLITS = ("test_private", "test_public", "test_all", "val")  # headline first, as the reports list them
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images_u8, batch_size: int = 512, crop: int = 0, tta: bool | str = False,
-                   device: torch.device | None = None) -> np.ndarray:
-    """Logits (N, C) for uint8 images (N, 48, 48). `crop` takes the centre crop a model was trained on;
-    `tta` averages the logits of several views (augment.tta_views: True = the image and its mirror image)."""
-    device = device or next(model.parameters()).device
-    images = torch.as_tensor(np.asarray(images_u8))
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        views = tta_views(to_float(images[start:start + batch_size].to(device)), crop, tta)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = sum(model(v.contiguous(memory_format=torch.channels_last)).float() for v in views) / len(views)
-        outputs.append(logits.cpu())
-    model.train(was_training)
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(outputs).numpy()
+# Inference moved to inference.py so that this module imports no torch; `from emo_utils.predict import
+# predict_logits` (train.py, the notebooks) still works, and imports torch when it is asked for.
+_FROM_INFERENCE = ("Classifier", "EVAL_SPLITS", "default_device", "predict_logits", "predict_splits",
+                   "seconds_per_image", "softmax")
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def __getattr__(name: str):
+    if name in _FROM_INFERENCE:
+        from . import inference
+        return getattr(inference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-def predict_splits(model: torch.nn.Module, data, splits=None, crop: int = 0, tta: bool | str = False) -> dict[str, np.ndarray]:
-    """Softmax probabilities for each evaluation split of a FERData (all but train by default).
-
-    Splits overlap (test_all holds both test halves), so each image is scored once and the splits are cut from it."""
-    splits = splits or [s for s in EVAL_SPLITS if s in data.available_splits()]
-    masks = {s: data.split_mask(s) for s in splits}
-    scored = np.logical_or.reduce(list(masks.values()))
-    probs = softmax(predict_logits(model, data.images[scored], crop=crop, tta=tta))
-    return {s: probs[mask[scored]] for s, mask in masks.items()}
-
-
-def seconds_per_image(model: torch.nn.Module, crop: int = 0, batch_size: int = 256, repeats: int = 3) -> float:
-    """Inference time per 48x48 face at a given batch size (best of `repeats`), on the model's device."""
-    import time
-
-    faces = np.zeros((batch_size, 48, 48), dtype=np.uint8)
-    predict_logits(model, faces, batch_size=batch_size, crop=crop)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        predict_logits(model, faces, batch_size=batch_size, crop=crop)
-        best = min(best, time.perf_counter() - start)
-    return best / batch_size
-
-
-# ================================================================ deployment
 
 REPORTS_DIR = REPO_ROOT / "reports"
 MODEL_SUFFIXES = (".pt", ".onnx")
-# Above the full-resolution photos of most cameras; an image over it is refused from its header, before any
-# pixel is decoded, so a decompression bomb (a tiny PNG that claims 20000x20000) costs nothing.
-MAX_PIXELS = 50_000_000
 MAX_FILE_BYTES = 200 * 2**20  # a file (or zip member) above this is not read at all
-CASCADE = "haarcascade_frontalface_default.xml"
-# FER2013's faces were registered by a face detector: on 200 test faces upscaled 2-3x, Haar's box covers 97% of
-# the image's side (median), so a crop like the training data's is the box grown by 1.5% on each side. Wider
-# crops did worse: on 225 PrivateTest faces found in collages, accuracy fell from 0.587 (margin 0) to 0.524
-# (0.1) and 0.476 (0.2) with a partly trained Mini-Xception.
-FACE_MARGIN = (1 / 0.97 - 1) / 2
-# FER faces are 48 px: a smaller face would be upsampled, adding no detail, and each halving of the smallest
-# face size roughly doubles the cascade's work.
-MIN_FACE = 48
-DETECT_MAX_SIDE = 1600  # a larger photo is searched on a copy scaled down to this; crops come from the original
-ANNOTATE_MIN_SIDE = 384  # a smaller image is upscaled before drawing, so the labels stay legible
-
-
-class PredictError(ValueError):
-    """A model or input we cannot use at all; the message names it and the fix."""
-
-
-class SkipFile(Exception):
-    """One input file that cannot be classified; the run goes on with the others."""
 
 
 # ---------------------------------------------------------------- models
-
-@dataclass
-class Classifier:
-    """A trained model behind one call: uint8 faces (N, 48, 48) in, logits or probabilities (N, C) out."""
-    logits_fn: Callable[[np.ndarray], np.ndarray]
-    class_names: list[str]
-    crop: int  # the model sees the centre crop of this size (0: the whole 48x48 face)
-    source: str  # the file it came from
-    backend: str  # "torch" or "onnxruntime"
-
-    def logits(self, faces_u8: np.ndarray) -> np.ndarray:
-        faces_u8 = np.asarray(faces_u8, dtype=np.uint8)
-        if not faces_u8.flags.writeable:  # arrays viewing PIL images are read-only; torch warns on those
-            faces_u8 = faces_u8.copy()
-        if len(faces_u8) == 0:
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        return self.logits_fn(faces_u8)
-
-    def predict_proba(self, faces_u8: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(faces_u8))
-
 
 def available_models(reports_dir: Path | None = None) -> list[str]:
     reports_dir = Path(reports_dir or REPORTS_DIR)
@@ -172,7 +88,7 @@ def resolve_model_path(spec: str | os.PathLike, reports_dir: Path | None = None)
                        f"{listing}, or pass a path to a .pt or .onnx file.")
 
 
-def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | torch.device | None = None,
+def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | None = None,
                     threads: int | None = None, reports_dir: Path | None = None) -> Classifier:
     """A report's model by name, a finished checkpoint (.pt) or an exported model (.onnx), ready to classify.
 
@@ -181,7 +97,10 @@ def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | to
     if path.suffix == ".onnx":
         from .export import onnx_classifier
         return onnx_classifier(path, tta=tta, threads=threads)
+    import torch
+
     from .augment import make_policy
+    from .inference import Classifier, default_device, predict_logits
     from .train import load_checkpoint, load_trained
 
     checkpoint = load_checkpoint(path)
@@ -196,170 +115,6 @@ def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | to
         return predict_logits(model, faces_u8, crop=crop, tta=tta)
 
     return Classifier(logits_fn, list(checkpoint["class_names"]), crop, str(path), "torch")
-
-
-# ---------------------------------------------------------------- images
-
-def read_image(data: bytes, converted: list[str] | None = None) -> Image.Image:
-    """Decode image bytes, refusing what we should not decode; raises SkipFile with the reason.
-
-    EXIF rotation is applied, as a viewer would. `converted` receives a note for an image whose pixels
-    need more than a plain grayscale conversion (transparency, 16 bits)."""
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise SkipFile("not an image (no format Pillow reads)") from None
-    except Image.DecompressionBombError as e:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS, checked on open
-        raise SkipFile(f"too large, not decoded: {e}") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise SkipFile(f"unreadable image ({e})") from None
-    width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise SkipFile(f"too large, not decoded: {width}x{height} pixels ({width * height / 1e6:.0f} MP) is over the "
-                       f"{MAX_PIXELS / 1e6:.0f} MP limit (a decompression bomb, or a photo to scale down first)")
-    if width == 0 or height == 0:
-        raise SkipFile(f"empty image ({width}x{height})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img.load()
-        img = ImageOps.exif_transpose(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise SkipFile(f"cannot decode ({e}): the file is truncated or corrupt") from None
-    if converted is not None:
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            converted.append(f"{img.mode} (16/32-bit) image scaled to 8 bits by its maximum")
-        elif img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-            converted.append(f"{img.mode} image with transparency composited on white")
-    return img
-
-
-def to_gray(img: Image.Image) -> Image.Image:
-    """Full-resolution 8-bit grayscale by the same rules as data.to_gray_48, which then resizes to 48x48:
-    so to_gray_48(to_gray(img)) == to_gray_48(img)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        return Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
-    return img.convert("L")
-
-
-def face_box_with_margin(box, image_size: tuple[int, int], margin: float = FACE_MARGIN) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) of a square around a detector box (x, y, w, h), grown by `margin` of its side
-    on every side and moved (not cut) to stay inside the image, so the face keeps its aspect ratio."""
-    x, y, w, h = (float(v) for v in box)
-    width, height = image_size
-    side = min(max(w, h) * (1 + 2 * margin), width, height)
-    cx, cy = x + w / 2, y + h / 2
-    left = min(max(cx - side / 2, 0), width - side)
-    top = min(max(cy - side / 2, 0), height - side)
-    return round(left), round(top), round(left + side), round(top + side)
-
-
-class FaceDetector:
-    """Frontal faces with OpenCV's bundled Haar cascade (Viola & Jones 2001): offline, no download."""
-
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_face: int = MIN_FACE,
-                 max_side: int = DETECT_MAX_SIDE):
-        import cv2
-
-        folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
-        path = Path(folder) / CASCADE
-        self.cascade = cv2.CascadeClassifier(str(path)) if path.is_file() else None
-        if self.cascade is None or self.cascade.empty():
-            raise PredictError(f"OpenCV's face cascade {path} is missing or unreadable (opencv {cv2.__version__}). "
-                               "OpenCV 5 no longer ships it in the main wheel: install 'opencv-python-headless<5'.")
-        self.scale_factor, self.min_neighbors, self.min_face, self.max_side = (scale_factor, min_neighbors,
-                                                                               min_face, max_side)
-
-    def detect(self, gray: np.ndarray) -> np.ndarray:
-        """Boxes (n, 4) as x, y, w, h in pixels of `gray` (uint8, H x W), left to right."""
-        import cv2
-
-        gray = np.ascontiguousarray(gray, dtype=np.uint8)
-        scale = min(1.0, self.max_side / max(gray.shape))
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-        min_side = max(int(self.min_face * scale), 24)  # the cascade's own window is 24x24
-        boxes = self.cascade.detectMultiScale(small, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
-                                              minSize=(min_side, min_side))
-        boxes = np.round(np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / scale).astype(np.int64)
-        return boxes[np.argsort(boxes[:, 0], kind="stable")]
-
-
-def extract_faces(img: Image.Image, detector: FaceDetector | None = None,
-                  margin: float = FACE_MARGIN) -> tuple[np.ndarray, np.ndarray | None]:
-    """uint8 faces (n, 48, 48) as the model was trained on, and their boxes (n, 4: x, y, w, h) or None.
-
-    Without a detector the whole image is one face (a crop like FER2013's), converted exactly as the
-    training data loader converts an image that is not 48x48 grayscale."""
-    if detector is None:
-        return np.asarray(to_gray_48(img), dtype=np.uint8)[None], None
-    gray = to_gray(img)
-    boxes = detector.detect(np.asarray(gray))
-    faces = [np.asarray(to_gray_48(gray.crop(face_box_with_margin(b, gray.size, margin))), dtype=np.uint8)
-             for b in boxes]
-    return (np.stack(faces) if faces else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)), boxes
-
-
-@dataclass
-class Face:
-    box: tuple[int, int, int, int] | None  # x, y, w, h; None when the whole image is the face
-    probs: np.ndarray
-    class_names: list[str]
-
-    @property
-    def predicted(self) -> str:
-        return self.class_names[int(self.probs.argmax())]
-
-    @property
-    def confidence(self) -> float:
-        return float(self.probs.max())
-
-
-def classify_image(img: Image.Image, classifier: Classifier, detector: FaceDetector | None = None,
-                   margin: float = FACE_MARGIN) -> list[Face]:
-    """Every face in one image (or the image as one face without a detector), classified."""
-    faces, boxes = extract_faces(img, detector, margin)
-    probs = classifier.predict_proba(faces)
-    return [Face(None if boxes is None else tuple(int(v) for v in boxes[i]), probs[i], classifier.class_names)
-            for i in range(len(faces))]
-
-
-# Colour per class index (matplotlib's tab10, RGB), so a class looks the same in every annotated image.
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def annotate(img: Image.Image, faces: list[Face]) -> Image.Image:
-    """An RGB copy of `img` with each face's box and "class 87%" drawn on it (upscaled if small)."""
-    import cv2
-
-    if img.mode in ("RGBA", "LA", "P"):  # in colour, on white, as to_gray composites it
-        rgba = img.convert("RGBA")
-        rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    else:
-        rgb = to_gray(img).convert("RGB") if img.mode.startswith("I") else img.convert("RGB")
-    scale = max(1.0, min(ANNOTATE_MIN_SIDE / min(rgb.size), 4 * ANNOTATE_MIN_SIDE / max(rgb.size)))
-    if scale > 1:
-        rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.NEAREST)
-    canvas = np.array(rgb)
-    height, width = canvas.shape[:2]
-    thickness = max(2, round(min(width, height) / 250))
-    for face in faces:
-        x, y, w, h = ((0, 0, width, height) if face.box is None
-                      else tuple(round(v * scale) for v in face.box))
-        colour = PALETTE[int(face.probs.argmax()) % len(PALETTE)]
-        cv2.rectangle(canvas, (x, y), (x + w - 1, y + h - 1), colour, thickness)
-        text = f"{face.predicted} {face.confidence:.0%}"
-        font_scale = max(0.5, min(w, 400) / 220)
-        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        ty = y - baseline - 2 if y - th - baseline - 4 >= 0 else y + th + baseline + thickness
-        cv2.rectangle(canvas, (x, ty - th - 2), (x + tw + 4, ty + baseline), colour, cv2.FILLED)
-        cv2.putText(canvas, text, (x + 2, ty), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness,
-                    cv2.LINE_AA)
-    return Image.fromarray(canvas)
 
 
 # ---------------------------------------------------------------- inputs: a file, a folder, a zip
@@ -397,6 +152,12 @@ def _hidden(parts) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
+def unsafe_member(name: str) -> bool:
+    """A zip entry whose path is absolute or climbs out with '..', which data.load_dataset refuses too."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return name.startswith(("/", "\\")) or ".." in parts or (len(parts) > 0 and ":" in parts[0])
+
+
 def iter_inputs(paths, skip: Callable[[str, str], None]) -> Iterator[InputFile]:
     """Every file under the given images, folders and zips, in sorted order; a zip is read in place, never
     extracted. An input with nothing in it is reported with skip(name, reason)."""
@@ -416,12 +177,14 @@ def iter_inputs(paths, skip: Callable[[str, str], None]) -> Iterator[InputFile]:
                 continue
             with archive:
                 members = sorted((i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename)
-                members = [i for i in members if not _hidden(PurePosixPath(i.filename).parts)]
-                if not members:
+                unsafe = [i for i in members if unsafe_member(i.filename)]
+                for info in unsafe:  # before the hidden-file filter, which would drop '..' without a word
+                    skip(f"{path}/{info.filename}", "unsafe path (absolute or with '..'): not read")
+                members = [i for i in members if i not in unsafe and not _hidden(PurePosixPath(i.filename).parts)]
+                if not members and not unsafe:
                     skip(str(path), "empty zip: no files in it")
                 for info in members:
-                    # Names are only displayed and used under the annotation folder: '..' and roots are dropped.
-                    parts = [p for p in PurePosixPath(info.filename.replace("\\", "/")).parts if p not in ("/", "..")]
+                    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
                     rel = PurePosixPath(path.stem, *parts)
                     yield InputFile(f"{path}/{'/'.join(parts)}", rel, parts[-2] if len(parts) > 1 else "",
                                     _read_member(archive, info))
@@ -445,6 +208,7 @@ class PredictionRun:
     files_seen: int = 0
     images_read: int = 0
     annotated: int = 0
+    other_folders: Counter = field(default_factory=Counter)  # faces per folder named after no class
 
     def columns(self) -> list[str]:
         return (["file", "face", "x", "y", "w", "h", "label", "predicted", "confidence"]
@@ -460,13 +224,15 @@ class PredictionRun:
 
 def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None = None, margin: float = FACE_MARGIN,
                    annotate_dir: str | os.PathLike | None = None, batch_size: int = 256,
-                   log: Callable[[str], None] | None = None) -> PredictionRun:
+                   log: Callable[[str], None] | None = None, class_map: dict[str, str] | None = None) -> PredictionRun:
     """Classify every image under `paths` (images, folders, zips); a file that cannot be used is logged and
-    skipped, and the run goes on. Faces are classified in batches across images."""
+    skipped, and the run goes on. Faces are classified in batches across images. A face's label is its
+    folder's name when that names a class, after `class_map` (folder name -> class, e.g. fearful -> fear)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     run = PredictionRun(list(classifier.class_names))
     pending: list[tuple[InputFile, np.ndarray, np.ndarray | None, Image.Image | None]] = []
     class_names = set(classifier.class_names)
+    class_map = class_map or {}
 
     def skip(name: str, reason: str):  # logged as it happens, kept for the summary
         run.skipped.append((name, reason))
@@ -479,10 +245,13 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
         start = 0
         for item, faces, boxes, img in pending:
             image_probs, start = probs[start:start + len(faces)], start + len(faces)
+            label = class_map.get(item.folder, item.folder)
+            if label not in class_names:
+                label = ""
+                run.other_folders[item.folder] += len(faces)
             for i, p in enumerate(image_probs):
                 box = ("", "", "", "") if boxes is None else tuple(int(v) for v in boxes[i])
-                row = dict(file=item.name, face=i, x=box[0], y=box[1], w=box[2], h=box[3],
-                           label=item.folder if item.folder in class_names else "",
+                row = dict(file=item.name, face=i, x=box[0], y=box[1], w=box[2], h=box[3], label=label,
                            predicted=run.class_names[int(p.argmax())], confidence=float(p.max()))
                 row.update({f"p_{c}": float(v) for c, v in zip(run.class_names, p)})
                 run.rows.append(row)
@@ -500,6 +269,9 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
 
     for item in iter_inputs(paths, skip):
         run.files_seen += 1
+        if video.is_video(item.name):
+            skip(item.name, "a video, not an image: run emo-predict on it alone (one video at a time)")
+            continue
         notes: list[str] = []
         try:
             img = read_image(item.read(), notes)
@@ -548,27 +320,56 @@ def format_confusion(confusion, class_names) -> str:
     return "\n".join(lines)
 
 
+def nearest_class(folder: str, class_names) -> str | None:
+    """The class a folder's name most likely means (fearful: fear, happiness: happy, Anger: angry), or None."""
+    name, lower = folder.lower(), [c.lower() for c in class_names]
+    for c, low in zip(class_names, lower):  # the class's first four letters begin the name: sadness, surprised
+        if name.startswith(low[:4]):
+            return c
+    close = difflib.get_close_matches(name, lower, n=1, cutoff=0.6)
+    return class_names[lower.index(close[0])] if close else None
+
+
 def evaluation_text(run: PredictionRun) -> str | None:
-    """Accuracy, macro-F1 and the confusion matrix of the faces whose folder names their class; None if none does."""
+    """Accuracy, macro-F1 and the confusion matrix of the faces whose folder names their class, and the folders
+    that name no class with the class each most likely means; None when no folder names or resembles a class."""
     from .metrics import compute_metrics
 
     probs, labels = run.labelled()
-    if len(labels) == 0:
+    nearest = {folder: nearest_class(folder, run.class_names) for folder in sorted(run.other_folders)}
+    if len(labels) == 0 and not any(nearest.values()):
         return None
-    m = compute_metrics(probs, labels, run.class_names)
-    unlabelled = len(run.rows) - len(labels)
-    return "\n".join([
-        f"accuracy {m['accuracy']:.4f} ({int(round(m['accuracy'] * m['n']))} of {m['n']} faces in folders named after "
-        f"a class), macro-F1 {m['macro_f1']:.4f}" + (f"; {unlabelled} face(s) in other folders not counted"
-                                                     if unlabelled else ""),
-        "confusion matrix (rows: true class from the folder name, columns: predicted):",
-        format_confusion(m["confusion"], run.class_names)])
+    lines = []
+    if len(labels):
+        m = compute_metrics(probs, labels, run.class_names)
+        # Over the classes with faces here: a class no folder holds has no F1 to speak of, and scikit-learn's
+        # macro average would count it as 0 whenever the model predicts it.
+        present = [c for c in run.class_names if m["per_class"][c]["support"] > 0]
+        macro_f1 = float(np.mean([m["per_class"][c]["f1"] for c in present]))
+        predicted = np.asarray(m["confusion"]).sum(axis=0) > 0
+        absent = [c for i, c in enumerate(run.class_names) if c not in present and predicted[i]]
+        lines.append(f"accuracy {m['accuracy']:.4f} ({int(round(m['accuracy'] * m['n']))} of {m['n']} faces in folders "
+                     f"named after a class), macro-F1 {macro_f1:.4f} over the {len(present)} classes present"
+                     + (f" ({m['macro_f1']:.4f} counting {', '.join(absent)} at F1 0: predicted, but no face here "
+                        "is one)" if absent else ""))
+    if nearest:
+        described = [f"{folder} ({run.other_folders[folder]} face(s), "
+                     + (f"nearest class {cls})" if cls else "no class close)") for folder, cls in nearest.items()]
+        lines.append(f"{sum(run.other_folders.values())} face(s) in folders named after no class of the model, not "
+                     f"counted: {', '.join(described)}")
+        if any(nearest.values()):
+            pairs = ",".join(f"{folder}={cls}" for folder, cls in nearest.items() if cls)
+            lines.append(f"to count them, map the folders to classes: --class-map {pairs}")
+    if len(labels):
+        lines += ["confusion matrix (rows: true class from the folder name, columns: predicted):",
+                  format_confusion(m["confusion"], run.class_names)]
+    return "\n".join(lines)
 
 
 def summary_text(run: PredictionRun, csv_path: Path | None) -> str:
     lines = [f"{run.files_seen} file(s) seen, {run.images_read} image(s) read, {len(run.rows)} face(s) classified"
              + (f", {run.annotated} annotated image(s) written" if run.annotated else "")
-             + (f"; predictions in {csv_path}" if csv_path else "")]
+             + (f"; predictions in {csv_path}" if csv_path else "; no face classified: nothing written")]
     if run.notes:
         lines.append(f"converted {len(run.notes)} image(s) before classifying: "
                      + "; ".join(f"{name} ({note})" for name, note in run.notes[:5])
@@ -580,71 +381,47 @@ def summary_text(run: PredictionRun, csv_path: Path | None) -> str:
         lines.append("nothing skipped")
     return "\n".join(lines)
 
-
-# ---------------------------------------------------------------- demo: a photo-like collage of faces
-
-def make_collage(faces_u8: np.ndarray, face_px: int = 144, seed: int = 0,
-                 size: tuple[int, int] | None = None) -> tuple[Image.Image, np.ndarray]:
-    """RGB image with the 48x48 faces upscaled to face_px and pasted, one per cell of a grid, on a smooth
-    background with a little noise: a stand-in for a group photo. `size` (width, height) defaults to cells of
-    1.5 face_px. Returns the image and the pasted boxes (n, 4: x, y, w, h)."""
-    rng = np.random.default_rng(seed)
-    n = len(faces_u8)
-    cols = max(1, math.ceil(math.sqrt(n * 1.5)))
-    rows = max(1, math.ceil(n / cols))
-    width, height = size or (cols * int(face_px * 1.5), rows * int(face_px * 1.5))
-    cell_w, cell_h = width // cols, height // rows
-    if min(cell_w, cell_h) < face_px:
-        raise ValueError(f"{n} faces of {face_px} px do not fit in {width}x{height} ({cols}x{rows} cells)")
-    yy, xx = np.mgrid[:height, :width] / max(height, width)
-    base = np.stack([90 + 80 * xx, 110 + 60 * yy, 150 - 50 * xx + 30 * np.sin(6 * yy)], axis=-1)
-    canvas = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-    boxes = []
-    for i, face in enumerate(faces_u8):
-        big = np.asarray(Image.fromarray(np.asarray(face, np.uint8)).resize((face_px, face_px), Image.BICUBIC))
-        x = (i % cols) * cell_w + int(rng.integers(0, cell_w - face_px + 1))
-        y = (i // cols) * cell_h + int(rng.integers(0, cell_h - face_px + 1))
-        canvas[y:y + face_px, x:x + face_px] = big[..., None]
-        boxes.append((x, y, face_px, face_px))
-    return Image.fromarray(canvas), np.array(boxes, dtype=np.int64).reshape(-1, 4)
-
-
-def box_iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = iw * ih
-    return inter / (aw * ah + bw * bh - inter) if inter else 0.0
-
-
-def match_faces(true_boxes, found: list[Face], min_iou: float = 0.3) -> list[Face | None]:
-    """For each true box, the detected face that overlaps it most (IoU >= min_iou), or None."""
-    matched = []
-    for box in true_boxes:
-        ious = [box_iou(box, f.box) for f in found]
-        best = int(np.argmax(ious)) if ious else -1
-        matched.append(found[best] if best >= 0 and ious[best] >= min_iou else None)
-    return matched
-
-
 # ---------------------------------------------------------------- command line
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="emo-predict", description="Classify the facial expression in images, folders of images or zips. "
-        "Writes a CSV (file, face box, label from a class-named folder, predicted class, probabilities); when the "
-        "inputs sit in folders named after the classes, prints accuracy and the confusion matrix.")
-    parser.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) or zips")
+        prog="emo-predict", description="Classify the facial expression in images, folders of images, zips, a video "
+        "or a live camera. Writes a CSV (file, face box, label from a class-named folder, predicted class, "
+        "probabilities); when the inputs sit in folders named after the classes, prints accuracy and the confusion "
+        "matrix. For a video or a camera it follows each face over time and writes a CSV with a row per face per "
+        "frame and a plot of each face's emotions over time.")
+    parser.add_argument("inputs", nargs="*", help="image files, folders (searched recursively), zips, or one video "
+                        f"({', '.join(video.VIDEO_SUFFIXES)})")
     parser.add_argument("--model", default="mini_xception",
                         help="a model in reports/ by name (reports/<name>/model.pt), or a path to a .pt or .onnx file "
                              "(default: %(default)s)")
-    parser.add_argument("--csv", default="predictions.csv",
-                        help="where to write the predictions (default: %(default)s)")
+    parser.add_argument("--csv", help="where to write the predictions (default: predictions.csv; for clip.mp4, "
+                                      "clip_emotions.csv, with the plot beside it as clip_emotions.png)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the CSV, plot or annotated video if they exist (else the run refuses to start)")
     parser.add_argument("--detect-faces", action="store_true",
-                        help="find faces with OpenCV's Haar cascade and classify each (for photos); without it each "
-                             "image is taken to be one face crop, like FER2013's")
-    parser.add_argument("--annotate", metavar="DIR", help="write each image with its boxes and labels under DIR")
+                        help="find faces with OpenCV's Haar cascade and classify each (for photos; always on for a "
+                             "video or a camera); without it each image is taken to be one face crop, like FER2013's")
+    parser.add_argument("--annotate", metavar="PATH",
+                        help="write each image with its boxes and labels under this folder; for a video or a camera, "
+                             "the annotated video to this .mp4 or .avi file (or into this folder)")
+    parser.add_argument("--class-map", metavar="FOLDER=CLASS,...",
+                        help="count faces in folders named unlike the model's classes, e.g. "
+                             "--class-map fearful=fear,surprised=surprise")
     parser.add_argument("--margin", type=float, default=FACE_MARGIN,
                         help="share of the face box added on each side before cropping (default: %(default).3f, "
                              "which frames a face as FER2013 does)")
@@ -654,33 +431,145 @@ def build_parser():
                         help="Haar pyramid step: larger is faster and misses more faces (default: %(default)s)")
     parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
     parser.add_argument("--device", help="torch device for a .pt model (default: CUDA when present, else CPU)")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="faces classified in one call, across images (default: %(default)s); memory, not "
+                             "results, depends on it")
+    group = parser.add_argument_group("video and camera")
+    group.add_argument("--camera", type=int, metavar="N",
+                       help="read live from camera N (0 is the first); q in the window or Ctrl-C stops it")
+    group.add_argument("--every", type=positive_int, default=video.EVERY, metavar="K",
+                       help="find faces on every K-th frame and follow them in between (default: %(default)s)")
+    group.add_argument("--detect-size", type=int, default=video.DETECT_SIZE, metavar="PX",
+                       help="find faces on a copy of the frame scaled down to this longer side; faces are still "
+                            "cropped from the full frame. 0: the whole frame (default: %(default)s)")
+    group.add_argument("--smooth", type=non_negative, default=video.SMOOTH_SECONDS, metavar="SECONDS",
+                       help="average each face's probabilities over this many seconds; 0 for none "
+                            "(default: %(default)s)")
     return parser
 
 
-def main(argv=None) -> int:
-    """0: at least one face classified; 1: nothing could be classified; 2: a bad model or a missing input."""
-    args = build_parser().parse_args(argv)
+def parse_class_map(text: str | None) -> dict[str, str]:
+    mapping = {}
+    for pair in filter(None, (p.strip() for p in (text or "").split(","))):
+        folder, sep, cls = (part.strip() for part in pair.partition("="))
+        if not (sep and folder and cls):
+            raise PredictError(f"--class-map: {pair!r} is not FOLDER=CLASS; give pairs separated by commas, e.g. "
+                               "--class-map fearful=fear,surprised=surprise")
+        mapping[folder] = cls
+    return mapping
+
+
+@dataclass
+class Outputs:
+    """What a run will write, decided before the model is loaded so a clash costs nothing."""
+    csv: Path
+    plot: Path | None = None  # video and camera only
+    annotated_video: Path | None = None  # video and camera with --annotate
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.csv, self.plot, self.annotated_video) if p is not None]
+
+
+def plan_outputs(args) -> Outputs:
+    """Check the inputs and the output paths; a PredictError names what is wrong and the fix."""
+    videos = [p for p in args.inputs if video.is_video(p)]
+    if args.camera is not None and args.inputs:
+        raise PredictError(f"--camera reads from a camera and takes no inputs, but got {', '.join(args.inputs)}; "
+                           "run those separately.")
+    if args.camera is None and not args.inputs:
+        raise PredictError("nothing to classify: give images, folders, zips or a video, or --camera N.")
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
-        print(f"emo-predict: input not found: {', '.join(missing)}", file=sys.stderr)
+        raise PredictError(f"input not found: {', '.join(missing)}")
+    if videos and len(args.inputs) > 1:
+        raise PredictError(f"a video is read alone, one per run, but got {', '.join(args.inputs)}; run emo-predict "
+                           "once per video (for f in *.mp4; do emo-predict \"$f\"; done).")
+    if args.camera is None and not videos:
+        outputs = Outputs(Path(args.csv or "predictions.csv"))
+    else:
+        stem = Path(videos[0]).stem if videos else f"camera{args.camera}"
+        csv_path = Path(args.csv or f"{stem}_emotions.csv")
+        annotated = None
+        if args.annotate:
+            annotated = (Path(args.annotate) if video.is_video(args.annotate)
+                         else Path(args.annotate) / f"{stem}_annotated.mp4")
+        outputs = Outputs(csv_path, csv_path.with_suffix(".png"), annotated)
+    if outputs.csv.is_dir():
+        raise PredictError(f"--csv {outputs.csv} is a folder; give a file name, e.g. {outputs.csv / 'predictions.csv'}")
+    existing = [str(p) for p in outputs.files() if p.exists()]
+    if existing and not args.force:
+        raise PredictError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: pass --force to "
+                           f"overwrite, or {'--csv' if outputs.plot is None else '--csv and --annotate'} to write "
+                           "elsewhere.")
+    return outputs
+
+
+def run_video(args, classifier: Classifier, outputs: Outputs, log: Callable[[str], None]) -> int:
+    """A video file or a camera through video.predict_video, then its CSV, plot and summary."""
+    detector = FaceDetector(args.scale_factor, min_face=args.min_face, max_side=args.detect_size or float("inf"))
+    if args.camera is not None:
+        capture, fps = video.open_camera(args.camera)
+        source, total, clock = f"camera {args.camera}", None, time.monotonic
+        window = video.open_window()
+        if window is None:
+            log("note: no window to show the camera in (no display, or opencv-python-headless, which has no "
+                "windows; opencv-python<5 has them): " + (f"the annotated video goes to {outputs.annotated_video}"
+                                                          if outputs.annotated_video else
+                                                          "pass --annotate camera.mp4 to keep the boxes and labels")
+                + "; press Ctrl-C to stop")
+    else:
+        source = args.inputs[0]
+        capture, fps, total = video.open_video(source)
+        clock, window = None, None
+    run = video.predict_video(capture, classifier, detector, fps=fps, every=args.every, smooth=args.smooth,
+                              margin=args.margin, annotate=outputs.annotated_video, window=window, clock=clock,
+                              total=total, source=source)
+    written = []
+    if run.rows:
+        written.append(f"predictions in {video.write_video_csv(run, outputs.csv)}")
+        written.append(f"plot in {video.plot_emotions(run, outputs.plot)}")
+    if outputs.annotated_video is not None and run.frames:
+        written.append(f"annotated video in {outputs.annotated_video}")
+    log(video.video_summary(run, args.every, args.detect_size, written))
+    return 0 if run.rows else 1
+
+
+def main(argv=None) -> int:
+    """0: at least one face classified; 1: nothing could be classified; 2: a bad argument, model or input."""
+    args = build_parser().parse_args(argv)
+
+    def log(message: str):
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        outputs = plan_outputs(args)
+        class_map = parse_class_map(args.class_map)
+    except PredictError as e:
+        log(f"emo-predict: {e}")
         return 2
     from .train import CheckpointError
 
     try:
         classifier = load_classifier(args.model, tta=args.tta, device=args.device)
+        unknown = {folder: cls for folder, cls in class_map.items() if cls not in classifier.class_names}
+        if unknown:
+            raise PredictError(f"--class-map {','.join(f'{f}={c}' for f, c in unknown.items())}: "
+                               f"{', '.join(repr(c) for c in unknown.values())} not among the model's classes "
+                               f"({', '.join(classifier.class_names)})")
+        log(f"model {classifier.source} ({classifier.backend}, classes {', '.join(classifier.class_names)})")
+        if args.camera is not None or video.is_video(args.inputs[0]):
+            return run_video(args, classifier, outputs, log)
         detector = FaceDetector(args.scale_factor, min_face=args.min_face) if args.detect_faces else None
     except (PredictError, CheckpointError) as e:
-        print(f"emo-predict: {e}", file=sys.stderr)
+        log(f"emo-predict: {e}")
         return 2
-    print(f"model {classifier.source} ({classifier.backend}, classes {', '.join(classifier.class_names)})",
-          file=sys.stderr)
-    run = predict_inputs(args.inputs, classifier, detector, args.margin, args.annotate, args.batch_size)
-    csv_path = write_csv(run, args.csv)
+    run = predict_inputs(args.inputs, classifier, detector, args.margin, args.annotate, args.batch_size, log,
+                         class_map)
+    csv_path = write_csv(run, outputs.csv) if run.rows else None
     evaluation = evaluation_text(run)
     if evaluation:
         print(evaluation)
-    print(summary_text(run, csv_path), file=sys.stderr)
+    log(summary_text(run, csv_path))
     return 0 if run.rows else 1
 
 

@@ -143,9 +143,13 @@ def comparison_note(title: str, evaluation: Evaluation, other_title: str, other_
                "told apart" if abs(gap) < noise else
                f"{title} is {'ahead' if gap > 0 else 'behind'} by {abs(gap):.2f} points, beyond the test's 95% noise "
                f"of about +-{noise:.1f}")
+    checkpoint = load_checkpoint(Path(other_model))
+    meta, (converged, why) = checkpoint["meta"], convergence(checkpoint["history"], checkpoint["meta"]["stop_reason"])
+    trained = (f"{other_title} ran {meta['epochs_run']} of {meta['epochs_asked']} epochs and "
+               + ("converged" if converged else f"has **not** converged ({why}), so this is not its verdict"))
     return (f"**{title} against {other_title}** on {SPLIT_TITLES[split]}: accuracy {ours['accuracy']:.4f} "
             f"({evaluation.views}) vs {theirs['accuracy']:.4f} ({other.views}), macro-F1 {ours['macro_f1']:.3f} vs "
-            f"{theirs['macro_f1']:.3f}: {verdict}.")
+            f"{theirs['macro_f1']:.3f}: {verdict}. {trained}.")
 
 
 # ---------------------------------------------------------------- a model's report
@@ -259,7 +263,7 @@ def write_model_report(report_dir, model_name: str, title: str, metrics_by_split
               "## Load the weights", "", f"This reproduces the {SPLIT_TITLES.get(headline, headline)} accuracy above.",
               "", "```python",
               "from emo_utils.data import load_dataset",
-              "from emo_utils.predict import predict_splits",
+              "from emo_utils.inference import predict_splits",
               "from emo_utils.train import load_trained",
               "data = load_dataset()",
               f"result = load_trained('reports/{report_dir.name}/model.pt')  # TrainResult: .model, .config, .history",

@@ -14,6 +14,7 @@ What the loop promises:
 """
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import math
@@ -35,9 +36,19 @@ from . import distributed
 from .augment import augment_batch, make_policy, mixup
 from .losses import balanced_class_weights, make_loss
 from .models import build_model, count_params
-from .predict import default_device, predict_logits
+from .inference import default_device, predict_logits
 
 CHECKPOINT_FORMAT = 1
+
+# Speed settings, not recipe: they live outside TrainConfig, so a model trained with them is reused by a config
+# without them (as one trained on a GPU is reused on a CPU). torch.compile per (model, device type), on by default
+# only where benchmarks/zoo_gpu.py measured it faster; nothing has been measured yet. Modes: "default",
+# "reduce-overhead" (CUDA graphs: one launch per step instead of hundreds), "max-autotune"; "off" is eager.
+COMPILE_BY_DEFAULT: dict[tuple[str, str], str] = {}
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+# Evaluation is a forward pass without gradients: on a GPU a few large batches beat many small launches (2,048
+# faces of the widest zoo net, vgg_gap, hold about 0.6 GB per bf16 activation). The CPU keeps its old batch.
+EVAL_BATCH_SIZE = {"cuda": 2048}
 
 
 @dataclass
@@ -281,10 +292,19 @@ def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
 
 @torch.no_grad()
 def update_ema(ema_model, model, decay):
-    for ema_p, p in zip(ema_model.parameters(), model.parameters()):
-        ema_p.lerp_(p, 1 - decay)
-    for ema_b, b in zip(ema_model.buffers(), model.buffers()):
-        ema_b.copy_(b)
+    """ema = decay * ema + (1 - decay) * weights; buffers (batch-norm statistics) are copied. Foreach ops launch one
+    kernel per group of tensors instead of one per tensor: on a GPU the launches cost more than the arithmetic."""
+    torch._foreach_lerp_(list(ema_model.parameters()), list(model.parameters()), 1 - decay)
+    ema_buffers = list(ema_model.buffers())
+    if ema_buffers:  # foreach ops refuse empty lists
+        torch._foreach_copy_(ema_buffers, list(model.buffers()))
+
+
+def use_fast_cuda_kernels() -> None:
+    """cuDNN autotuning (a run's input shapes never change, so the search pays once) and TF32 for the float32
+    matmuls autocast leaves in float32. cuDNN convolutions already use TF32 by default."""
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
 
 
 def evaluate_loss_acc(model, images_u8, labels, crop, batch_size=512) -> tuple[float, float]:
@@ -317,12 +337,14 @@ def describe_device(device: torch.device) -> str:
 
 def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | torch.device | None = None,
           retrain: bool = False, model_path: str | os.PathLike | None = None,
-          on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True) -> TrainResult:
+          on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True,
+          compile_mode: str | None = None) -> TrainResult:
     """Train `config.model` on data.split('train'), select on data.split('val').
 
     `model_path` is where the finished model lives (a report's model.pt): reused when its config and data
     match, written when training ends. run_dir holds last.pt, best.pt and final.pt of the run itself.
-    `on_epoch_end(epoch, row)` runs after each epoch's checkpoint is written.
+    `on_epoch_end(epoch, row)` runs after each epoch's checkpoint is written. `compile_mode` (COMPILE_MODES; None:
+    COMPILE_BY_DEFAULT) compiles the training step's model with torch.compile; checkpoints hold the same keys.
 
     Under torchrun (see distributed.py) every rank calls this; config.batch_size is the global batch, rank 0
     alone writes files, and every rank returns the same model.
@@ -333,6 +355,11 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
         raise ValueError(f"batch_size {config.batch_size} does not split over {world} ranks: the global batch "
                          "must be a multiple of the number of processes")
     shard = slice(distributed.rank() * config.batch_size // world, (distributed.rank() + 1) * config.batch_size // world)
+    if device.type == "cuda":
+        use_fast_cuda_kernels()
+    compile_mode = compile_mode or COMPILE_BY_DEFAULT.get((config.model, device.type), "off")
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {compile_mode!r}; choose one of {COMPILE_MODES}")
     run_dir = Path(run_dir)
     last_path, best_path, final_path = run_dir / "last.pt", run_dir / "best.pt", run_dir / "final.pt"
     if main:
@@ -371,6 +398,8 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
         raise KeyError(f"unknown scheduler {config.scheduler!r}; choose plateau, cosine, onecycle or none")
     ema_model = copy.deepcopy(model) if config.ema_decay else None
     net = distributed.wrap(model, device, config.sync_batchnorm)  # what the training step calls
+    if compile_mode != "off":  # only the step's module: model, ema_model and their state_dict keys stay as they are
+        net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode)
     steps_per_epoch = max(len(images) // config.batch_size, 1)  # drop the last partial batch: BN needs company
 
     state = dict(epoch=0, step=0, history=[], wall_seconds=0.0, planned_epochs=config.epochs,
@@ -412,6 +441,8 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
                 for group in optimizer.param_groups:
                     group["lr"] = scheduled_lr(config, state["step"], total_steps)
             idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+            if compile_mode != "off":
+                torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's output buffers
             loss, logits = _train_step(net, optimizer, loss_fn, config, policy, images[idx], labels[idx], gen, device,
                                        data.num_classes, shard)
             if ema_model is not None:
@@ -420,7 +451,8 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
             total_correct += (logits.argmax(1) == labels[idx][shard]).sum()
             state["step"] += 1
         bar.close()
-        val_loss, val_acc = evaluate_loss_acc(eval_model, val_images, val_labels, crop)
+        val_loss, val_acc = evaluate_loss_acc(eval_model, val_images, val_labels, crop,
+                                              EVAL_BATCH_SIZE.get(device.type, 512))
         if plateau is not None:
             plateau.step(val_loss)
         train_sums = distributed.sum_across_ranks(torch.stack([total_loss, total_correct.float()])
@@ -470,7 +502,8 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     meta = dict(device=describe_device(device), torch=str(torch.__version__), wall_seconds=state["wall_seconds"],
                 epochs_run=state["epoch"], epochs_asked=config.epochs, planned_epochs=state["planned_epochs"],
                 stop_reason=state["stop_reason"], best_epoch=state["best_epoch"], best_val_acc=state["best_metric"],
-                params=count_params(eval_model), num_train=len(images), num_val=len(val_images))
+                params=count_params(eval_model), num_train=len(images), num_val=len(val_images),
+                **({"compile": compile_mode} if compile_mode != "off" else {}))
     # With an EMA, the raw weights of the last epoch travel along, so a report can measure what the EMA adds.
     raw = {"raw_model": model.state_dict()} if ema_model is not None else {}
     halved = False
@@ -504,12 +537,23 @@ def publish_model(final_path: Path, model_path: Path) -> bool:
 
 # ---------------------------------------------------------------- command line (and torchrun)
 
+def parse_sets(items: list[str]) -> dict:
+    """`--set FIELD=VALUE` items as {field: value}: VALUE read as a Python literal, else kept as a string."""
+    overrides = {}
+    for item in items:
+        field_name, _, value = item.partition("=")
+        try:
+            overrides[field_name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[field_name] = value
+    return overrides
+
+
 def main(argv=None) -> int:
     """Train with the recipe in a notebook's parameters cell, e.g. on 8 GPUs:
     torchrun --nproc_per_node=8 -m emo_utils.train notebooks/09_train_vgg_gap.ipynb --budget full
     then `make reports NB=09 PARAMS="-p budget full"` evaluates the model it wrote instead of retraining."""
     import argparse
-    import ast
 
     from . import data as fer
     from .reports import notebook_parameters
@@ -523,31 +567,29 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field, VALUE a Python literal (e.g. --set epochs=5); repeatable")
     parser.add_argument("--report-dir", type=Path, help="where model.pt goes (default: reports/<model>)")
+    parser.add_argument("--model-path", type=Path, help="the finished model's file (default: REPORT_DIR/model.pt)")
     parser.add_argument("--run-dir", type=Path, help="checkpoints (default: runs/<model>)")
     parser.add_argument("--retrain", action="store_true", help="train even if a matching model.pt exists")
+    parser.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the training step (default: "
+                        "COMPILE_BY_DEFAULT, else off); reduce-overhead adds CUDA graphs")
     args = parser.parse_args(argv)
 
     params = notebook_parameters(args.notebook)
     budget = args.budget or params.get("budget", "cpu")
     seed = params.get("seed", 0) if args.seed is None else args.seed
-    overrides = dict(params.get("overrides") or {})
-    for item in args.set:
-        field_name, _, value = item.partition("=")
-        try:
-            overrides[field_name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[field_name] = value
+    overrides = {**(params.get("overrides") or {}), **parse_sets(args.set)}
     model_name = params["model_name"]
     config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides)
     data = fer.load_dataset(args.data or params.get("data_path"))
     report_dir = args.report_dir or fer.REPO_ROOT / "reports" / model_name
     run_dir = args.run_dir or fer.REPO_ROOT / "runs" / model_name
+    model_path = args.model_path or report_dir / "model.pt"
     if distributed.is_main():
-        report_dir.mkdir(parents=True, exist_ok=True)
-    result = train(config, data, run_dir, retrain=args.retrain, model_path=report_dir / "model.pt")
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+    result = train(config, data, run_dir, retrain=args.retrain, model_path=model_path, compile_mode=args.compile)
     if distributed.is_main():
         print(json.dumps({k: v for k, v in result.meta.items()}, indent=1, default=str))
-        print(f"model: {report_dir / 'model.pt'}")
+        print(f"model: {model_path}")
     if distributed.active():
         torch.distributed.destroy_process_group()
     return 0

@@ -24,7 +24,7 @@ import pandas as pd
 from .augment import TTA_VIEWS, make_policy
 from .data import file_sha256
 from .metrics import compute_metrics
-from .predict import EVAL_SPLITS, predict_splits
+from .inference import EVAL_SPLITS, predict_splits
 from .train import load_checkpoint, load_trained
 
 # What each view set averages, in words for tables and figure titles.

@@ -235,11 +235,12 @@ def test_nothing_found_lists_places_and_how_to_get_fer(tmp_path, monkeypatch, is
 def test_a_named_place_without_data_never_falls_through(tmp_path, monkeypatch, isolated):
     make_fer_zip(isolated / "data")  # a dataset that must NOT be picked up instead
     monkeypatch.setenv("EMO_DATA", str(tmp_path / "nowhere"))
-    with pytest.raises(DataError, match=r"nowhere \(\$EMO_DATA\) holds no dataset.*Kaggle"):
+    with pytest.raises(DataError, match=r"nowhere \(\$EMO_DATA\) holds no dataset: it does not exist\..*Kaggle"):
         load_dataset()
     monkeypatch.delenv("EMO_DATA")
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(DataError, match=r"empty_dir \(the path given\) holds no dataset"):
+    with pytest.raises(DataError, match=r"empty_dir \(the path given\) holds no dataset: it is a folder without a "
+                                        r"zip, a CSV or train/ and test/ folders\."):
         load_dataset(tmp_path / "empty_dir")
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from emo_utils.metrics import compute_metrics
-from emo_utils.predict import predict_splits
+from emo_utils.inference import predict_splits
 from emo_utils.train import TrainConfig, load_checkpoint, train
 from synthetic import make_learnable_data
 

@@ -11,7 +11,7 @@ import torch
 from conftest import make_fer_zip
 from emo_utils.augment import TTA_VIEWS, tta_views
 from emo_utils.models import build_model
-from emo_utils.predict import predict_logits, predict_splits, softmax
+from emo_utils.inference import predict_logits, predict_splits, softmax
 from emo_utils.reports import REPO_ROOT, run_reports
 from emo_utils.train import TrainConfig, config_differences
 from synthetic import make_learnable_data

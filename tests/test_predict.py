@@ -1,11 +1,15 @@
 """emo-predict: CSV for an image, a folder and a zip; accuracy and confusion for class-named folders; faces found
-in a photo; annotated images; bad inputs reported and skipped while the run goes on; the demo notebook."""
+in a photo; annotated images; bad inputs reported and skipped while the run goes on; what held-out inputs showed
+(unsafe zip entries, folders named unlike the classes, empty inputs, an existing CSV, a slow --help); the demo
+notebook. Video and camera: test_video.py."""
 import csv
 import importlib
 import io
 import os
 import re
 import struct
+import subprocess
+import sys
 import tomllib
 import zipfile
 import zlib
@@ -18,6 +22,7 @@ from PIL import Image
 from conftest import FER_CLASSES, make_fer_zip
 from emo_utils import predict
 from emo_utils.data import REPO_ROOT, to_gray_48
+from emo_utils.metrics import compute_metrics
 from synthetic import class_images
 from tiny_model import tiny_model
 
@@ -172,7 +177,7 @@ def test_detect_faces_reports_and_skips_a_photo_with_no_face(model_path, tmp_pat
     code, _, err = run_cli(capsys, tmp_path / "noise.png", tmp_path / "blank.jpg", "--model", model_path,
                            "--csv", tmp_path / "p.csv", "--detect-faces")
     assert code == 1  # nothing classified
-    assert read_rows(tmp_path / "p.csv") == (COLUMNS, [])
+    assert not (tmp_path / "p.csv").exists() and "no face classified: nothing written" in err
     for name in ("noise.png", "blank.jpg"):
         assert re.search(rf"skipped \S*{name}: no face found", err)
     assert err.rstrip().splitlines()[-3].startswith("skipped 2:")
@@ -264,6 +269,134 @@ def test_console_script_is_declared():
     assert getattr(importlib.import_module(module), function) is predict.main
 
 
+# ---------------------------------------------------------------- what held-out inputs showed
+
+def face_png(seed=3, index=3) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(class_images(7, 1, seed=seed)[0][index]).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_zip_entries_with_unsafe_paths_are_reported_and_counted(model_path, tmp_path, capsys):
+    archive = tmp_path / "faces.zip"
+    unsafe = ["../evil.png", "/abs/evil.png", "C:/evil.png", "happy\\..\\..\\evil.png"]
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("faces/happy/good.png", face_png())
+        z.writestr("faces/.DS_Store", b"finder junk")  # hidden: left out without a word, as before
+        for name in unsafe:
+            z.writestr(name, face_png())
+    code, _, err = run_cli(capsys, archive, "--model", model_path, "--csv", tmp_path / "p.csv")
+    assert code == 0, err
+    for name in unsafe:
+        assert f"skipped {archive}/{name}: unsafe path" in err, (name, err)
+    summary = err[err.index("file(s) seen"):]
+    assert "skipped 4:" in summary and "1 face(s) classified" in summary and ".DS_Store" not in err
+    assert [r["file"] for r in read_rows(tmp_path / "p.csv")[1]] == [f"{archive}/faces/happy/good.png"]
+
+
+def class_named_folders(root, folders: dict[str, tuple[str, int]]):
+    """root/<folder>/face<i>.png with `n` synthetic faces of class `cls` for each folder: (cls, n)."""
+    images, labels = class_images(len(FER_CLASSES), 3, seed=7)
+    for folder, (cls, n) in folders.items():
+        (root / folder).mkdir(parents=True)
+        for i, image in enumerate(images[labels == FER_CLASSES.index(cls)][:n]):
+            Image.fromarray(image).save(root / folder / f"face{i}.png")
+    return root
+
+
+def test_folders_named_unlike_the_classes_are_named_with_the_nearest_class_and_mapped(model_path, tmp_path, capsys):
+    root = class_named_folders(tmp_path / "faces", {"happy": ("happy", 3), "sad": ("sad", 3), "fearful": ("fear", 2),
+                                                    "surprised": ("surprise", 2), "calm": ("neutral", 1)})
+    code, out, _ = run_cli(capsys, root, "--model", model_path, "--csv", tmp_path / "p.csv")
+    assert code == 0
+    assert ("5 face(s) in folders named after no class of the model, not counted: calm (1 face(s), no class close), "
+            "fearful (2 face(s), nearest class fear), surprised (2 face(s), nearest class surprise)") in out
+    assert "map the folders to classes: --class-map fearful=fear,surprised=surprise" in out
+    _, rows = read_rows(tmp_path / "p.csv")
+    labelled = [r for r in rows if r["label"]]
+    assert sorted({r["label"] for r in labelled}) == ["happy", "sad"] and len(labelled) == 6
+    # macro-F1 over the classes that have faces here, not over every class the model predicts
+    probs = np.array([[float(r[c]) for c in CLASS_COLUMNS] for r in labelled])
+    labels = np.array([FER_CLASSES.index(r["label"]) for r in labelled])
+    per_class = compute_metrics(probs, labels, list(FER_CLASSES))["per_class"]
+    expected = (per_class["happy"]["f1"] + per_class["sad"]["f1"]) / 2
+    printed = re.search(r"\(\d of 6 faces in folders named after a class\), macro-F1 (\d\.\d{4}) over the 2 classes "
+                        r"present", out)
+    assert printed and float(printed[1]) == pytest.approx(expected, abs=1e-4), out
+
+    code, out, _ = run_cli(capsys, root, "--model", model_path, "--csv", tmp_path / "mapped.csv",
+                           "--class-map", "fearful=fear, surprised=surprise")
+    assert code == 0
+    _, rows = read_rows(tmp_path / "mapped.csv")
+    assert {Path(r["file"]).parent.name: r["label"] for r in rows} == {
+        "happy": "happy", "sad": "sad", "fearful": "fear", "surprised": "surprise", "calm": ""}
+    assert re.search(r"\(\d+ of 10 faces in folders named after a class\), macro-F1 \d\.\d{4} over the 4 classes", out)
+    assert ("1 face(s) in folders named after no class of the model, not counted: calm (1 face(s), no class "
+            "close)") in out
+    assert "--class-map" not in out  # nothing left that a class name resembles
+
+    for mapping, message in [("fearful", "--class-map: 'fearful' is not FOLDER=CLASS"),
+                             ("fearful=feer", "--class-map fearful=feer: 'feer' not among the model's classes "
+                                              f"({', '.join(FER_CLASSES)})")]:
+        code, _, err = run_cli(capsys, root, "--model", model_path, "--csv", tmp_path / "bad.csv",
+                               "--class-map", mapping)
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "bad.csv").exists()
+
+
+def test_nearest_class_of_a_folder_name():
+    names = list(FER_CLASSES)
+    assert {folder: predict.nearest_class(folder, names) for folder in (
+        "fearful", "surprised", "happiness", "Anger", "sadness", "disgusted", "Neutral", "calm", "contempt")} == {
+        "fearful": "fear", "surprised": "surprise", "happiness": "happy", "Anger": "angry", "sadness": "sad",
+        "disgusted": "disgust", "Neutral": "neutral", "calm": None, "contempt": None}
+
+
+def test_empty_input_writes_nothing_and_says_so(model_path, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w"):
+        pass
+    code, _, err = run_cli(capsys, tmp_path / "empty", tmp_path / "empty.zip", "--model", model_path,
+                           "--csv", tmp_path / "p.csv")
+    assert code == 1
+    assert not (tmp_path / "p.csv").exists()
+    assert "0 face(s) classified; no face classified: nothing written" in err and "predictions in" not in err
+    assert "empty folder: no files in it" in err and "empty zip: no files in it" in err
+
+
+def test_an_existing_csv_is_refused_unless_force(model_path, class_folder, tmp_path, capsys):
+    out = tmp_path / "predictions.csv"
+    out.write_text("an earlier run's predictions\n")
+    code, _, err = run_cli(capsys, class_folder / "happy", "--model", model_path, "--csv", out)
+    assert code == 2
+    assert f"emo-predict: {out} already exists: pass --force to overwrite, or --csv" in err
+    assert out.read_text() == "an earlier run's predictions\n"
+    code, _, err = run_cli(capsys, class_folder / "happy", "--model", model_path, "--csv", out, "--force")
+    assert code == 0, err
+    columns, rows = read_rows(out)
+    assert columns == COLUMNS and len(rows) == 3
+
+
+def test_help_and_argument_errors_answer_before_torch_is_imported():
+    script = "\n".join([
+        "import sys",
+        "from emo_utils import predict",
+        "try:",
+        "    predict.main(['--help'])",
+        "except SystemExit:",
+        "    pass",
+        "print('exit code for a missing input:', predict.main(['no/such/face.jpg']))",
+        "print('torch imported:', 'torch' in sys.modules)"])
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "exit code for a missing input: 2" in result.stdout and "input not found: no/such/face.jpg" in result.stderr
+    assert "torch imported: False" in result.stdout
+    help_text = " ".join(result.stdout.split())
+    assert "--batch-size BATCH_SIZE faces classified in one call" in help_text
+    for option in ("--camera N", "--every K", "--smooth SECONDS", "--detect-size PX", "--force", "--class-map"):
+        assert option in help_text
+
+
 # ---------------------------------------------------------------- the demo notebook
 
 @pytest.mark.slow
@@ -279,4 +412,5 @@ def test_demo_notebook_runs_on_synthetic_data(model_path, tmp_path, monkeypatch)
                 progress=False)
     html = (tmp_path / "reports" / "12_predict_demo.html").read_text()
     assert "pasted faces" in html and "5 of 5 faces get the same class as PyTorch" in html
+    assert "two_faces.mp4: 30 frame(s) in" in html  # the video section ran its clip through emo-predict
     assert (tmp_path / "demo.onnx").stat().st_size > 0

@@ -64,7 +64,7 @@ def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(gene
     assert "Whole test folder" in readme and CLASSES[1] in readme and "1 of 1 epochs asked" in readme
     if model_name in PUBLISHED:
         assert "not a like-for-like comparison" in readme
-    assert f"test-time views: **" in readme and prov["tta"] in ("center", "flip")
+    assert "test-time views: **" in readme and prov["tta"] in ("center", "flip")
     assert (report_dir / "model_views.npz").exists()  # scored once, beside the weights
     if model_name == "the_model":  # compared with notebook 03's model when its weights exist
         has_other = (reports / "residual_gap" / "model.pt").exists()

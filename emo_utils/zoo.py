@@ -1,0 +1,466 @@
+"""The zoo runner: every training notebook's recipe (or those named), several runs at a time on one device.
+
+    python -m emo_utils.zoo                                    # notebooks/NN_train_*.ipynb, each its own budget
+    python -m emo_utils.zoo 02 09 --budget full --seeds 09=0,1,2 --jobs 3
+    python -m emo_utils.zoo --budget full --seeds 09=0,1,2 --data fer2013.zip --out zoo_out --time-cap 15
+
+Each run is `python -m emo_utils.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
+zoo.log beside its checkpoints. So a run resumes after a kill like any run of the loop (start the same command
+again), one that fails leaves the others going, and each writes its model where the notebook would: `make
+reports` (with the same budget) then evaluates it instead of retraining. Where things go:
+
+  the notebook's seed        reports/<model>/model.pt                      runs/<model>/
+  another seed S             reports/<model>/seeds/S/model.pt              runs/<model>/seedS/
+  09's ablations             reports/<model>/ablations/<slug>/model.pt     runs/<model>/ablations/<slug>/
+  07/08's no-vflip run       reports/<model>/model_no_vflip.pt             runs/<model>/no_vflip/
+                             (where the notebook has measure_vflip_cost = True: 08)
+
+with --out DIR, DIR/reports and DIR/runs instead, and DIR/zoo.json (else runs/zoo.json) says what ran.
+
+Why several processes: one small net leaves most of a GPU idle while Python launches its kernels. Measured on
+one H100 (issue #19): 16-37% of the SMs busy with one run, 97-100% with three flagship runs at once, each of
+them as fast as one alone. On a CPU the cores are divided instead: jobs x threads per run = cores.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as dt
+import json
+import os
+import pickle
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import data as fer
+from .ablation import ablation_model_path, slug
+from .augment import make_policy
+from .reports import NOTEBOOKS, git_commit, notebook_parameters
+from .train import COMPILE_MODES, TrainConfig, parse_sets
+
+TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"
+GPU_JOBS = 3  # issue #19: three runs kept an H100 97-100% busy, each as fast as alone
+LOG_HEADER = "=== zoo "  # starts each attempt's part of a run's log
+PR_SET_PDEATHSIG = 1  # from linux/prctl.h
+
+
+@dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes
+class Run:
+    """One training run of the zoo and what is known of it so far."""
+
+    name: str  # what the table and the summary call it
+    notebook: Path
+    model: str
+    seed: int
+    budget: str
+    sets: list[str]  # FIELD=VALUE overrides: the zoo's own, then an ablation's
+    model_path: Path
+    run_dir: Path
+    planned: int  # the recipe's epochs until the run's own plan is read from its checkpoint
+    early_stops: bool  # the run may end before `planned`: its ETA is an upper bound
+    status: str = "queued"  # queued, running, done, reused, failed, stopped, not started
+    returncode: int | None = None
+    started: float | None = None  # time.time() of this zoo's start of it, and of its end
+    ended: float | None = None
+    epoch: int = 0
+    best_val_acc: float | None = None
+    seconds_per_epoch: float | None = None
+    wall_seconds: float | None = None
+    checkpoint_mtime: float = 0.0
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "zoo.log"
+
+
+# ---------------------------------------------------------------- what to run
+
+def find_notebooks(selected: list[str]) -> list[Path]:
+    """Training notebooks by name prefix ("02", "09_train") or path; all of them when none is named."""
+    training = sorted(NOTEBOOKS.glob(TRAINING_NOTEBOOKS))
+    if not selected:
+        return training
+    chosen = []
+    for item in selected:
+        if item.endswith(".ipynb") and Path(item).is_file():
+            chosen.append(Path(item).resolve())
+            continue
+        matches = [nb for nb in training if nb.name.startswith(item)]
+        if not matches:
+            raise SystemExit(f"zoo: no training notebook matches {item!r}; the training notebooks are "
+                             f"{', '.join(nb.name for nb in training)}, or pass a path to an .ipynb")
+        chosen += matches
+    return list(dict.fromkeys(chosen))
+
+
+def seeds_by_notebook(specs: list[str], notebooks: list[Path]) -> dict[Path, list[int]]:
+    """`--seeds 0,1,2` (every notebook) and `--seeds 09=0,1,2` (notebooks starting with 09), later ones winning."""
+    seeds = {}
+    for spec in specs:
+        prefix, _, values = spec.rpartition("=")
+        try:
+            numbers = [int(v) for v in values.split(",")]
+        except ValueError:
+            raise SystemExit(f"zoo: --seeds {spec!r}: expected SEEDS or PREFIX=SEEDS, SEEDS like 0,1,2") from None
+        targets = [nb for nb in notebooks if nb.name.startswith(prefix)]
+        if not targets:
+            raise SystemExit(f"zoo: --seeds {spec!r}: no selected notebook starts with {prefix!r}")
+        seeds.update({nb: numbers for nb in targets})
+    return seeds
+
+
+def notebook_ablations(params: dict, budget: str, recipe: dict, report_dir: Path,
+                       run_dir: Path) -> dict[str, tuple[dict, Path, Path]]:
+    """{name: (changes, model path, run dir)} of the extra runs a notebook trains beside its recipe, where the
+    notebook puts them: 09's `<budget>_ablations` table, 07/08's run without vertical flips."""
+    extra = {}
+    for name, changes in (params.get(f"{budget}_ablations") or {}).items():
+        extra[slug(name)] = (changes, ablation_model_path(report_dir, name), run_dir / "ablations" / slug(name))
+    if params.get("measure_vflip_cost"):
+        no_vflip = {**asdict(make_policy(recipe.get("augment", TrainConfig.augment))), "vflip": 0.0}
+        extra["no_vflip"] = ({"augment": no_vflip}, report_dir / "model_no_vflip.pt", run_dir / "no_vflip")
+    return extra
+
+
+def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[int]], sets: list[str],
+              report_root: Path, run_root: Path, ablations: bool = True) -> list[Run]:
+    """The runs in order: each notebook's seeds in the order named, then every notebook's ablations."""
+    runs, extra = [], []
+    for notebook in notebooks:
+        params = notebook_parameters(notebook)
+        model, default_seed = params["model_name"], params.get("seed", 0)
+        run_budget = budget or params.get("budget", "cpu")
+        recipe = {**params["full_recipe" if run_budget == "full" else "cpu_recipe"],
+                  **(params.get("overrides") or {}), **parse_sets(sets)}
+        common = dict(notebook=notebook, model=model, budget=run_budget,
+                      planned=recipe.get("epochs", TrainConfig.epochs),
+                      early_stops=bool(recipe.get("early_stop_patience") or recipe.get("time_budget_min")))
+        for seed in seeds.get(notebook, [default_seed]):
+            if seed == default_seed:
+                report_dir, run_dir = report_root / model, run_root / model
+            else:
+                report_dir, run_dir = report_root / model / "seeds" / str(seed), run_root / model / f"seed{seed}"
+            runs.append(Run(name=model, seed=seed, sets=list(sets), model_path=report_dir / "model.pt",
+                            run_dir=run_dir, **common))
+        if ablations and default_seed in seeds.get(notebook, [default_seed]):
+            for name, (changes, model_path, run_dir) in notebook_ablations(
+                    params, run_budget, recipe, report_root / model, run_root / model).items():
+                ablation_sets = list(sets) + [f"{key}={value!r}" for key, value in changes.items()]
+                extra.append(Run(name=f"{model} {name}", seed=default_seed, sets=ablation_sets, model_path=model_path,
+                                 run_dir=run_dir, **common))
+    return runs + extra
+
+
+# ---------------------------------------------------------------- running
+
+def command(run: Run, data_path: Path, compile_mode: str | None) -> list[str]:
+    return ([sys.executable, "-m", "emo_utils.train", str(run.notebook), "--budget", run.budget,
+             "--seed", str(run.seed), "--data", str(data_path), "--model-path", str(run.model_path),
+             "--run-dir", str(run.run_dir)]
+            + (["--compile", compile_mode] if compile_mode else []) + [f"--set={item}" for item in run.sets])
+
+
+def child_environment(device: str, threads: int) -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU zoo on a GPU machine stays on the CPU
+    return env
+
+
+def die_with(zoo_pid: int):
+    """preexec_fn: the kernel SIGKILLs the run when the zoo dies, however it dies, so a restarted zoo never
+    finds a run of the killed one still writing to the same folder. Linux only."""
+    def set_parent_death_signal():
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != zoo_pid:  # the zoo died before prctl: nothing would stop this run
+            os._exit(1)
+    return set_parent_death_signal if sys.platform.startswith("linux") else None
+
+
+def start(run: Run, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run.log, "a") as log:
+        log.write(f"\n{LOG_HEADER}{dt.datetime.now().isoformat(timespec='seconds')}: {shlex.join(cmd)}\n")
+        log.flush()
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=fer.REPO_ROOT,
+                                   preexec_fn=die_with(os.getpid()))
+    run.status, run.started = "running", time.time()
+    return process
+
+
+def last_attempt(run: Run) -> str:
+    """The part of the run's log its latest start wrote."""
+    if not run.log.exists():
+        return ""
+    return run.log.read_text(errors="replace").rpartition(LOG_HEADER)[2]
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """A checkpoint's plain data; mmap leaves the tensors on disk. None while it does not exist."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile):
+        return None  # not written yet; a broken one is the run's to report
+        return None
+
+
+def update_progress(run: Run) -> bool:
+    """Read the run's last.pt when a new epoch has replaced it; True when the progress changed."""
+    last = run.run_dir / "last.pt"
+    mtime = last.stat().st_mtime if last.exists() else 0.0
+    if mtime == run.checkpoint_mtime:
+        return False
+    run.checkpoint_mtime = mtime
+    checkpoint = read_checkpoint(last)
+    if checkpoint is None:
+        return False
+    state = checkpoint["state"]
+    run.epoch, run.planned = state["epoch"], state["planned_epochs"]
+    history = state["history"]
+    if history:
+        run.best_val_acc = max(row["val_acc"] for row in history)
+        run.seconds_per_epoch = sum(row["seconds"] for row in history) / len(history)
+    return True
+
+
+def finish(run: Run, returncode: int) -> None:
+    """A run's process ended: its status, and its numbers from the model it wrote."""
+    run.returncode, run.ended = returncode, time.time()
+    finished = read_checkpoint(run.model_path) if returncode == 0 else None
+    if finished is None:
+        run.status = "failed"
+        return
+    run.status = "reused" if '"reused": true' in last_attempt(run) else "done"
+    meta, history = finished["meta"], finished["history"]
+    run.epoch, run.planned = meta["epochs_run"], meta["planned_epochs"]
+    run.best_val_acc, run.wall_seconds = meta["best_val_acc"], meta["wall_seconds"]
+    run.seconds_per_epoch = sum(row["seconds"] for row in history) / max(len(history), 1)
+
+
+def stop(run: Run, process: subprocess.Popen, why: str) -> None:
+    """SIGTERM, then SIGKILL: either way last.pt holds the last finished epoch and the run resumes from it."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    run.status, run.returncode, run.ended = why, process.returncode, time.time()
+
+
+# ---------------------------------------------------------------- the table
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
+
+
+def table(runs: list[Run]) -> list[str]:
+    """One line per run: model, seed, epoch of planned, best val accuracy, s/epoch, ETA (≤: it may stop early)."""
+    rows = [("run", "seed", "epoch", "val acc", "s/epoch", "ETA", "status")]
+    for run in runs:
+        eta = ""
+        if run.status == "running" and run.seconds_per_epoch:
+            eta = ("≤" if run.early_stops else "") + duration((run.planned - run.epoch) * run.seconds_per_epoch)
+        rows.append((run.name, str(run.seed), f"{run.epoch}/{run.planned}",
+                     "" if run.best_val_acc is None else f"{run.best_val_acc:.4f}",
+                     "" if run.seconds_per_epoch is None else f"{run.seconds_per_epoch:.1f}", eta, run.status))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) if i in (0, 6) else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in rows]
+
+
+class Display:
+    """On a terminal the table refreshes in place; in a log, one line per event (start, epoch, end)."""
+
+    def __init__(self, stream=None, refresh_seconds: float = 2.0):
+        self.stream, self.refresh_seconds = stream or sys.stdout, refresh_seconds
+        self.in_place = self.stream.isatty()
+        self.lines_shown, self.last_shown = 0, 0.0
+
+    def event(self, run: Run, started: float) -> None:
+        if self.in_place:
+            return
+        acc = "" if run.best_val_acc is None else f", best val acc {run.best_val_acc:.4f}"
+        self.stream.write(f"[{duration(time.time() - started)}] {run.name} seed {run.seed}: {run.status}, "
+                          f"epoch {run.epoch}/{run.planned}{acc}\n")
+        self.stream.flush()
+
+    def refresh(self, runs: list[Run], footer: str, force: bool = False) -> None:
+        if not self.in_place or (not force and time.time() - self.last_shown < self.refresh_seconds):
+            return
+        lines = table(runs) + [footer]
+        # Cursor up to the first line of the last table, clear to the end of the screen, draw again.
+        self.stream.write((f"\x1b[{self.lines_shown}F\x1b[J" if self.lines_shown else "") + "\n".join(lines) + "\n")
+        self.stream.flush()
+        self.lines_shown, self.last_shown = len(lines), time.time()
+
+    def clear(self) -> None:
+        """Erase the table drawn in place: the summary prints the final one."""
+        if self.lines_shown:
+            self.stream.write(f"\x1b[{self.lines_shown}F\x1b[J")
+            self.stream.flush()
+            self.lines_shown = 0
+
+
+# ---------------------------------------------------------------- the zoo
+
+def run_zoo(runs: list[Run], data_path: Path, jobs: int, device: str, threads: int, time_cap_min: float = 0.0,
+            compile_mode: str | None = None, display: Display | None = None, poll_seconds: float = 0.5) -> None:
+    """Run `runs` `jobs` at a time, in order, until all have ended or the time cap passes."""
+    display = display or Display()
+    env = child_environment(device, threads)
+    started, processes = time.time(), {}
+    queued = list(runs)
+
+    def footer() -> str:
+        counts = {s: sum(r.status == s for r in runs) for s in ("running", "queued", "done", "reused", "failed")}
+        cap = f" of a {time_cap_min:g} min cap" if time_cap_min else ""
+        return (f"{duration(time.time() - started)}{cap}; " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+                + f"; {jobs} at a time on {device}" + (f", {threads} thread(s) each" if device == "cpu" else ""))
+
+    try:
+        while queued or processes:
+            if time_cap_min and time.time() - started > time_cap_min * 60:
+                for run, process in processes.items():
+                    stop(run, process, "stopped")
+                    display.event(run, started)
+                processes.clear()
+                for run in queued:
+                    run.status = "not started"
+                break
+            while queued and len(processes) < jobs:
+                run = queued.pop(0)
+                processes[run] = start(run, command(run, data_path, compile_mode), env)
+                update_progress(run)  # a resumed run shows where it stands before its next epoch ends
+                display.event(run, started)
+            for run, process in list(processes.items()):
+                if update_progress(run):
+                    display.event(run, started)
+                if process.poll() is not None:
+                    finish(run, process.returncode)
+                    del processes[run]
+                    display.event(run, started)
+            display.refresh(runs, footer())
+            time.sleep(poll_seconds)
+    finally:  # Ctrl-C or SIGTERM: stop the runs cleanly; the same command resumes them
+        for run, process in processes.items():
+            stop(run, process, "stopped")
+        for run in queued:
+            run.status = "not started" if run.status == "queued" else run.status
+        display.clear()
+
+
+def record(run: Run, root: Path) -> dict:
+    """What the JSON says of one run: paths relative to the output folder, times in seconds since the epoch."""
+    def rel(path: Path) -> str:
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+    finished = read_checkpoint(run.model_path) if run.status in ("done", "reused") else None
+    weights = finished["model"] if finished else {}
+    return {"name": run.name, "notebook": run.notebook.name, "model": run.model, "seed": run.seed,
+            "budget": run.budget, "sets": run.sets, "status": run.status, "returncode": run.returncode,
+            "epochs_run": run.epoch, "planned_epochs": run.planned, "best_val_acc": run.best_val_acc,
+            "seconds_per_epoch": run.seconds_per_epoch, "wall_seconds": run.wall_seconds,
+            "started_unix": run.started, "ended_unix": run.ended,
+            "device": finished["meta"].get("device") if finished else None,
+            "model_path": rel(run.model_path) if finished else None,
+            "model_bytes": run.model_path.stat().st_size if finished else None,
+            "weights_dtype": sorted({str(t.dtype).removeprefix("torch.") for t in weights.values()
+                                     if t.is_floating_point()}),
+            "log": rel(run.log)}
+
+
+def summary(runs: list[Run]) -> list[str]:
+    """The final table, then each failed run by name with its log and the end of it."""
+    lines = table(runs)
+    for run in runs:
+        if run.status == "failed":
+            tail = [line for line in last_attempt(run).splitlines() if line.strip()][-8:]
+            lines += [f"FAILED {run.name} seed {run.seed} (exit {run.returncode}); log {run.log}:"]
+            lines += [f"    {line}" for line in tail]
+    unfinished = [f"{r.name} seed {r.seed}" for r in runs if r.status in ("stopped", "not started")]
+    if unfinished:
+        lines.append(f"not finished: {', '.join(unfinished)}. Run the same command again to resume them.")
+    return lines
+
+
+def default_jobs_and_threads(device: str, jobs: int | None, threads: int | None, cores: int) -> tuple[int, int]:
+    """CPU: the cores divided, jobs x threads = cores (one thread a run unless told). GPU: GPU_JOBS runs, the
+    cores shared among their processes."""
+    if device == "cpu":
+        if jobs is None:
+            threads = threads or 1
+            return max(1, cores // threads), threads
+        return jobs, threads or max(1, cores // jobs)
+    jobs = jobs or GPU_JOBS
+    return jobs, threads or max(1, cores // jobs)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.zoo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", help="training notebooks by prefix (02, 09) or path; default: all")
+    parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: each notebook's budget)")
+    parser.add_argument("--seeds", action="append", default=[], metavar="[PREFIX=]SEEDS",
+                        help="seeds to train, e.g. 0,1,2 for every notebook or 09=0,1,2 (default: the notebook's)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field in every run (as python -m emo_utils.train --set)")
+    parser.add_argument("--no-ablations", action="store_true",
+                        help="skip the runs a notebook trains beside its recipe (09's ablations, 08's no-vflip run)")
+    parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the finder, see README)")
+    parser.add_argument("--out", type=Path,
+                        help="write OUT/reports, OUT/runs and OUT/zoo.json instead of reports/ and runs/")
+    parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when there is one")
+    parser.add_argument("--jobs", type=int,
+                        help=f"runs at a time (default: {GPU_JOBS} on a GPU, cores/threads on a CPU)")
+    parser.add_argument("--threads", type=int, help="CPU threads per run (default: 1 on CPU, cores/jobs on a GPU)")
+    parser.add_argument("--time-cap", type=float, default=0.0, metavar="MIN",
+                        help="stop every run after MIN minutes (they resume when started again); 0: no cap")
+    parser.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile mode for every run (see train.py)")
+    args = parser.parse_args(argv)
+
+    notebooks = find_notebooks(args.notebooks)
+    seeds = seeds_by_notebook(args.seeds, notebooks)
+    out = args.out.resolve() if args.out else None
+    root = out or fer.REPO_ROOT
+    report_root, run_root = root / "reports", root / "runs"
+    runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    jobs, threads = default_jobs_and_threads(device, args.jobs, args.threads, cores)
+    data_path = fer.find_dataset(args.data).resolve()  # the runs start in the repository, not here
+    data_sha256 = fer.load_dataset(data_path).sha256  # decoded and cached once here, not by every run at once
+    print(f"zoo: {len(runs)} runs, {jobs} at a time on {device}; data {data_path}", flush=True)
+
+    started = time.time()
+    on_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # unwinds through the finally
+    try:
+        run_zoo(runs, data_path, jobs, device, threads, args.time_cap, args.compile)
+    finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
+        json_path = (out or run_root) / "zoo.json"
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({
+            "command": shlex.join(["python", "-m", "emo_utils.zoo", *(sys.argv[1:] if argv is None else argv)]),
+            "commit": git_commit(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+            "wall_seconds": round(time.time() - started, 1), "device": device, "jobs": jobs, "threads": threads,
+            "time_cap_min": args.time_cap, "compile": args.compile, "torch": str(torch.__version__),
+            "data": str(data_path), "data_sha256": data_sha256,
+            "runs": [record(run, root) for run in runs]}, indent=1) + "\n")
+        print("\n".join(summary(runs) + [f"what ran: {json_path}"]), flush=True)
+    return 0 if all(run.status in ("done", "reused") for run in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The zoo runner: runs side by side end with the weights each gets alone, a killed zoo resumes every run, a run
+that fails is named and the others finish, and each run trains the config its notebook would."""
+from __future__ import annotations
+
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from conftest import make_fer_folder
+from emo_utils import zoo
+from emo_utils.ablation import slug
+from emo_utils.augment import make_policy
+from emo_utils.data import load_dataset
+from emo_utils.reports import NOTEBOOKS, notebook_parameters
+from emo_utils.train import TrainConfig, config_differences, config_from_recipe, load_checkpoint, parse_sets, train
+
+MINI_XCEPTION = NOTEBOOKS / "02_train_mini_xception.ipynb"
+# Notebook 02's CPU recipe (SGD, one-cycle, label smoothing, keras_light), made tiny; fp32 so any CPU runs it alike.
+EPOCHS = 14
+TINY = ["model_kwargs={'widths': (8, 16)}", "batch_size=16", f"epochs={EPOCHS}", "cpu_bf16=False"]
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """A small image-folder dataset, its cache kept in the test's folder (the runs inherit EMO_CACHE)."""
+    root = tmp_path_factory.mktemp("zoo_data")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EMO_CACHE", str(root / "cache"))
+    mp.delenv("EMO_DATA", raising=False)
+    yield make_fer_folder(root, n_train=30, n_public=2, n_private=2)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def alone(faces, tmp_path_factory):
+    """{seed: final weights} of notebook 02's tiny recipe trained by itself, in this process, on one thread as
+    the zoo's runs are."""
+    params = notebook_parameters(MINI_XCEPTION)
+    data, weights, threads = load_dataset(faces), {}, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for seed in (0, 1):
+            config = config_from_recipe(params["model_name"], params["cpu_recipe"], seed, parse_sets(TINY))
+            run_dir = tmp_path_factory.mktemp(f"alone_seed{seed}")
+            weights[seed] = train(config, data, run_dir, device="cpu", progress=False).model.state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    return weights
+
+
+def zoo_args(faces, out: Path, *notebooks: str, sets=TINY, seeds="0,1") -> list[str]:
+    return [*notebooks, "--seeds", seeds, "--data", str(faces), "--out", str(out), "--device", "cpu",
+            "--jobs", "2", "--threads", "1", *[f"--set={item}" for item in sets]]
+
+
+def tensors_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)
+
+
+def test_two_runs_at_once_end_with_the_weights_each_gets_alone(faces, alone, tmp_path):
+    out = tmp_path / "out"
+    assert zoo.main(zoo_args(faces, out, "02")) == 0
+    # The notebook's own seed goes where the notebook writes; another seed beside it, under seeds/.
+    reports = out / "reports" / "mini_xception"
+    paths = {0: reports / "model.pt", 1: reports / "seeds" / "1" / "model.pt"}
+    for seed, path in paths.items():
+        assert tensors_equal(load_checkpoint(path)["model"], alone[seed]), f"seed {seed} differs from its run alone"
+    assert (out / "runs" / "mini_xception" / "seed1" / "final.pt").exists()
+
+    ran = json.loads((out / "zoo.json").read_text())
+    runs = {run["seed"]: run for run in ran["runs"]}
+    assert {run["status"] for run in runs.values()} == {"done"} and ran["jobs"] == 2
+    assert runs[1]["model_path"] == "reports/mini_xception/seeds/1/model.pt" and runs[1]["epochs_run"] == EPOCHS
+    assert runs[0]["weights_dtype"] == ["float32"] and runs[0]["model_bytes"] == paths[0].stat().st_size
+    first, second = runs[0], runs[1]
+    assert first["started_unix"] < second["ended_unix"] and second["started_unix"] < first["ended_unix"], "one by one"
+
+    # Started again, the zoo reuses both models instead of training them again.
+    assert zoo.main(zoo_args(faces, out, "02")) == 0
+    assert {run["status"] for run in json.loads((out / "zoo.json").read_text())["runs"]} == {"reused"}
+
+
+class Zoo:
+    """The zoo as a process; its event lines (it is not on a terminal) arrive on a queue."""
+
+    def __init__(self, args: list[str]):
+        self.proc = subprocess.Popen([sys.executable, "-m", "emo_utils.zoo", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout], daemon=True).start()
+
+    def wait_until(self, done, timeout: float = 600) -> None:
+        deadline = time.time() + timeout
+        while not done(self.seen):
+            try:
+                self.seen.append(self.lines.get(timeout=max(deadline - time.time(), 0.01)))
+            except queue.Empty:
+                raise AssertionError(f"the zoo never got there; it printed: {''.join(self.seen)[-3000:]}") from None
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line holds `text` (the zoo's runs name their folders in theirs)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:  # ended while we looked
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="runs die with the zoo through Linux's prctl")
+def test_a_killed_zoo_started_again_resumes_every_run(faces, alone, tmp_path):
+    out = tmp_path / "out"
+    first = Zoo(zoo_args(faces, out, "02"))
+    try:  # kill the zoo once both runs have finished an epoch (its event lines say "seed S: running, epoch E/14")
+        first.wait_until(lambda seen: all(any(re.search(rf"seed {s}: running, epoch [1-9][0-9]*/", line)
+                                              for line in seen) for s in (0, 1)))
+    finally:
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=30)
+
+    deadline = time.time() + 30
+    while processes_mentioning(str(out)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not processes_mentioning(str(out)), "the runs outlived the killed zoo"
+    run_dirs = {0: out / "runs" / "mini_xception", 1: out / "runs" / "mini_xception" / "seed1"}
+    epochs_at_kill = {seed: load_checkpoint(d / "last.pt")["state"]["epoch"] for seed, d in run_dirs.items()}
+    assert all(1 <= e < EPOCHS for e in epochs_at_kill.values()), f"both runs should be part-way: {epochs_at_kill}"
+
+    assert zoo.main(zoo_args(faces, out, "02")) == 0
+    for seed, run_dir in run_dirs.items():
+        second_start = (run_dir / "zoo.log").read_text().rpartition(zoo.LOG_HEADER)[2]
+        epochs_trained = [int(e) for e in re.findall(r"epoch +(\d+)  train loss", second_start)]
+        assert epochs_trained == list(range(epochs_at_kill[seed] + 1, EPOCHS + 1)), f"seed {seed} did not resume"
+        model = out / "reports" / "mini_xception" / ("model.pt" if seed == 0 else "seeds/1/model.pt")
+        assert tensors_equal(load_checkpoint(model)["model"], alone[seed]), f"seed {seed} differs from its run alone"
+
+
+def write_training_notebook(path: Path, model_name: str, recipe: dict) -> Path:
+    """A notebook with only the parameters cell a training notebook has."""
+    source = (f"model_name = {model_name!r}\nbudget = 'cpu'\nseed = 0\n"
+              f"full_recipe = {recipe!r}\ncpu_recipe = {recipe!r}\n")
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]})
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    return path
+
+
+def test_a_run_that_fails_is_named_with_its_log_and_the_others_finish(faces, tmp_path, capsys):
+    broken = write_training_notebook(tmp_path / "99_train_broken.ipynb", "no_such_net", {"epochs": 2})
+    out = tmp_path / "out"
+    args = zoo_args(faces, out, str(broken), "02", sets=[*TINY, "epochs=2"], seeds="0")  # the later epochs wins
+    assert zoo.main(args) == 1
+    printed = capsys.readouterr().out
+    log = out / "runs" / "no_such_net" / "zoo.log"
+    assert f"FAILED no_such_net seed 0 (exit 1); log {log}" in printed
+    assert "unknown model" in printed.split("FAILED no_such_net")[1]  # the end of its log: the error itself
+    runs = {run["name"]: run for run in json.loads((out / "zoo.json").read_text())["runs"]}
+    assert runs["no_such_net"]["status"] == "failed" and runs["no_such_net"]["log"] == "runs/no_such_net/zoo.log"
+    assert runs["mini_xception"]["status"] == "done" and runs["mini_xception"]["epochs_run"] == 2
+    assert (out / "reports" / "mini_xception" / "model.pt").exists()
+
+
+def test_each_run_trains_the_config_its_notebook_would(tmp_path):
+    """Seeds, 09's ablations and 08's run without vertical flips: each run's config, built as
+    `python -m emo_utils.train` builds it, equals the one the notebook trains, and lands where it looks."""
+    notebooks = zoo.find_notebooks(["08", "09"])
+    runs = zoo.plan_runs(notebooks, "full", zoo.seeds_by_notebook(["09=0,2"], notebooks), [],
+                         tmp_path / "reports", tmp_path / "runs")
+    params = {run.notebook: notebook_parameters(run.notebook) for run in runs}
+
+    def as_the_command_line_builds(run):
+        p = params[run.notebook]
+        return config_from_recipe(p["model_name"], p["full_recipe"], run.seed,
+                                  {**(p.get("overrides") or {}), **parse_sets(run.sets)})
+
+    by_name = {(run.name, run.seed): run for run in runs}
+    assert list(by_name)[:3] == [("model_y", 0), ("vgg_gap", 0), ("vgg_gap", 2)]  # recipes first, extras after
+    assert by_name["vgg_gap", 2].model_path == tmp_path / "reports" / "vgg_gap" / "seeds" / "2" / "model.pt"
+    assert by_name["vgg_gap", 2].run_dir == tmp_path / "runs" / "vgg_gap" / "seed2"
+
+    y = params[by_name["model_y", 0].notebook]
+    notebook_config = TrainConfig(model="model_y", seed=0, **y["full_recipe"])  # as notebook 08 builds it
+    no_vflip = replace(notebook_config, augment={**asdict(make_policy(notebook_config.augment)), "vflip": 0.0})
+    run = by_name["model_y no_vflip", 0]
+    assert not config_differences(asdict(as_the_command_line_builds(run)), no_vflip)
+    assert run.model_path == tmp_path / "reports" / "model_y" / "model_no_vflip.pt"
+
+    flagship = params[by_name["vgg_gap", 0].notebook]
+    assert len(flagship["full_ablations"]) == 3
+    for name, changes in flagship["full_ablations"].items():  # as ablation.train_ablations builds them
+        wanted = config_from_recipe("vgg_gap", flagship["full_recipe"], 0, {**flagship["overrides"], **changes})
+        run = next(r for r in runs if r.model_path.parent.name == slug(name))
+        assert not config_differences(asdict(as_the_command_line_builds(run)), wanted)
+        assert run.run_dir == tmp_path / "runs" / "vgg_gap" / "ablations" / slug(name)
+
+
+def test_jobs_divide_the_cores_on_a_cpu():
+    assert zoo.default_jobs_and_threads("cpu", None, None, cores=8) == (8, 1)
+    assert zoo.default_jobs_and_threads("cpu", None, 2, cores=8) == (4, 2)
+    assert zoo.default_jobs_and_threads("cpu", 2, None, cores=8) == (2, 4)
+    assert zoo.default_jobs_and_threads("cuda", None, None, cores=16) == (zoo.GPU_JOBS, 16 // zoo.GPU_JOBS)
+
+
+def test_the_time_cap_stops_the_runs_and_says_how_to_resume(faces, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = zoo_args(faces, out, "02", sets=[*TINY, "epochs=1000"]) + ["--jobs", "1", "--time-cap", "0.02"]
+    started = time.time()
+    assert zoo.main(args) == 1
+    assert time.time() - started < 60, "the cap of 1.2 s did not stop the run"
+    runs = {run["seed"]: run for run in json.loads((out / "zoo.json").read_text())["runs"]}
+    assert runs[0]["status"] == "stopped" and runs[1]["status"] == "not started"
+    assert "not finished: mini_xception seed 0, mini_xception seed 1. Run the same command again" in capsys.readouterr().out

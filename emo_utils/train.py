@@ -325,11 +325,26 @@ def default_collective_device() -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU model and the flags that set its bf16 speed (AMX, AVX512-BF16): a time-capped recipe trains a
+    different model on a different CPU, so a report names the CPU beside the minutes."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX512-BF16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else "no AVX-512"
+    return f"{fields.get('model name', platform.machine())}, {vector}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}"
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        name = f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
     return name if distributed.world_size() == 1 else f"{distributed.world_size()} x {name} (torchrun, DDP)"
 
 

@@ -239,3 +239,12 @@ def test_cpu_bf16_trains_the_forward_pass_in_bfloat16_and_still_learns(data, tmp
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # master weights stay fp32
     assert bf16.meta["best_val_acc"] > 3 / data.num_classes
     assert fp32.config.cpu_bf16 is False
+
+
+def test_a_cpu_is_named_with_the_flags_that_set_its_bf16_speed():
+    from emo_utils.train import cpu_name
+    amx = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert cpu_name(amx) == "Intel(R) Xeon(R) Platinum 8488C, AVX512-BF16, AMX"
+    epyc = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    assert cpu_name(epyc) == "AMD EPYC, AVX512-BF16, no AMX"
+    assert cpu_name("model name\t: Old\nflags\t\t: fpu avx2\n") == "Old, no AVX-512, no AMX"

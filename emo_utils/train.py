@@ -36,6 +36,7 @@ from . import distributed
 from .augment import augment_batch, make_policy, mixup
 from .losses import balanced_class_weights, make_loss
 from .models import build_model, count_params
+from .recipes import notebook_parameters
 from .inference import default_device, predict_logits
 
 CHECKPOINT_FORMAT = 1
@@ -571,7 +572,6 @@ def main(argv=None) -> int:
     import argparse
 
     from . import data as fer
-    from .reports import notebook_parameters
 
     parser = argparse.ArgumentParser(prog="python -m emo_utils.train", description=main.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -43,7 +43,8 @@ import torch
 from . import data as fer
 from .ablation import ablation_model_path, slug
 from .augment import make_policy
-from .reports import NOTEBOOKS, git_commit, notebook_parameters
+from .recipes import notebook_parameters
+from .reports import NOTEBOOKS, git_commit
 from .train import COMPILE_MODES, TrainConfig, parse_sets
 
 TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"

@@ -1,0 +1,47 @@
+"""A training notebook's parameters cell, read as data: the recipe a command line trains (train.main, the zoo)
+and the names `make reports` checks parameters against. Below the training loop and the notebook runner, so
+both can read a notebook without importing each other."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+
+class NotebookError(RuntimeError):
+    pass
+
+
+def declared_parameters(notebook: Path) -> dict[str, str]:
+    """Names assigned in the notebook's cell tagged 'parameters' (the cell papermill overrides), each with the
+    source of its default."""
+    import nbformat
+
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise NotebookError(f"{notebook}: no cell tagged 'parameters'. Tag the first code cell 'parameters' "
+                            "(JupyterLab: property inspector, cell tags).")
+    source = tagged[0].source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise NotebookError(f"{notebook}: the parameters cell is not valid Python ({e}).") from e
+    defaults = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        default = ast.get_source_segment(source, node.value) if getattr(node, "value", None) else ""
+        defaults.update({t.id: default or "" for t in targets if isinstance(t, ast.Name)})
+    return defaults
+
+
+def notebook_parameters(notebook: Path) -> dict:
+    """The values of a notebook's parameters cell, run in an empty namespace (our own notebooks' cells hold
+    literals and dict(...) calls), so a command line trains with exactly the recipe the notebook shows."""
+    declared = declared_parameters(Path(notebook))
+    import nbformat
+
+    cells = nbformat.read(Path(notebook), as_version=4).cells
+    source = next(c.source for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace: dict = {}
+    exec(compile(source, f"{notebook} (parameters cell)", "exec"), namespace)
+    return {name: namespace[name] for name in declared}

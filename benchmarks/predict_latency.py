@@ -38,7 +38,10 @@ from PIL import Image
 from emo_utils import predict, video
 from emo_utils.data import CSV_EMOTIONS, REPO_ROOT, DataError, find_dataset
 from emo_utils.reports import replace_section
-from emo_utils.export import export_onnx, onnx_classifier
+from emo_utils.checkpoint import load_trained
+from emo_utils.classifier import onnx_classifier
+from emo_utils.export import export_onnx
+from emo_utils.inference import Classifier, predict_logits
 from emo_utils.models import build_model
 
 TARGET_FPS = 30.0
@@ -61,7 +64,7 @@ def median_seconds(fn, iters: int, warmup: int) -> float:
     return float(np.median(times))
 
 
-def torch_classifier(model_spec: str) -> tuple[predict.Classifier, torch.nn.Module, str]:
+def torch_classifier(model_spec: str) -> tuple[Classifier, torch.nn.Module, str]:
     """The named model on CPU; an untrained Mini-Xception (same architecture, same speed) when the default
     model has not been trained yet."""
     try:
@@ -71,11 +74,9 @@ def torch_classifier(model_spec: str) -> tuple[predict.Classifier, torch.nn.Modu
             raise
         print(f"note: {e}\nnote: timing an untrained mini_xception instead (same architecture, so the same speed)")
         model = build_model("mini_xception", len(CSV_EMOTIONS)).eval()
-        classifier = predict.Classifier(lambda faces: predict.predict_logits(model, faces), sorted(CSV_EMOTIONS), 0,
-                                        "untrained mini_xception", "torch")
+        classifier = Classifier(lambda faces: predict_logits(model, faces), sorted(CSV_EMOTIONS), 0,
+                                "untrained mini_xception", "torch")
         return classifier, model, "untrained mini_xception"
-    from emo_utils.train import load_trained
-
     return classifier, load_trained(classifier.source, torch.device("cpu")).model, classifier.source
 
 

@@ -2,19 +2,23 @@
 
 Seed-style (what most FER notebooks do): torchvision ImageFolder over the JPEG files, PIL transforms per image,
 a DataLoader, NCHW float32. Ours (emo_utils.train): the whole split as a uint8 tensor, augmentation per batch on
-tensors, channels_last. Both time the same number of optimizer steps after a warm-up. It also measures a float32
-matmul peak in the same run and reports the FLOP/s the training step achieves against it, and our loop again with
-bf16 autocast on the CPU (TrainConfig.cpu_bf16), as a ratio against our float32 loop.
+tensors. Every variant times the same number of optimizer steps after a warm-up, in one run:
+- float32, NCHW and channels_last (memory format);
+- bf16 autocast with channels_last: what the CPU recipes run (TrainConfig.cpu_bf16, on by default in every
+  training notebook's CPU recipe); the headline speed-up is this loop's over the faster seed-style loader;
+- with --compile, the same under torch.compile (inductor), which pays a compile of tens of seconds first.
+It also measures a float32 matmul peak in the same run, and profiles our recipe's step: the share of its time in
+convolutions, batch norm, pooling and the rest.
 
-    python benchmarks/train_throughput.py [--model mini_xception] [--batch-size 64] [--steps 40] [--write]
+    python benchmarks/train_throughput.py [--model mini_xception] [--batch-size 64] [--steps 40] [--compile] [--write]
     python benchmarks/train_throughput.py --model vgg_gap --batch-size 128 --augment crop40 --write   # the speedrun's
 
---write appends the result, with this command line, to reports/benchmarks.md.
+--write puts the result, with this command line, into reports/benchmarks.md (replacing its earlier result for the
+same model and augmentation).
 """
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import platform
 import sys
 import tempfile
@@ -29,7 +33,10 @@ from emo_utils.augment import make_policy
 from emo_utils.data import REPO_ROOT, find_dataset, load_dataset
 from emo_utils.losses import make_loss
 from emo_utils.models import build_model, count_flops
-from emo_utils.train import TrainConfig, _train_step, make_optimizer
+from emo_utils.reports import replace_section
+from emo_utils.checkpoint import TrainConfig
+from emo_utils.distributed import describe_device
+from emo_utils.step import make_optimizer, train_step
 
 # Our loop's augmentation: keras_light matches the seed-style transforms; crop40 is the flagship speedrun's.
 AUGMENT = {"keras_light": "keras_light", "crop40": {"crop": 40, "erase": 0.5}}
@@ -81,22 +88,63 @@ def time_seed_style(model_name, num_classes, loader, steps, warmup) -> float:
     return done / (time.perf_counter() - start)
 
 
-def time_ours(model_name, data, batch_size, steps, warmup, augment="keras_light", cpu_bf16=False) -> float:
-    config = TrainConfig(model=model_name, batch_size=batch_size, augment=augment, optimizer="adam", cpu_bf16=cpu_bf16)
+def our_step(model_name, data, batch_size, augment, cpu_bf16, channels_last, compile_model=False):
+    """A function running one optimizer step of our loop on the batch of positions idx."""
+    config = TrainConfig(model=model_name, batch_size=batch_size, augment=augment, optimizer="adam",
+                         cpu_bf16=cpu_bf16, channels_last=channels_last)
     torch.manual_seed(0)
-    model = build_model(model_name, data.num_classes).to(memory_format=torch.channels_last)
+    model = build_model(model_name, data.num_classes)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer, loss_fn = make_optimizer(config, model), make_loss("ce")
+    net = torch.compile(model) if compile_model else model
     policy, device = make_policy(config.augment), torch.device("cpu")
     images, labels = (torch.from_numpy(a) for a in data.split("train"))
     gen = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(images), generator=gen)
-    start = None
-    for step in range(warmup + steps):
-        if step == warmup:
-            start = time.perf_counter()
-        idx = order[(step * batch_size) % (len(images) - batch_size):][:batch_size]
-        _train_step(model, optimizer, loss_fn, config, policy, images[idx], labels[idx], gen, device, data.num_classes)
+
+    def step(idx):
+        train_step(net, optimizer, loss_fn, config, policy, images[idx], labels[idx], gen, device, data.num_classes)
+    return step
+
+
+def batch_positions(step, batch_size, n):
+    start = (step * batch_size) % (n - batch_size)
+    return torch.arange(start, start + batch_size)
+
+
+def time_ours(model_name, data, batch_size, steps, warmup, augment="keras_light", cpu_bf16=False,
+              channels_last=True, compile_model=False) -> float:
+    step = our_step(model_name, data, batch_size, augment, cpu_bf16, channels_last, compile_model)
+    n = len(data.split("train")[1])
+    for i in range(warmup):
+        step(batch_positions(i, batch_size, n))
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(batch_positions(i, batch_size, n))
     return steps * batch_size / (time.perf_counter() - start)
+
+
+OP_GROUPS = {"convolution": ("conv",), "batch norm": ("batch_norm",), "pooling": ("pool",)}
+
+
+def step_profile(model_name, data, batch_size, augment, steps=10) -> dict[str, float]:
+    """Share of the recipe step's self CPU time in each OP_GROUPS group (forward and backward), the rest 'other'."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = our_step(model_name, data, batch_size, augment, cpu_bf16=True, channels_last=True)
+    n = len(data.split("train")[1])
+    for i in range(3):
+        step(batch_positions(i, batch_size, n))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(3, 3 + steps):
+            step(batch_positions(i, batch_size, n))
+    shares = dict.fromkeys([*OP_GROUPS, "other"], 0.0)
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    for event in events:
+        group = next((g for g, keys in OP_GROUPS.items() if any(k in event.key for k in keys)), "other")
+        shares[group] += event.self_cpu_time_total / total
+    return shares
 
 
 def matmul_peak(size=2048, repeats=10) -> float:
@@ -117,7 +165,8 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=8000, help="training JPEGs extracted for the seed-style loader")
     parser.add_argument("--augment", choices=sorted(AUGMENT), default="keras_light",
                         help="our loop's augmentation (the seed-style loop always uses keras_light)")
-    parser.add_argument("--write", action="store_true", help="append the result to reports/benchmarks.md")
+    parser.add_argument("--compile", action="store_true", help="also time the recipe's loop under torch.compile")
+    parser.add_argument("--write", action="store_true", help="put the result into reports/benchmarks.md")
     args = parser.parse_args(argv)
 
     source = find_dataset()
@@ -133,10 +182,17 @@ def main(argv=None):
     print(f"{args.model}: {forward_flops / 1e6:.1f} MFLOPs forward per {image_size} px image; matmul peak "
           f"{peak / 1e9:.1f} GFLOP/s on {threads} threads")
 
-    ours = time_ours(args.model, data, args.batch_size, args.steps, args.warmup, augment)
-    print(f"ours (uint8 tensor, batch augmentation, channels_last): {ours:8.1f} images/s")
-    ours_bf16 = time_ours(args.model, data, args.batch_size, args.steps, args.warmup, augment, cpu_bf16=True)
-    print(f"ours with bf16 autocast (cpu_bf16=True): {ours_bf16:8.1f} images/s = {ours_bf16 / ours:.2f}x our float32 loop")
+    timing = (args.model, data, args.batch_size, args.steps, args.warmup, augment)
+    variants = {"float32, NCHW": dict(channels_last=False), "float32, channels_last": {},
+                "bf16 autocast, channels_last (the CPU recipes)": dict(cpu_bf16=True)}
+    if args.compile:
+        variants["bf16 autocast, channels_last, torch.compile"] = dict(cpu_bf16=True, compile_model=True)
+    ours = {}
+    for name, options in variants.items():
+        ours[name] = time_ours(*timing, **options)
+        print(f"ours, {name}: {ours[name]:8.1f} images/s", flush=True)
+    recipe = ours["bf16 autocast, channels_last (the CPU recipes)"]
+    fp32 = ours["float32, channels_last"]
     seed_results = {}
     if args.augment == "keras_light":  # the seed-style loop is the same work only with the same transforms and size
         with tempfile.TemporaryDirectory() as tmp:
@@ -145,30 +201,35 @@ def main(argv=None):
                 seed_results[workers] = time_seed_style(args.model, data.num_classes, loader, args.steps, args.warmup)
                 print(f"seed-style (ImageFolder, PIL transforms, DataLoader workers={workers}, NCHW): "
                       f"{seed_results[workers]:8.1f} images/s")
-        ratio = ours / max(seed_results.values())
-        print(f"speed-up over the faster seed-style loader: {ratio:.2f}x")
-    achieved = ours * train_flops_per_image
+    seed = max(seed_results.values()) if seed_results else None
+    if seed:
+        print(f"speed-up over the faster seed-style loader: {recipe / seed:.2f}x as the CPU recipes train "
+              f"(bf16 autocast), {fp32 / seed:.2f}x in float32")
+    shares = step_profile(args.model, data, args.batch_size, augment)
+    profile_text = ", ".join(f"{group} {share:.0%}" for group, share in shares.items())
+    print(f"the recipe's step, self CPU time: {profile_text}")
+    achieved = fp32 * train_flops_per_image
     print(f"achieved {achieved / 1e9:.2f} GFLOP/s in float32 = {achieved / peak:.1%} of the float32 matmul peak")
 
     if args.write:
-        out = REPO_ROOT / "reports" / "benchmarks.md"
-        if not out.exists():
-            out.write_text("# Benchmarks\n\n_Appended by the scripts in benchmarks/; each line states its command._\n")
-        seed_text = ("".join(f"| seed-style, {w} DataLoader workers | {v:.1f} |\n" for w, v in seed_results.items())
-                     + (f"\nSpeed-up over the faster seed-style loader: **{ratio:.2f}x**." if seed_results else
-                        "\nNo seed-style row: it applies the keras_light transforms to 48 px images, other work."))
-        with open(out, "a") as f:
-            f.write(f"\n## Training throughput, {dt.date.today()}\n\n"
-                    f"`python benchmarks/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}` on "
-                    f"{platform.machine()} CPU, {threads} threads, torch {torch.__version__}, model {args.model}, "
-                    f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up.\n\n"
-                    f"| loop | images/s |\n|---|---:|\n| ours ({args.augment}) | {ours:.1f} |\n"
-                    f"| ours ({args.augment}), bf16 autocast | {ours_bf16:.1f} |\n" + seed_text
-                    + f" Achieved {achieved / 1e9:.2f} GFLOP/s in float32 ({forward_flops / 1e6:.1f} MFLOPs forward per "
-                    f"{image_size} px image, times 3) against a float32 matmul peak of {peak / 1e9:.1f} GFLOP/s measured "
-                    f"in the same run ({achieved / peak:.1%}). bf16 autocast on the CPU: **{ours_bf16 / ours:.2f}x** "
-                    f"our float32 loop.\n")
-        print(f"appended to {out}")
+        rows = [(f"ours, {name}", value) for name, value in ours.items()]
+        rows += [(f"seed-style, {w} DataLoader workers (float32, NCHW)", v) for w, v in seed_results.items()]
+        table = "| loop | images/s | vs the seed-style loop |\n|---|---:|---:|\n" + "".join(
+            f"| {name} | {value:.1f} | {f'{value / seed:.2f}x' if seed else 'n/a'} |\n" for name, value in rows)
+        verdict = (f"Our loop as the CPU recipes train (bf16 autocast, channels_last): **{recipe / seed:.2f}x** the "
+                   f"faster seed-style loader; in float32, {fp32 / seed:.2f}x." if seed else
+                   "No seed-style row: it applies the keras_light transforms to 48 px images, other work.")
+        body = (f"`python benchmarks/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}` "
+                f"on {describe_device(torch.device('cpu'))}, {platform.machine()}, torch {torch.__version__}, "
+                f"model {args.model}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
+                f"warm-up.\n\n{table}\n{verdict} bf16 autocast: {recipe / fp32:.2f}x our float32 loop. Where the "
+                f"recipe's step spends its time (torch profiler, self CPU time): {profile_text}. Float32 achieves "
+                f"{achieved / 1e9:.2f} GFLOP/s ({forward_flops / 1e6:.1f} MFLOPs forward per {image_size} px image, "
+                f"times 3), {achieved / peak:.1%} of a float32 matmul peak of {peak / 1e9:.1f} GFLOP/s measured in "
+                "the same run.")
+        out = replace_section(REPO_ROOT / "reports" / "benchmarks.md",
+                              f"Training throughput ({args.model}, {args.augment})", body)
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

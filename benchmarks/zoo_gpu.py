@@ -31,8 +31,9 @@ from pathlib import Path
 import torch
 
 from emo_utils.data import REPO_ROOT, load_dataset
-from emo_utils.reports import notebook_parameters
-from emo_utils.train import COMPILE_MODES, config_from_recipe, load_checkpoint, train
+from emo_utils.recipes import notebook_parameters
+from emo_utils.checkpoint import config_from_recipe, load_checkpoint
+from emo_utils.train import COMPILE_MODES, train
 from emo_utils.zoo import find_notebooks
 
 

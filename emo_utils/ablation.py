@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .train import TrainResult, config_from_recipe, load_checkpoint, train
+from .checkpoint import TrainResult, config_from_recipe, load_checkpoint
+from .train import train
 from .views import SCORED_SPLITS, accuracies, scored_views
 
 

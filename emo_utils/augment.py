@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -172,10 +171,34 @@ def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Gen
     return x
 
 
+def sample_gamma(shape: float, n: int, gen: torch.Generator, device, candidates: int = 16) -> torch.Tensor:
+    """n draws of Gamma(shape, 1) on `device` from `gen`, without a host synchronisation (torch's own sampler
+    takes no generator). Marsaglia and Tsang's method, vectorised: each draw gets `candidates` proposals and
+    keeps its first accepted one (each is accepted with probability over 0.95 for shape >= 1, so 16 never
+    all fail in practice; if they did, the mode is kept). Shape below 1: Gamma(a) = Gamma(a + 1) * U^(1/a)."""
+    a = shape + 1 if shape < 1 else shape
+    d = a - 1 / 3
+    c = 1 / math.sqrt(9 * d)
+    z = torch.randn(n, candidates, generator=gen, device=device)
+    u = torch.rand(n, candidates, generator=gen, device=device)
+    v = (1 + c * z) ** 3
+    accept = (v > 0) & (torch.log(u) < 0.5 * z ** 2 + d - d * v + d * torch.log(v.clamp_min(1e-30)))
+    first = accept.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first accepted proposal (0 if none)
+    draws = torch.where(accept.any(dim=1), (d * v).gather(1, first).squeeze(1), torch.full_like(v[:, 0], d))
+    if shape < 1:
+        draws = draws * torch.rand(n, generator=gen, device=device) ** (1 / shape)
+    return draws
+
+
+def sample_beta(alpha: float, gen: torch.Generator, device) -> torch.Tensor:
+    """One draw of Beta(alpha, alpha) as a 0-d tensor on `device`: X / (X + Y) with X, Y ~ Gamma(alpha)."""
+    x, y = sample_gamma(alpha, 2, gen, device)
+    return x / (x + y)
+
+
 def mixup(x, targets, alpha, gen):
-    """Mix each image with a shuffled partner; targets become soft (B, C)."""
-    # torch's Beta sampler takes no generator; draw its seed from ours so the batch stays reproducible.
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen, device=x.device).item())
-    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    """Mix each image with a shuffled partner; targets become soft (B, C). The mixing weight stays on the
+    device (no .item()), so a GPU step never waits for the host."""
+    lam = sample_beta(alpha, gen, x.device).to(x.dtype)
     perm = torch.randperm(x.shape[0], generator=gen, device=x.device)
-    return lam * x + (1 - lam) * x[perm], lam * targets + (1 - lam) * targets[perm]
+    return torch.lerp(x[perm], x, lam), torch.lerp(targets[perm], targets, lam.to(targets.dtype))

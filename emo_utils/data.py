@@ -25,6 +25,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from .files import write_atomically
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 48
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -221,16 +223,21 @@ class _Decoder:
                             "re-download the dataset or delete this file.") from e
 
 
-def to_gray_48(img: Image.Image) -> Image.Image:
-    """Any PIL image to 48x48 8-bit grayscale, the way the training data is stored."""
+def to_gray(img: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit grayscale at full resolution: 16/32-bit pixels scaled by their maximum,
+    transparency composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
-    elif img.mode in ("RGBA", "LA", "P"):
+        return Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "P"):
         img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    return img.convert("L").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
+    return img.convert("L")
+
+
+def to_gray_48(img: Image.Image) -> Image.Image:
+    """Any PIL image to 48x48 8-bit grayscale, the way the training data is stored."""
+    return to_gray(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
 
 
 def _parse_member(path: str, where: str) -> tuple[str, str, str] | None:
@@ -370,16 +377,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EMO_CACHE", REPO_ROOT / ".cache" / "datasets"))
 
 
-def _write_atomically(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_dataset(path: str | os.PathLike | None = None, val_fraction: float = 0.1, val_seed: int = 0,
                  verify: bool = True, use_cache: bool = True) -> FERData:
     """Find, checksum, decode (or load from cache) and split a dataset."""
@@ -405,8 +402,8 @@ def load_dataset(path: str | os.PathLike | None = None, val_fraction: float = 0.
                           stacklevel=2)
         if use_cache:
             images, labels, splits, names, class_names = arrays
-            _write_atomically(cached, dict(images=images, labels=labels, splits=splits, names=names,
-                                           class_names=np.array(class_names)))
+            write_atomically(cached, lambda f: np.savez(f, images=images, labels=labels, splits=splits, names=names,
+                                                        class_names=np.array(class_names)))
     images, labels, splits, names, class_names = arrays
     return FERData(images=images, labels=labels, source_split=splits, names=names, class_names=class_names,
                    sha256=sha, source=str(source), val_fraction=val_fraction, val_seed=val_seed)

@@ -1,4 +1,5 @@
-"""Data parallel training under torchrun: the few collective calls train.py needs, and nothing when alone.
+"""Data parallel training under torchrun: the few collective calls train.py needs, and nothing when alone; and the
+device a run trains on: its fast CUDA settings, and its name as a report gives it (CPU model, bf16 flags, threads).
 
 torchrun starts one process per device and sets RANK, WORLD_SIZE, LOCAL_RANK and MASTER_ADDR/PORT;
 setup() joins the group (NCCL on GPUs, gloo on CPU). Without torchrun every function here is a no-op,
@@ -12,6 +13,8 @@ DistributedDataParallel's gradient averaging makes the update the same, up to fl
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -84,3 +87,42 @@ def wrap(model: torch.nn.Module, device: torch.device, sync_batchnorm: bool) -> 
                              "sync_batchnorm=False for gloo on CPU (each rank then normalises its own share).")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# ---------------------------------------------------------------- the device
+
+def use_fast_cuda_kernels() -> None:
+    """cuDNN autotuning (a run's input shapes never change, so the search pays once) and TF32 for the float32
+    matmuls autocast leaves in float32. cuDNN convolutions already use TF32 by default."""
+    torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+
+
+def default_collective_device() -> torch.device:
+    """NCCL reduces CUDA tensors only; gloo takes CPU ones."""
+    if active() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU model and the flags that set its bf16 speed (AMX, AVX512-BF16): a time-capped recipe trains a
+    different model on a different CPU, so a report names the CPU beside the minutes."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:40] if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX512-BF16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else "no AVX-512"
+    return f"{fields.get('model name', platform.machine())}, {vector}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}"
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({cpu_name()}, {torch.get_num_threads()} threads)"
+    return name if world_size() == 1 else f"{world_size()} x {name} (torchrun, DDP)"

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from .metrics import compute_metrics
-from .views import chosen_views, scored_views, view_name
+from .views import chosen_views, headline_split, scored_views, view_name
 
 LOG_EPS = 1e-12
 
@@ -121,7 +121,7 @@ def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_view: dict[
     for views, probs in probs_by_view.items():
         splits = list(next(iter(probs.values())))
         labels = {s: data.split(s)[1] for s in splits}
-        headline = "test_private" if "test_private" in splits else "test_all"
+        headline = headline_split(splits)
         for plan, (members, method) in plans.items():
             members = [m for m in members if m in probs]
             if len(members) < 2:

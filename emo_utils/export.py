@@ -6,7 +6,7 @@
 The graph takes normalized faces (N, 1, S, S), S the model's evaluation crop (48 without one), with a
 dynamic batch dimension, and returns logits (N, C). The file's metadata holds what a caller needs besides
 the graph: class names, crop and the pixel normalization. Every export is checked against PyTorch on
-random faces at batch 1 and 5 before it is written.
+random faces at batch 1 and 5 before it is written. Running an exported model is classifier.py's.
 """
 from __future__ import annotations
 
@@ -23,29 +23,18 @@ import numpy as np
 import torch
 
 from .augment import PIXEL_MEAN, PIXEL_STD
+from .checkpoint import CheckpointError, load_trained, resolve_model_path
+from .classifier import INPUT, OUTPUT, make_session, normalize_faces
 from .data import IMAGE_SIZE
-from .faces import PredictError
-from .inference import Classifier, predict_logits
-from .predict import resolve_model_path
+from .files import write_atomically
+from .inference import predict_logits
 
 OPSET = 17
-INPUT, OUTPUT = "faces", "logits"
 EXPORT_ATOL = 1e-4  # onnxruntime against PyTorch, on logits
 
 
 class ExportError(RuntimeError):
     pass
-
-
-def normalize_faces(faces_u8: np.ndarray, crop: int = 0) -> np.ndarray:
-    """uint8 faces (N, 48, 48) to the graph's input (N, 1, S, S) float32: augment.to_float and
-    augment.center_crop in numpy, the same float32 operations in the same order."""
-    x = (np.asarray(faces_u8, dtype=np.uint8)[:, None].astype(np.float32) / np.float32(255.0)
-         - np.float32(PIXEL_MEAN)) / np.float32(PIXEL_STD)
-    if crop and crop < x.shape[-1]:
-        top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
-        x = x[..., top:top + crop, left:left + crop]
-    return np.ascontiguousarray(x)
 
 
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, class_names, crop: int = 0,
@@ -79,23 +68,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, class_names, cr
     if worst > EXPORT_ATOL:
         raise ExportError(f"the ONNX graph's logits differ from PyTorch's by {worst:.2e} (> {EXPORT_ATOL:g}); "
                           "not writing it.")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
-def make_session(model_bytes_or_path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    source = str(model_bytes_or_path) if isinstance(model_bytes_or_path, (str, Path)) else model_bytes_or_path
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    return write_atomically(path, lambda f: f.write(data))
 
 
 def max_difference(model: torch.nn.Module, onnx_model, crop: int = 0, batches=(1, 5), seed: int = 0) -> float:
@@ -116,46 +89,14 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
-def onnx_classifier(path: str | os.PathLike, tta: bool = False, threads: int | None = None) -> Classifier:
-    """An exported model as a Classifier (predict.load_classifier calls this for a .onnx path)."""
-    path = Path(path)
-    try:
-        session = make_session(path, threads)
-    except Exception as e:  # onnxruntime raises its own exception types for a broken file
-        raise PredictError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {str(e)[:200]}). "
-                           "Export it again with `python -m emo_utils.export`.") from e
-    meta = session.get_modelmeta().custom_metadata_map
-    if "class_names" not in meta or "crop" not in meta:
-        raise PredictError(f"{path}: no class names or crop in its metadata, so it was not written by "
-                           "emo_utils.export. Export it again with `python -m emo_utils.export`.")
-    crop = int(meta["crop"])
-
-    def logits_fn(faces_u8):
-        x = normalize_faces(faces_u8, crop)
-        logits = session.run([OUTPUT], {INPUT: x})[0]
-        if tta:
-            logits = (logits + session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[..., ::-1])})[0]) / 2
-        return logits
-
-    return Classifier(logits_fn, json.loads(meta["class_names"]), crop, str(path), "onnxruntime")
-
-
 def export_checkpoint(model_spec: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """A report's model (by name) or a finished .pt as ONNX, by default beside it as model.onnx."""
-    from .augment import make_policy
-    from .train import load_checkpoint, load_trained
-
     path = resolve_model_path(model_spec)
     if path.suffix != ".pt":
-        raise PredictError(f"{path} is not a PyTorch checkpoint (.pt) to export.")
-    checkpoint = load_checkpoint(path)
-    if "class_names" not in checkpoint:
-        raise PredictError(f"{path} is a checkpoint of a run, not a finished model: export the run's final.pt "
-                           "or a report's model.pt.")
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (.pt) to export.")
     result = load_trained(path, torch.device("cpu"))
     out = Path(out) if out else path.with_suffix(".onnx")
-    return export_onnx(result.model, out, checkpoint["class_names"], make_policy(result.config.augment).crop,
-                       source=str(path))
+    return export_onnx(result.model, out, result.class_names, result.crop, source=str(path))
 
 
 def main(argv=None) -> int:
@@ -164,11 +105,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="mini_xception", help="a model in reports/ by name, or a .pt path")
     parser.add_argument("--out", help="the .onnx file to write (default: beside the .pt, as model.onnx)")
     args = parser.parse_args(argv)
-    from .train import CheckpointError
-
     try:
         out = export_checkpoint(args.model, args.out)
-    except (PredictError, CheckpointError, ExportError) as e:
+    except (CheckpointError, ExportError) as e:
         print(f"export: {e}", file=sys.stderr)
         return 2 if not isinstance(e, ExportError) else 1
     meta = read_metadata(out)

@@ -3,7 +3,7 @@ as FER2013 frames a face and convert it to 48x48 grayscale exactly as the traini
 draw boxes and labels. Also a photo-like collage of faces on a background, to measure what the detector finds.
 
 No torch here: `emo-predict` (predict.py) and video.py build on this module, and `emo-predict --help` must not
-wait for torch. cv2 is imported where it is used, since training imports predict.py and needs none of it.
+wait for torch. cv2 is imported where it is used.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import IMAGE_SIZE, to_gray_48
+from .data import IMAGE_SIZE, to_gray, to_gray_48
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
     from .inference import Classifier
@@ -80,18 +80,6 @@ def read_image(data: bytes, converted: list[str] | None = None) -> Image.Image:
         elif img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
             converted.append(f"{img.mode} image with transparency composited on white")
     return img
-
-
-def to_gray(img: Image.Image) -> Image.Image:
-    """Full-resolution 8-bit grayscale by the same rules as data.to_gray_48, which then resizes to 48x48:
-    so to_gray_48(to_gray(img)) == to_gray_48(img)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        return Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img)
-    return img.convert("L")
 
 
 def face_box_with_margin(box, image_size: tuple[int, int], margin: float = FACE_MARGIN) -> tuple[int, int, int, int]:

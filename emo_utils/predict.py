@@ -8,29 +8,21 @@ a video or a live camera, on a report's model.pt or an exported .onnx, and write
     emo-predict clip.mp4 --annotate clip_annotated.mp4     # faces followed over time: CSV, plot, video (video.py)
     emo-predict --camera 0                                 # the same, live, until q or Ctrl-C
 
-Finding, cropping and drawing faces is faces.py; following them through a video is video.py and tracking.py.
-torch, onnxruntime, the training code and scikit-learn are imported only once a model is loaded: `--help` and
-a mistyped argument answer at once, and train.py, which imports this module, needs none of them.
+Finding, cropping and drawing faces is faces.py; reading images, folders and zips and the run over them is
+inputs.py; following faces through a video is video.py and tracking.py; loading a model is classifier.py.
+torch and scikit-learn are imported only once the arguments are checked (the two imports inside functions
+below, the only ones in emo_utils): `--help` and a mistyped argument answer at once.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import difflib
-import os
 import sys
 import time
-import zipfile
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Callable, Iterator
-
-import numpy as np
-from PIL import Image
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from . import video
-from .data import REPO_ROOT
 # faces.py's names are also answered here, where they lived before (predict.make_collage, predict.FaceDetector).
 from .faces import (ANNOTATE_MIN_SIDE, DETECT_MAX_SIDE, FACE_MARGIN, MAX_PIXELS, MIN_FACE, Face,  # noqa: F401
                     FaceDetector, PredictError, SkipFile, annotate, box_iou, classify_image, extract_faces,
@@ -39,347 +31,15 @@ from .faces import (ANNOTATE_MIN_SIDE, DETECT_MAX_SIDE, FACE_MARGIN, MAX_PIXELS,
 if TYPE_CHECKING:
     from .inference import Classifier
 
-# Inference moved to inference.py so that this module imports no torch; `from emo_utils.predict import
-# predict_logits` (train.py, the notebooks) still works, and imports torch when it is asked for.
-_FROM_INFERENCE = ("Classifier", "EVAL_SPLITS", "default_device", "predict_logits", "predict_splits",
-                   "seconds_per_image", "softmax")
 
+def load_classifier(spec, tta: bool = False, device: str | None = None, threads: int | None = None,
+                    reports_dir: Path | None = None) -> Classifier:
+    """classifier.load_classifier: a report's model by name, a finished .pt or an exported .onnx, ready to
+    classify; a PredictError names what cannot be used."""
+    from .classifier import load_classifier as load  # torch: only once a model is asked for
 
-def __getattr__(name: str):
-    if name in _FROM_INFERENCE:
-        from . import inference
-        return getattr(inference, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return load(spec, tta, device, threads, reports_dir)
 
-
-REPORTS_DIR = REPO_ROOT / "reports"
-MODEL_SUFFIXES = (".pt", ".onnx")
-MAX_FILE_BYTES = 200 * 2**20  # a file (or zip member) above this is not read at all
-
-
-# ---------------------------------------------------------------- models
-
-def available_models(reports_dir: Path | None = None) -> list[str]:
-    reports_dir = Path(reports_dir or REPORTS_DIR)
-    if not reports_dir.is_dir():
-        return []
-    return sorted(d.name for d in reports_dir.iterdir()
-                  if d.is_dir() and any((d / f"model{s}").is_file() for s in MODEL_SUFFIXES))
-
-
-def resolve_model_path(spec: str | os.PathLike, reports_dir: Path | None = None) -> Path:
-    """A model by report name (reports/<name>/model.pt, else model.onnx) or by path to a .pt or .onnx file."""
-    reports_dir = Path(reports_dir or REPORTS_DIR)
-    path = Path(spec)
-    choices = available_models(reports_dir)
-    listing = (f"models in {reports_dir}: {', '.join(choices)}" if choices
-               else f"{reports_dir} holds no trained model yet (`make reports` trains them)")
-    if path.is_dir() and (path / "model.pt").is_file():  # a report folder given as a path
-        return path / "model.pt"
-    if path.suffix in MODEL_SUFFIXES or path.is_file() or len(path.parts) > 1:
-        if not path.is_file():
-            raise PredictError(f"model file {path} does not exist; {listing}, or pass a path to a .pt or .onnx file.")
-        return path
-    for suffix in MODEL_SUFFIXES:
-        candidate = reports_dir / str(spec) / f"model{suffix}"
-        if candidate.is_file():
-            return candidate
-    raise PredictError(f"no model named {str(spec)!r} ({reports_dir / str(spec) / 'model.pt'} does not exist); "
-                       f"{listing}, or pass a path to a .pt or .onnx file.")
-
-
-def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | None = None,
-                    threads: int | None = None, reports_dir: Path | None = None) -> Classifier:
-    """A report's model by name, a finished checkpoint (.pt) or an exported model (.onnx), ready to classify.
-
-    `tta` averages each face with its mirror image; `threads` sets onnxruntime's intra-op threads."""
-    path = resolve_model_path(spec, reports_dir)
-    if path.suffix == ".onnx":
-        from .export import onnx_classifier
-        return onnx_classifier(path, tta=tta, threads=threads)
-    import torch
-
-    from .augment import make_policy
-    from .inference import Classifier, default_device, predict_logits
-    from .train import load_checkpoint, load_trained
-
-    checkpoint = load_checkpoint(path)
-    if "class_names" not in checkpoint or "num_classes" not in checkpoint:
-        raise PredictError(f"{path} is a checkpoint of a run, not a finished model (it has no class names): pass "
-                           "the run's final.pt or a report's model.pt.")
-    result = load_trained(path, torch.device(device) if device is not None else default_device())
-    crop = make_policy(result.config.augment).crop
-    model = result.model
-
-    def logits_fn(faces_u8):
-        return predict_logits(model, faces_u8, crop=crop, tta=tta)
-
-    return Classifier(logits_fn, list(checkpoint["class_names"]), crop, str(path), "torch")
-
-
-# ---------------------------------------------------------------- inputs: a file, a folder, a zip
-
-@dataclass
-class InputFile:
-    name: str  # as the CSV and the messages show it: a path, or the zip's path and the member inside it
-    relative: PurePosixPath  # where --annotate writes it, under the annotation folder
-    folder: str  # the folder holding it, a class name when the inputs are sorted into class folders
-    read: Callable[[], bytes]
-
-
-def _read_file(path: Path) -> Callable[[], bytes]:
-    def read():
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SkipFile(f"{size / 2**20:.0f} MiB is over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit for one image")
-        return path.read_bytes()
-    return read
-
-
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:
-    def read():
-        if info.file_size > MAX_FILE_BYTES:
-            raise SkipFile(f"{info.file_size / 2**20:.0f} MiB uncompressed is over the "
-                           f"{MAX_FILE_BYTES / 2**20:.0f} MiB limit for one image")
-        try:
-            return archive.read(info)
-        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as e:
-            raise SkipFile(f"corrupt zip entry ({e})") from None
-    return read
-
-
-def _hidden(parts) -> bool:
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
-def unsafe_member(name: str) -> bool:
-    """A zip entry whose path is absolute or climbs out with '..', which data.load_dataset refuses too."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    return name.startswith(("/", "\\")) or ".." in parts or (len(parts) > 0 and ":" in parts[0])
-
-
-def iter_inputs(paths, skip: Callable[[str, str], None]) -> Iterator[InputFile]:
-    """Every file under the given images, folders and zips, in sorted order; a zip is read in place, never
-    extracted. An input with nothing in it is reported with skip(name, reason)."""
-    for path in map(Path, paths):
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not _hidden(p.relative_to(path).parts))
-            if not files:
-                skip(f"{path}{os.sep}", "empty folder: no files in it")
-            for f in files:
-                rel = PurePosixPath(path.name, *f.relative_to(path).parts)
-                yield InputFile(str(f), rel, f.parent.name, _read_file(f))
-        elif path.suffix.lower() == ".zip":
-            try:
-                archive = zipfile.ZipFile(path)
-            except (zipfile.BadZipFile, OSError) as e:
-                skip(str(path), f"not a readable zip ({e})")
-                continue
-            with archive:
-                members = sorted((i for i in archive.infolist() if not i.is_dir()), key=lambda i: i.filename)
-                unsafe = [i for i in members if unsafe_member(i.filename)]
-                for info in unsafe:  # before the hidden-file filter, which would drop '..' without a word
-                    skip(f"{path}/{info.filename}", "unsafe path (absolute or with '..'): not read")
-                members = [i for i in members if i not in unsafe and not _hidden(PurePosixPath(i.filename).parts)]
-                if not members and not unsafe:
-                    skip(str(path), "empty zip: no files in it")
-                for info in members:
-                    parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-                    rel = PurePosixPath(path.stem, *parts)
-                    yield InputFile(f"{path}/{'/'.join(parts)}", rel, parts[-2] if len(parts) > 1 else "",
-                                    _read_member(archive, info))
-        else:
-            yield InputFile(str(path), PurePosixPath(path.name), path.resolve().parent.name, _read_file(path))
-
-
-def annotation_path(out_dir: Path, relative: PurePosixPath) -> Path:
-    keep = relative.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
-    return Path(out_dir, *relative.parts[:-1], relative.name if keep else relative.name + ".png")
-
-
-# ---------------------------------------------------------------- a run over many inputs
-
-@dataclass
-class PredictionRun:
-    class_names: list[str]
-    rows: list[dict] = field(default_factory=list)  # one per face, the CSV's rows
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
-    notes: list[tuple[str, str]] = field(default_factory=list)  # (file, what was converted)
-    files_seen: int = 0
-    images_read: int = 0
-    annotated: int = 0
-    other_folders: Counter = field(default_factory=Counter)  # faces per folder named after no class
-
-    def columns(self) -> list[str]:
-        return (["file", "face", "x", "y", "w", "h", "label", "predicted", "confidence"]
-                + [f"p_{name}" for name in self.class_names])
-
-    def labelled(self) -> tuple[np.ndarray, np.ndarray]:
-        """(probs, labels) of the faces whose folder is named after one of the model's classes."""
-        index = {name: i for i, name in enumerate(self.class_names)}
-        rows = [r for r in self.rows if r["label"] in index]
-        probs = np.array([[r[f"p_{c}"] for c in self.class_names] for r in rows], dtype=np.float64)
-        return probs.reshape(len(rows), len(self.class_names)), np.array([index[r["label"]] for r in rows], np.int64)
-
-
-def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None = None, margin: float = FACE_MARGIN,
-                   annotate_dir: str | os.PathLike | None = None, batch_size: int = 256,
-                   log: Callable[[str], None] | None = None, class_map: dict[str, str] | None = None) -> PredictionRun:
-    """Classify every image under `paths` (images, folders, zips); a file that cannot be used is logged and
-    skipped, and the run goes on. Faces are classified in batches across images. A face's label is its
-    folder's name when that names a class, after `class_map` (folder name -> class, e.g. fearful -> fear)."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    run = PredictionRun(list(classifier.class_names))
-    pending: list[tuple[InputFile, np.ndarray, np.ndarray | None, Image.Image | None]] = []
-    class_names = set(classifier.class_names)
-    class_map = class_map or {}
-
-    def skip(name: str, reason: str):  # logged as it happens, kept for the summary
-        run.skipped.append((name, reason))
-        log(f"skipped {name}: {reason}")
-
-    def flush():
-        if not pending:
-            return
-        probs = classifier.predict_proba(np.concatenate([faces for _, faces, _, _ in pending]))
-        start = 0
-        for item, faces, boxes, img in pending:
-            image_probs, start = probs[start:start + len(faces)], start + len(faces)
-            label = class_map.get(item.folder, item.folder)
-            if label not in class_names:
-                label = ""
-                run.other_folders[item.folder] += len(faces)
-            for i, p in enumerate(image_probs):
-                box = ("", "", "", "") if boxes is None else tuple(int(v) for v in boxes[i])
-                row = dict(file=item.name, face=i, x=box[0], y=box[1], w=box[2], h=box[3], label=label,
-                           predicted=run.class_names[int(p.argmax())], confidence=float(p.max()))
-                row.update({f"p_{c}": float(v) for c, v in zip(run.class_names, p)})
-                run.rows.append(row)
-            if img is not None:
-                faces_found = [Face(None if boxes is None else tuple(int(v) for v in boxes[i]), image_probs[i],
-                                    run.class_names) for i in range(len(faces))]
-                target = annotation_path(Path(annotate_dir), item.relative)
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    annotate(img, faces_found).save(target)
-                    run.annotated += 1
-                except (OSError, ValueError) as e:
-                    log(f"note {item.name}: annotated copy not written to {target} ({e})")
-        pending.clear()
-
-    for item in iter_inputs(paths, skip):
-        run.files_seen += 1
-        if video.is_video(item.name):
-            skip(item.name, "a video, not an image: run emo-predict on it alone (one video at a time)")
-            continue
-        notes: list[str] = []
-        try:
-            img = read_image(item.read(), notes)
-            run.images_read += 1
-            for note in notes:
-                run.notes.append((item.name, note))
-                log(f"note {item.name}: {note}")
-            faces, boxes = extract_faces(img, detector, margin)
-        except SkipFile as e:
-            skip(item.name, str(e))
-            continue
-        except (OSError, ValueError) as e:  # a decoder error that only shows while converting
-            skip(item.name, f"cannot convert ({type(e).__name__}: {e})")
-            continue
-        except Exception as e:  # one odd file (a malformed EXIF block, say) must not end the run
-            skip(item.name, f"unexpected error ({type(e).__name__}: {e})")
-            continue
-        if len(faces) == 0:
-            skip(item.name, f"no face found (Haar cascade, faces of {detector.min_face} px and larger); if the "
-                            "image is already a face crop, run without --detect-faces")
-            if annotate_dir is None:
-                continue
-        pending.append((item, faces, boxes, img if annotate_dir is not None else None))
-        if sum(len(f) for _, f, _, _ in pending) >= batch_size or (annotate_dir is not None and len(pending) >= 8):
-            flush()
-    flush()
-    return run
-
-
-def write_csv(run: PredictionRun, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=run.columns())
-        writer.writeheader()
-        for row in run.rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
-    return path
-
-
-def format_confusion(confusion, class_names) -> str:
-    """A plain-text confusion matrix: rows are the true classes, columns the predicted ones."""
-    width = max(6, *(len(c) for c in class_names)) + 1
-    lines = [" " * width + "".join(f"{c:>{width}}" for c in class_names)]
-    lines += [f"{name:<{width}}" + "".join(f"{v:>{width}}" for v in row) for name, row in zip(class_names, confusion)]
-    return "\n".join(lines)
-
-
-def nearest_class(folder: str, class_names) -> str | None:
-    """The class a folder's name most likely means (fearful: fear, happiness: happy, Anger: angry), or None."""
-    name, lower = folder.lower(), [c.lower() for c in class_names]
-    for c, low in zip(class_names, lower):  # the class's first four letters begin the name: sadness, surprised
-        if name.startswith(low[:4]):
-            return c
-    close = difflib.get_close_matches(name, lower, n=1, cutoff=0.6)
-    return class_names[lower.index(close[0])] if close else None
-
-
-def evaluation_text(run: PredictionRun) -> str | None:
-    """Accuracy, macro-F1 and the confusion matrix of the faces whose folder names their class, and the folders
-    that name no class with the class each most likely means; None when no folder names or resembles a class."""
-    from .metrics import compute_metrics
-
-    probs, labels = run.labelled()
-    nearest = {folder: nearest_class(folder, run.class_names) for folder in sorted(run.other_folders)}
-    if len(labels) == 0 and not any(nearest.values()):
-        return None
-    lines = []
-    if len(labels):
-        m = compute_metrics(probs, labels, run.class_names)
-        # Over the classes with faces here: a class no folder holds has no F1 to speak of, and scikit-learn's
-        # macro average would count it as 0 whenever the model predicts it.
-        present = [c for c in run.class_names if m["per_class"][c]["support"] > 0]
-        macro_f1 = float(np.mean([m["per_class"][c]["f1"] for c in present]))
-        predicted = np.asarray(m["confusion"]).sum(axis=0) > 0
-        absent = [c for i, c in enumerate(run.class_names) if c not in present and predicted[i]]
-        lines.append(f"accuracy {m['accuracy']:.4f} ({int(round(m['accuracy'] * m['n']))} of {m['n']} faces in folders "
-                     f"named after a class), macro-F1 {macro_f1:.4f} over the {len(present)} classes present"
-                     + (f" ({m['macro_f1']:.4f} counting {', '.join(absent)} at F1 0: predicted, but no face here "
-                        "is one)" if absent else ""))
-    if nearest:
-        described = [f"{folder} ({run.other_folders[folder]} face(s), "
-                     + (f"nearest class {cls})" if cls else "no class close)") for folder, cls in nearest.items()]
-        lines.append(f"{sum(run.other_folders.values())} face(s) in folders named after no class of the model, not "
-                     f"counted: {', '.join(described)}")
-        if any(nearest.values()):
-            pairs = ",".join(f"{folder}={cls}" for folder, cls in nearest.items() if cls)
-            lines.append(f"to count them, map the folders to classes: --class-map {pairs}")
-    if len(labels):
-        lines += ["confusion matrix (rows: true class from the folder name, columns: predicted):",
-                  format_confusion(m["confusion"], run.class_names)]
-    return "\n".join(lines)
-
-
-def summary_text(run: PredictionRun, csv_path: Path | None) -> str:
-    lines = [f"{run.files_seen} file(s) seen, {run.images_read} image(s) read, {len(run.rows)} face(s) classified"
-             + (f", {run.annotated} annotated image(s) written" if run.annotated else "")
-             + (f"; predictions in {csv_path}" if csv_path else "; no face classified: nothing written")]
-    if run.notes:
-        lines.append(f"converted {len(run.notes)} image(s) before classifying: "
-                     + "; ".join(f"{name} ({note})" for name, note in run.notes[:5])
-                     + (" ..." if len(run.notes) > 5 else ""))
-    if run.skipped:
-        lines.append(f"skipped {len(run.skipped)}:")
-        lines += [f"  {name}: {reason}" for name, reason in run.skipped]
-    else:
-        lines.append("nothing skipped")
-    return "\n".join(lines)
 
 # ---------------------------------------------------------------- command line
 
@@ -547,7 +207,7 @@ def main(argv=None) -> int:
     except PredictError as e:
         log(f"emo-predict: {e}")
         return 2
-    from .train import CheckpointError
+    from .inputs import evaluation_text, predict_inputs, summary_text, write_csv  # scikit-learn, once past --help
 
     try:
         classifier = load_classifier(args.model, tta=args.tta, device=args.device)
@@ -560,7 +220,7 @@ def main(argv=None) -> int:
         if args.camera is not None or video.is_video(args.inputs[0]):
             return run_video(args, classifier, outputs, log)
         detector = FaceDetector(args.scale_factor, min_face=args.min_face) if args.detect_faces else None
-    except (PredictError, CheckpointError) as e:
+    except PredictError as e:
         log(f"emo-predict: {e}")
         return 2
     run = predict_inputs(args.inputs, classifier, detector, args.margin, args.annotate, args.batch_size, log,

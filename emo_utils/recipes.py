@@ -1,6 +1,7 @@
 """A training notebook's parameters cell, read as data: the recipe a command line trains (train.main, the zoo)
-and the names `make reports` checks parameters against. Below the training loop and the notebook runner, so
-both can read a notebook without importing each other."""
+and the names `make reports` checks parameters against; and the one reader of values given on a command line
+(`--set FIELD=VALUE`, `-p NAME VALUE`). Below the training loop and the notebook runner, so both can read a
+notebook without importing each other."""
 from __future__ import annotations
 
 import ast
@@ -45,3 +46,16 @@ def notebook_parameters(notebook: Path) -> dict:
     namespace: dict = {}
     exec(compile(source, f"{notebook} (parameters cell)", "exec"), namespace)
     return {name: namespace[name] for name in declared}
+
+
+def parse_value(text: str):
+    """A command-line value as a Python literal (5, 0.1, True, [1, 2], {'crop': 40}), else as the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_sets(items: list[str]) -> dict:
+    """`--set FIELD=VALUE` items as {field: value}, each VALUE read by parse_value."""
+    return {name: parse_value(value) for name, _, value in (item.partition("=") for item in items)}

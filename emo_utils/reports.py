@@ -1,69 +1,32 @@
-"""Reports: run the notebooks headlessly, write each model's report, and the index with its leaderboard.
+"""Reports: where each result came from (provenance, convergence), each model's README and metrics.json, the
+ensemble's, and `make reports` itself.
 
-`make reports` calls `python -m emo_utils.reports`: every notebook in notebooks/ runs in order through
-papermill on the project's kernel; the executed copy and its HTML land in reports/, and
-reports/README.md is rewritten as an index and leaderboard from the reports/*/metrics.json files.
+`make reports` calls `python -m emo_utils.reports`: every notebook in notebooks/ runs in order (notebooks.py),
+the executed copy and its HTML land in reports/, and reports/README.md is rewritten as an index and
+leaderboard from the reports/*/metrics.json files (leaderboard.py).
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime as dt
 import json
-import os
 import platform
 import subprocess
 import sys
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .checkpoint import REPORTS_DIR, TrainResult, load_checkpoint
 from .data import REPO_ROOT
+from .leaderboard import PUBLISHED, write_index
 from .metrics import accuracy_interval, most_confused_pairs, summary
 from .models import build_model, count_flops
-from .plots import plot_leaderboard, save_figure
-from .recipes import NotebookError, declared_parameters, notebook_parameters  # noqa: F401 (reports' API)
-from .train import load_checkpoint
-from .views import VIEW_TITLES, Evaluation, evaluate, headline_split
-
-NOTEBOOKS = REPO_ROOT / "notebooks"
-REPORTS = REPO_ROOT / "reports"
-SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
-                "val": "Validation (10% of train)"}
-
-# Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
-# folder (7,178 images), which is what those repositories evaluate on.
-PUBLISHED = {
-    "mini_xception": {"split": "test_all", "accuracy": 0.69, "macro_f1": 0.68, "auc_micro": 0.91,
-                      "source": "Mini-Xception seed (Arriaga et al. 2017 architecture), Kaggle test folder"},
-    # Figures measured on other datasets name it in "dataset": shown beside ours, never as like for like.
-    "cnn3": {"split": "test_all", "accuracy": 0.523, "dataset": "another dataset, not FER2013",
-             "source": "3-conv CNN seed, 52.3% on another dataset (not FER2013)"},
-    "unet_classifier": {"split": "test_all", "accuracy": 0.77, "dataset": "RAVDESS speech, 8 classes, not FER2013",
-                        "source": "UNet-style seed, 77% on an 8-class dataset (not FER2013), 99.7% train accuracy"},
-    # Best from-scratch single nets, both selected on the test split they report (we select on val).
-    "vgg_gap": {"split": "test_private", "accuracy": 0.737,
-                "source": "from-scratch records: VGG variant 73.28% (Khaireddin et al. 2021), ResNet18 with label "
-                          "smoothing and mixup 73.7%; both chose epochs on the test split they report"},
-    "model_x": {"split": "test_all", "accuracy": 0.50, "dataset": "another 6-class dataset, not FER2013",
-                "source": "ensembling seed's Model X, about 50% on a 6-class dataset, neutral the hardest class"},
-}
-
-PUBLISHED_METRICS = (("accuracy", "acc"), ("macro_f1", "F1"), ("auc_micro", "AUC"))
-
-
-def published_text(pub: dict | None) -> str:
-    """The figures a seed published, only those it published, and on which dataset if not FER2013."""
-    if not pub:
-        return "—"
-    text = ", ".join(f"{pub[key]:.3g} {label}" for key, label in PUBLISHED_METRICS if key in pub)
-    where = [pub["dataset"]] if pub.get("dataset") else []
-    if pub.get("split", "test_all") != "test_all":
-        where.append(SPLIT_TITLES.get(pub["split"], pub["split"]))
-    return text + (f" ({', '.join(where)})" if where else "")
-
+from .notebooks import NOTEBOOKS, run_notebooks
+from .recipes import NotebookError, parse_value
+from .views import SPLIT_TITLES, VIEW_TITLES, Evaluation, evaluate
 
 # ---------------------------------------------------------------- provenance
 
@@ -212,15 +175,16 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
     return notes
 
 
-def write_model_report(report_dir, model_name: str, title: str, metrics_by_split: dict, history: list[dict],
-                       config: dict, meta: dict, prov: dict, params: int, flops: int, figures: dict[str, str],
-                       recipe_note: str = "", headline: str = "test_private", sections: dict[str, str] | None = None,
-                       views: str = "flip", view_table: list[dict] | None = None) -> Path:
-    """reports/<model>/README.md and metrics.json. `figures` maps a caption to a PNG path inside report_dir;
-    `views` names the test-time views behind every number (views.py), `view_table` the accuracy of each."""
+def write_model_report(report_dir, title: str, result: TrainResult, evaluation: Evaluation, prov: dict,
+                       figures: dict[str, str], recipe_note: str = "", sections: dict[str, str] | None = None) -> Path:
+    """reports/<model>/README.md and metrics.json of a trained model (train.train or checkpoint.load_trained)
+    under its test-time views (views.evaluate), every number under those views. `prov` is provenance() of the
+    run, `figures` maps a caption to a PNG path inside report_dir, `sections` a heading to markdown."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    headline = headline if headline in metrics_by_split else "test_all"
+    model_name, history, config = result.config.model, result.history, asdict(result.config)
+    metrics_by_split, headline, views = evaluation.metrics, evaluation.headline, evaluation.views
+    params, flops = result.meta["params"], count_flops(result.model)
     converged, why = convergence(history, prov["stop_reason"])
     prov = {**prov, "tta": views, "converged": converged, "convergence": why}
     record = {"model": model_name, "params": int(params), "flops": int(flops),
@@ -248,23 +212,22 @@ def write_model_report(report_dir, model_name: str, title: str, metrics_by_split
               "looked at during training.", "", "## What the numbers say", ""]
     lines += [f"- {note}" for note in interpretation(model_name, metrics_by_split, history, headline)]
     lines += ["", f"## Per class ({SPLIT_TITLES.get(headline, headline)})", "", per_class_table(metrics_by_split[headline]), ""]
-    if view_table:
+    if evaluation.view_table:
         lines += ["## Test-time views", "", "Accuracy by split under each set of views; the row with the best "
-                  "validation accuracy is the one reported.", "", markdown_table(view_table), ""]
+                  "validation accuracy is the one reported.", "", markdown_table(evaluation.view_table), ""]
     for title_, body in (sections or {}).items():
         lines += [f"## {title_}", "", body, ""]
     for caption, path in figures.items():
         lines += [f"### {caption}", "", f"![{caption}]({Path(path).name})", ""]
-    crop = config["augment"].get("crop", 0) if isinstance(config.get("augment"), dict) else 0
     lines += ["## Recipe", "", "```json", json.dumps(config, indent=2), "```", "",
               "## Load the weights", "", f"This reproduces the {SPLIT_TITLES.get(headline, headline)} accuracy above.",
               "", "```python",
+              "from emo_utils.checkpoint import load_trained",
               "from emo_utils.data import load_dataset",
               "from emo_utils.inference import predict_splits",
-              "from emo_utils.train import load_trained",
               "data = load_dataset()",
               f"result = load_trained('reports/{report_dir.name}/model.pt')  # TrainResult: .model, .config, .history",
-              f"probs = predict_splits(result.model, data, ['{headline}'], crop={crop}, tta='{views}')['{headline}']",
+              f"probs = predict_splits(result.model, data, ['{headline}'], crop={result.crop}, tta='{views}')['{headline}']",
               f"print((probs.argmax(1) == data.split('{headline}')[1]).mean())  # {m['accuracy']:.4f}", "```", ""]
     readme = report_dir / "README.md"
     readme.write_text("\n".join(lines))
@@ -281,16 +244,6 @@ def markdown_table(rows: list[dict]) -> str:
     head = list(rows[0])
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                      + ["| " + " | ".join(cell(r[k]) for k in head) + " |" for r in rows])
-
-
-def trained_models(reports_dir: Path = None, ablations: bool = False) -> dict[str, Path]:
-    """{model name: reports/<model>/model.pt} for every model with committed weights; with `ablations`, also each
-    training-time ablation's weights (reports/<model>/ablations/<run>/model.pt), named `<model>/<run>`."""
-    root = Path(reports_dir or REPORTS)
-    found = {p.parent.name: p for p in sorted(root.glob("*/model.pt"))}
-    if ablations:
-        found.update({f"{p.parents[2].name}/{p.parent.name}": p for p in sorted(root.glob("*/ablations/*/model.pt"))})
-    return found
 
 
 def ensemble_verdict(rows: list[dict]) -> str:
@@ -364,273 +317,14 @@ def replace_section(path: Path, title: str, body: str, date: str | None = None) 
     return path
 
 
-# ---------------------------------------------------------------- index and leaderboard
-
-def load_model_metrics(reports_dir: Path = REPORTS) -> list[dict]:
-    records = []
-    for path in sorted(Path(reports_dir).glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        record["_dir"] = path.parent.name
-        records.append(record)
-    return records
-
-
-def short_device(device: str) -> str:
-    """'cpu (x86_64, 2 threads)' -> 'CPU x2'; a GPU keeps its name; several devices are joined."""
-    def one(d):
-        if d.startswith("cpu"):
-            threads = d.split(",")[-1].strip(" )").split(" ")[0]
-            return f"CPU x{threads}" if threads.isdigit() else "CPU"
-        return d
-    return ", ".join(dict.fromkeys(one(d.strip()) for d in device.split(";")))
-
-
-def leaderboard_rows(records: list[dict]) -> list[dict]:
-    """One row per model, best headline accuracy first, with its 95% interval and how it was trained."""
-    rows = []
-    for r in records:
-        p, split = r["provenance"], headline_split(r["splits"])
-        m = r["splits"][split]
-        rows.append({"model": r["model"], "dir": r["_dir"], "split": split, "accuracy": m["accuracy"], "n": m["n"],
-                     "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
-                     "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
-                     "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
-                     "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
-                     "device": short_device(p.get("device", "")), "converged": p.get("converged"),
-                     "convergence": p.get("convergence", ""), "published": PUBLISHED.get(r["model"])})
-    return sorted(rows, key=lambda row: -row["accuracy"])
-
-
-def within_noise(rows: list[dict]) -> list[tuple[str, str]]:
-    """Neighbouring rows whose accuracies lie inside each other's 95% intervals: the test does not rank them."""
-    return [(a["model"], b["model"]) for a, b in zip(rows, rows[1:])
-            if a["interval"][0] <= b["accuracy"] and b["interval"][1] >= a["accuracy"]]
-
-
-def _trained_cell(row: dict) -> str:
-    if row["ensemble"]:
-        return f"members' {row['minutes']:.0f} min"
-    run, asked = row["epochs"]
-    return f"{row['budget']}: {run}/{asked} ep, {row['minutes']:.0f} min, {row['device']}"
-
-
-def _converged_cell(row: dict) -> str:
-    if row["converged"] is None:
-        return "—"
-    return "yes" if row["converged"] else "**no**"
-
-
-def leaderboard(records: list[dict]) -> str:
-    """The answer first (best single model, best ensemble), then the table, then what it cannot tell apart."""
-    rows = leaderboard_rows(records)
-    if not rows:
-        return "_No trained model yet: run `make reports`._"
-    split_title = SPLIT_TITLES[rows[0]["split"]]
-
-    def named(row):
-        low, high = row["interval"]
-        return (f"**[{row['model']}]({row['dir']}/README.md), {row['accuracy']:.2%} {split_title}** (95% interval "
-                f"{low:.1%} to {high:.1%}, {VIEW_TITLES.get(row['views'], row['views'])})")
-
-    singles = [r for r in rows if not r["ensemble"]]
-    ensembles = [r for r in rows if r["ensemble"]]
-    lead = [f"Best single model: {named(singles[0])}." if singles else "",
-            f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
-    head = ["| model | views | " + f"{split_title} (95% interval)" + " | whole test | macro-F1 | params | trained | converged |",
-            "|---|---|---:|---:|---:|---:|---|---|"]
-    best = rows[0]["accuracy"]
-    lines = []
-    for row in rows:
-        low, high = row["interval"]
-        acc = f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f})"
-        acc = f"**{acc}**" if row["accuracy"] == best else acc
-        whole = f"{row['whole']:.4f}" if row["whole"] is not None else "—"
-        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
-                     f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
-    ties = within_noise(rows)
-    notes = ["", f"Sorted by {split_title} accuracy; the 95% interval is Wilson's, about +-1.5 points on "
-             f"{rows[0]['n']:,} faces. "
-             + ("Neighbours inside each other's interval, which this test does not rank: "
-                + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),
-             "",
-             "**views**: the test-time views behind every number of the row, chosen on the validation split "
-             "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
-             "`ten_crop` four corners and the centre, each mirrored). **trained**: the recipe (`full`: the published "
-             "one, or the flagship's GPU recipe; `cpu`: the same model, loss and optimizer family fitted to 2 CPU "
-             "cores, what differs is in each README), epochs run of those asked, minutes and device. **converged**: "
-             "early stopping fired, or the last 10 epochs raised the best val accuracy by under half a point."]
-    published = [f"[{r['model']}]({r['dir']}/README.md) {published_text(r['published'])}" for r in rows if r["published"]]
-    if published:
-        notes += ["", "Figures the seeds published (their README compares): " + "; ".join(published) + "."]
-    return "\n".join([line for line in lead if line] + [""] + head + lines + notes)
-
-
-def leaderboard_figure(records: list[dict], path: Path) -> Path:
-    """Accuracy against parameters for every model, with the FER2013 figures the seeds published marked."""
-    rows = leaderboard_rows(records)
-    points = {r["model"]: (r["params"], r["accuracy"], r["interval"]) for r in rows}
-    published = {r["model"]: (r["params"], r["published"]["accuracy"], SPLIT_TITLES[r["published"]["split"]])
-                 for r in rows if r["published"] and not r["published"].get("dataset")}
-    return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]]), path)
-
-
-def write_index(reports_dir: Path = REPORTS, notebooks_dir: Path = NOTEBOOKS) -> Path:
-    reports_dir = Path(reports_dir)
-    records = load_model_metrics(reports_dir)
-    lines = ["# Reports", "", "_Generated by `make reports`; every number here comes from an executed notebook._", "",
-             "## Leaderboard (FER2013)", "", leaderboard(records), "",
-             "PrivateTest is the headline split, as in papers; 'whole test' is all 7,178 images of the Kaggle test "
-             "folder. Model, epoch and view selection used the validation split (a stratified, seeded 10% of train) "
-             "only.", ""]
-    if records:
-        figure = leaderboard_figure(records, reports_dir / "leaderboard.png")
-        lines += [f"![{figure.stem}]({figure.name})", ""]
-    lines += ["## Notebooks", "", "| notebook | executed HTML | executed notebook |", "|---|---|---|"]
-    for nb in sorted(Path(notebooks_dir).glob("*.ipynb")):
-        html, executed = reports_dir / f"{nb.stem}.html", reports_dir / f"{nb.stem}.ipynb"
-        lines.append(f"| `{nb.name}` | " + (f"[{html.name}]({html.name})" if html.exists() else "not run yet")
-                     + " | " + (f"[{executed.name}]({executed.name})" if executed.exists() else "—") + " |")
-    extra = sorted(p.name for p in reports_dir.glob("*.md") if p.name != "README.md")
-    if extra:
-        lines += ["", "## Other reports", ""] + [f"- [{name}]({name})" for name in extra]
-    index = reports_dir / "README.md"
-    index.write_text("\n".join(lines) + "\n")
-    return index
-
-
-# ---------------------------------------------------------------- running notebooks
-
-def default_type(default: str) -> type | None:
-    """The type a parameter's default declares: a literal's, or dict/list/tuple for a dict(...) call and the
-    like. None (any value goes) for a None default or any other expression."""
-    try:
-        node = ast.parse(default, mode="eval").body
-    except SyntaxError:
-        return None
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("dict", "list", "tuple"):
-        return {"dict": dict, "list": list, "tuple": tuple}[node.func.id]
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return None
-    return None if value is None else type(value)
-
-
-def check_parameter_type(notebook: Path, name: str, value, default: str) -> None:
-    """A value papermill would inject must have its default's type: caught here, before the notebook runs,
-    instead of as a TypeError an hour into training. An int passes for a float, a tuple for a list."""
-    declared = default_type(default)
-    if declared is None:
-        return
-    if declared is bool or isinstance(value, bool):  # a bool is an int to isinstance, never to a notebook
-        fits = declared is bool and isinstance(value, bool)
-    elif declared is float:
-        fits = isinstance(value, (int, float))
-    elif declared in (list, tuple):
-        fits = isinstance(value, (list, tuple))
-    else:
-        fits = isinstance(value, declared)
-    if not fits:
-        shown = " ".join(default.split())
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        raise NotebookError(f"{notebook.name}: parameter {name!r} is declared `{name} = {shown}`, "
-                            f"{_a(declared)}, but got {value!r}, {_a(type(value))}. Pass {_a(declared)} "
-                            f"(`-p {name} VALUE` reads VALUE as a Python literal), or give the parameter a None "
-                            "default in the notebook to accept anything.")
-
-
-def _a(kind: type) -> str:
-    return ("an " if kind.__name__[0] in "aeiou" else "a ") + kind.__name__
-
-
-def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel: str, cell_timeout: int,
-                     progress: bool = True) -> Path:
-    """Run one notebook through papermill; write the executed copy and its HTML to output_dir."""
-    import papermill
-    from nbconvert import HTMLExporter
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    executed = output_dir / notebook.name
-    # The kernel `make setup` registers lives in this environment (--sys-prefix); put it first, so a kernel of
-    # the same name registered by another checkout or user can never run our notebooks on the wrong code.
-    own_kernels = str(Path(sys.prefix) / "share" / "jupyter")
-    if os.environ.get("JUPYTER_PATH", "").split(os.pathsep)[0] != own_kernels:
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [own_kernels, os.environ.get("JUPYTER_PATH")]))
-    try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel, language="python",
-                                   progress_bar=progress, execution_timeout=cell_timeout, cwd=str(notebook.parent),
-                                   log_output=False)
-    except papermill.PapermillExecutionError as e:
-        raise NotebookError(f"{notebook.name} failed in cell {e.exec_count} (index {e.cell_index}): "
-                            f"{e.ename}: {e.evalue}. The partly executed copy is {executed}.") from e
-    except Exception as e:  # a timeout or a dead kernel: name the notebook, keep the reason
-        raise NotebookError(f"{notebook.name} did not finish: {type(e).__name__}: {str(e)[:500]}. "
-                            f"The partly executed copy is {executed}.") from e
-    strip_local_only_outputs(executed)
-    body, _ = HTMLExporter(template_name="lab").from_filename(str(executed))
-    (output_dir / f"{notebook.stem}.html").write_text(body)
-    return executed
-
-
-LOCAL_ONLY_TAG = "local-only"
-LOCAL_ONLY_NOTE = ("[output not kept in reports/: it shows individual dataset faces, and this project never "
-                   "redistributes FER2013. Run the notebook locally to see it.]\n")
-
-
-def strip_local_only_outputs(executed: Path) -> None:
-    """Replace the outputs of cells tagged 'local-only' (sample faces) with a note, in the executed copy."""
-    import nbformat
-    from nbformat.v4 import new_output
-
-    nb = nbformat.read(executed, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and LOCAL_ONLY_TAG in cell.get("metadata", {}).get("tags", []):
-            cell.outputs = [new_output("stream", name="stdout", text=LOCAL_ONLY_NOTE)]
-    nbformat.write(nb, executed)
-
-
-def select_notebooks(notebooks_dir: Path, only: list[str] | None) -> list[Path]:
-    notebooks = sorted(Path(notebooks_dir).glob("*.ipynb"))
-    if only:
-        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) or nb.stem == o for o in only)]
-        if not notebooks:
-            raise NotebookError(f"no notebook in {notebooks_dir} starts with {only}")
-    return notebooks
-
+# ---------------------------------------------------------------- make reports
 
 def run_reports(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,
-                notebooks_dir: Path = NOTEBOOKS, reports_dir: Path = REPORTS, progress=True) -> list[Path]:
-    parameters = dict(parameters or {})
-    notebooks = select_notebooks(notebooks_dir, only)
-    declared = {nb: declared_parameters(nb) for nb in notebooks}
-    for name in parameters:
-        if not any(name in d for d in declared.values()):
-            raise NotebookError(f"parameter {name!r} is not declared by {', '.join(nb.name for nb in notebooks)}; "
-                                f"declared: {sorted(set().union(*declared.values()))}. Use one of those names, "
-                                "or add it to the notebook's parameters cell.")
-    for nb in notebooks:
-        for name, value in parameters.items():
-            if name in declared[nb]:
-                check_parameter_type(nb, name, value, declared[nb][name])
-    if retrain:
-        parameters["retrain"] = True
-    done = []
-    for i, nb in enumerate(notebooks, 1):
-        nb_params = {k: v for k, v in parameters.items() if k in declared[nb]}
-        print(f"[{i}/{len(notebooks)}] {nb.name} {nb_params or ''}", flush=True)
-        start = time.time()
-        done.append(execute_notebook(nb, Path(reports_dir), nb_params, kernel, cell_timeout, progress))
-        print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.time() - start:.0f}s -> "
-              f"{Path(reports_dir) / (nb.stem + '.html')}", flush=True)
+                notebooks_dir: Path = NOTEBOOKS, reports_dir: Path = REPORTS_DIR, progress=True) -> list[Path]:
+    """Run the notebooks (notebooks.run_notebooks), then rewrite reports/README.md from what they wrote."""
+    done = run_notebooks(only, parameters, retrain, kernel, cell_timeout, notebooks_dir, reports_dir, progress)
     write_index(reports_dir, notebooks_dir)
     return done
-
-
-def parse_value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
 
 
 def main(argv=None) -> int:
@@ -644,7 +338,7 @@ def main(argv=None) -> int:
     parser.add_argument("--index-only", action="store_true", help="only rewrite reports/README.md")
     parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS,
                         help="where the notebooks are (default: notebooks/)")
-    parser.add_argument("--reports-dir", type=Path, default=REPORTS, help="where the reports go (default: reports/)")
+    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where the reports go (default: reports/)")
     args = parser.parse_args(argv)
     if args.index_only:
         print(write_index(args.reports_dir, args.notebooks_dir))

@@ -14,7 +14,6 @@ cameras, FrameList for frames in memory. cv2 and matplotlib are imported where t
 """
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .faces import FACE_MARGIN, PALETTE, Face, FaceDetector, PredictError, crop_faces, draw_faces
+from .files import write_csv
 from .tracking import IouTracker
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
@@ -262,14 +262,7 @@ def predict_video(capture, classifier: Classifier, detector: FaceDetector, *, fp
 # ---------------------------------------------------------------- what a run writes
 
 def write_video_csv(run: VideoRun, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=run.columns())
-        writer.writeheader()
-        for row in run.rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) and k != "time" else v) for k, v in row.items()})
-    return path
+    return write_csv(path, run.columns(), run.rows, exact=("time",))
 
 
 def plot_emotions(run: VideoRun, path: str | os.PathLike, max_faces: int = 6) -> Path:

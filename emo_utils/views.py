@@ -13,7 +13,6 @@ The views a number was made with are chosen on the validation split (best_views)
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .augment import TTA_VIEWS, make_policy
+from .augment import TTA_VIEWS
+from .checkpoint import load_checkpoint, load_trained
 from .data import file_sha256
+from .files import write_atomically
 from .metrics import compute_metrics
 from .inference import EVAL_SPLITS, predict_splits
-from .train import load_checkpoint, load_trained
 
 # What each view set averages, in words for tables and figure titles.
 VIEW_TITLES = {"center": "centre crop", "flip": "centre + mirror", "full_flip": "whole face + mirror",
                "ten_crop": "ten crops"}
+SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
+                "val": "Validation (10% of train)"}
 SCORED_SPLITS = ("val", "test_private", "test_public")  # the splits a views table shows
 
 
@@ -72,7 +74,7 @@ def load_for_scoring(model_path: Path, weights: str = "model", device=None):
             raise KeyError(f"{model_path} holds no {weights!r} weights (it has {sorted(checkpoint)}); "
                            "only a run with an EMA keeps its raw weights")
         trained.model.load_state_dict(checkpoint[weights])
-    return trained.model.eval(), make_policy(trained.config.augment).crop
+    return trained.model.eval(), trained.crop
 
 
 def _splits_from(stored: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
@@ -100,11 +102,8 @@ def scored_views(model_path, data, weights: str = "model", device=None) -> dict[
             pass  # unreadable or from an older layout: scored again below and overwritten
     model, crop = load_for_scoring(model_path, weights, device)
     stored = {v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v) for v in views_for(crop)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, key=np.array(key), **{f"{v}/{s}": p.astype(np.float32)
-                                                     for v, by_split in stored.items() for s, p in by_split.items()})
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **{
+        f"{v}/{s}": p.astype(np.float32) for v, by_split in stored.items() for s, p in by_split.items()}))
     return {v: _splits_from(by_split, data) for v, by_split in stored.items()}
 
 

@@ -1,16 +1,36 @@
 """Shared helpers for the tests: tiny synthetic datasets in every layout emo_utils.data reads.
 
 Every helper is a plain function named make_*; import them with `from conftest import make_fer_zip`.
-Nothing here touches the real FER2013 data.
+Nothing here touches the real FER2013 data. One autouse fixture checks that no test leaves torch's thread
+count changed.
 """
 from __future__ import annotations
 
+import csv
 import io
 import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
+
+START_THREADS = torch.get_num_threads()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_data: needs the real FER2013 data; skipped, with the reason, without it")
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """torch.set_num_threads is process-wide: a test or fixture that sets it and does not set it back slows
+    (or changes the float summation order of) every test after it."""
+    yield
+    assert torch.get_num_threads() == START_THREADS, (
+        f"torch's thread count is {torch.get_num_threads()}, not the {START_THREADS} the session started with: "
+        "a test or one of its fixtures called torch.set_num_threads and did not restore it")
 
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 # Order of the original challenge CSV's emotion codes 0..6.
@@ -127,6 +147,21 @@ def make_fer_csv(tmp_path: Path, rows=None, name: str = "fer2013.csv", header=("
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """emo-predict with these arguments, in this process: (exit code, stdout, stderr)."""
+    from emo_utils import predict
+    code = predict.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_rows(path) -> tuple[list[str], list[dict]]:
+    """A CSV's header and rows."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return reader.fieldnames, list(reader)
 
 
 def make_decoded(data: bytes) -> np.ndarray:

@@ -34,8 +34,12 @@ class DDPTestNet(nn.Module):
         return self.body(x)
 
 
+def ddp_test_net(num_classes=7):
+    return DDPTestNet(num_classes)
+
+
 if "ddp_test_net" not in REGISTRY:
-    register("ddp_test_net")(DDPTestNet)
+    register(ddp_test_net)
 
 # Every trick whose randomness could differ between ranks is on: crops, flips, erasing, mixup, EMA, one-cycle.
 CONFIG = TrainConfig(model="ddp_test_net", optimizer="sgd", nesterov=True, lr=0.05, weight_decay=5e-4,

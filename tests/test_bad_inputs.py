@@ -20,15 +20,14 @@ from conftest import make_fer_csv, make_fer_files, make_fer_zip, make_image_byte
 from emo_utils import data as data_module
 from emo_utils import predict
 from emo_utils.data import DataError, load_dataset
-from emo_utils.reports import NotebookError, check_parameter_type, run_reports
-from emo_utils.train import CheckpointError, TrainConfig, load_checkpoint, load_trained, train
-from synthetic import make_learnable_data
+from emo_utils.notebooks import check_parameter_type
+from emo_utils.reports import NotebookError, run_reports
+from emo_utils.checkpoint import CheckpointError, TrainConfig, load_checkpoint, load_trained
+from emo_utils.train import train
+from synthetic import FAST, make_learnable_data
 from test_reports import write_notebook
 
-FAST = dict(model="mini_xception", model_kwargs={"widths": (8, 16)}, batch_size=32)
 OTHER_ARCHITECTURE = {"widths": (16, 32)}
-TESTS_DIR = Path(__file__).resolve().parent
-PREDICT_READY = hasattr(predict, "main") and (TESTS_DIR / "test_predict.py").exists()
 
 
 @dataclass
@@ -109,7 +108,7 @@ def csv_short_row(tmp_path, _):
 def missing_dataset(tmp_path, _):
     with_good_dataset_cached(tmp_path)
     src = tmp_path / "downloads" / "fer2013.zip"
-    return Bad(lambda: fails_with(DataError, load_dataset, src), [str(src), "holds no dataset"])
+    return Bad(lambda: fails_with(DataError, load_dataset, src), [str(src), "holds no dataset: it does not exist"])
 
 
 # ---------------------------------------------------------------- checkpoints and models
@@ -242,8 +241,6 @@ def run_predict(argv: list[str]) -> tuple[int, str]:
 
 def predict_inputs(tmp_path, finished_run, inputs: Callable[[Path], list[Path]], expected_rc: int,
                    model: Path | None = None):
-    if not PREDICT_READY:
-        pytest.skip("emo_utils.predict.main or tests/test_predict.py is not there yet")
     copy_run(finished_run, tmp_path)
     good = tmp_path / "faces" / "good_face.png"
     good.parent.mkdir()

@@ -13,7 +13,8 @@ import torch
 
 import ddp_worker
 from emo_utils.models import build_model
-from emo_utils.train import load_checkpoint, train
+from emo_utils.checkpoint import load_checkpoint
+from emo_utils.train import train
 
 WORKER = Path(ddp_worker.__file__)
 
@@ -36,8 +37,12 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     done = torchrun(2, base / "two_ranks", base)
     assert done.returncode == 0, done.stderr[-3000:]
-    torch.set_num_threads(1)
-    train(ddp_worker.CONFIG, ddp_worker.data(), base / "one_process", device="cpu", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank runs (OMP_NUM_THREADS=1), for the same float summation order
+    try:
+        train(ddp_worker.CONFIG, ddp_worker.data(), base / "one_process", device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)  # later tests get the threads they started with
     return base
 
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from conftest import FER_CLASSES
 from emo_utils import export, predict
-from emo_utils.train import load_trained
+from emo_utils.checkpoint import load_trained
+from emo_utils.inference import predict_logits
 from synthetic import class_images
 from tiny_model import tiny_model
 
@@ -40,13 +41,13 @@ def test_export_has_a_dynamic_batch_and_self_contained_metadata(model_path, onnx
 def test_onnxruntime_matches_pytorch(model_path, onnx_path, batch):
     model = load_trained(model_path, torch.device("cpu")).model
     faces = np.random.default_rng(batch).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
-    expected = predict.predict_logits(model, faces, crop=44)
+    expected = predict_logits(model, faces, crop=44)
     session = export.make_session(onnx_path)
     got = session.run([export.OUTPUT], {export.INPUT: export.normalize_faces(faces, 44)})[0]
     assert got.shape == (batch, len(FER_CLASSES))
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     onnx_tta = predict.load_classifier(onnx_path, tta=True).logits(faces)
-    np.testing.assert_allclose(onnx_tta, predict.predict_logits(model, faces, crop=44, tta=True), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(onnx_tta, predict_logits(model, faces, crop=44, tta=True), atol=1e-4, rtol=0)
 
 
 def test_predict_on_the_onnx_file_gives_the_classes_of_the_pt(model_path, onnx_path, tmp_path, capsys):

@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from emo_utils.models import build_model
-from emo_utils.train import TrainConfig, load_checkpoint, train, update_ema, use_fast_cuda_kernels
+from emo_utils.checkpoint import TrainConfig, load_checkpoint
+from emo_utils.distributed import use_fast_cuda_kernels
+from emo_utils.step import update_ema
+from emo_utils.train import train
 from synthetic import make_learnable_data
 
 

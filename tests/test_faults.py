@@ -21,11 +21,11 @@ import torch
 
 from emo_utils.metrics import compute_metrics
 from emo_utils.inference import predict_splits
-from emo_utils.train import TrainConfig, load_checkpoint, train
-from synthetic import make_learnable_data
+from emo_utils.checkpoint import TrainConfig, load_checkpoint
+from emo_utils.train import train
+from synthetic import FAST, make_learnable_data
 
 TESTS_DIR = Path(__file__).resolve().parent
-FAST = dict(model="mini_xception", model_kwargs={"widths": (8, 16)}, batch_size=32)
 KILL_SEED = 20240607  # the kill moments are random, but the same on every run of the test
 
 # The child trains; the test kills it. With STALL_IN_SAVE set (by this test, never read by the library),
@@ -208,7 +208,7 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
 
 
 def test_stale_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_path):
-    from emo_utils.train import remove_stale_temporaries
+    from emo_utils.checkpoint import remove_stale_temporaries
 
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()  # its pid is now free: a writer that died

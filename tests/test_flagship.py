@@ -13,7 +13,7 @@ from emo_utils.augment import TTA_VIEWS, tta_views
 from emo_utils.models import build_model
 from emo_utils.inference import predict_logits, predict_splits, softmax
 from emo_utils.reports import REPO_ROOT, run_reports
-from emo_utils.train import TrainConfig, config_differences
+from emo_utils.checkpoint import TrainConfig, config_differences
 from synthetic import make_learnable_data
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "09_train_vgg_gap.ipynb"

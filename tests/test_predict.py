@@ -2,7 +2,6 @@
 in a photo; annotated images; bad inputs reported and skipped while the run goes on; what held-out inputs showed
 (unsafe zip entries, folders named unlike the classes, empty inputs, an existing CSV, a slow --help); the demo
 notebook. Video and camera: test_video.py."""
-import csv
 import importlib
 import io
 import os
@@ -19,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FER_CLASSES, make_fer_zip
-from emo_utils import predict
+from conftest import FER_CLASSES, make_fer_zip, read_rows, run_cli
+from emo_utils import checkpoint, inputs, predict
 from emo_utils.data import REPO_ROOT, to_gray_48
 from emo_utils.metrics import compute_metrics
 from synthetic import class_images
@@ -46,18 +45,6 @@ def class_folder(tmp_path_factory):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(path)
     return root
-
-
-def run_cli(capsys, *argv):
-    code = predict.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames, list(reader)
 
 
 def bomb_png(width=20000, height=20000) -> bytes:
@@ -245,14 +232,14 @@ def test_unknown_model_lists_the_available_reports(tmp_path, capsys, monkeypatch
         (reports / name).mkdir(parents=True)
         (reports / name / file).write_bytes(b"")
     (reports / "notes").mkdir()
-    monkeypatch.setattr(predict, "REPORTS_DIR", reports)
+    monkeypatch.setattr(checkpoint, "REPORTS_DIR", reports)
     Image.new("L", (48, 48)).save(tmp_path / "face.png")
     code, _, err = run_cli(capsys, tmp_path / "face.png", "--model", "resnet")
     assert code == 2
     assert "no model named 'resnet'" in err and f"models in {reports}: mini_xception, vgg_fer" in err
     code, _, err = run_cli(capsys, tmp_path / "face.png", "--model", tmp_path / "missing.pt")
     assert code == 2 and f"model file {tmp_path / 'missing.pt'} does not exist" in err
-    assert predict.resolve_model_path("vgg_fer") == reports / "vgg_fer" / "model.onnx"
+    assert checkpoint.resolve_model_path("vgg_fer") == reports / "vgg_fer" / "model.onnx"
 
 
 def test_missing_input_and_run_checkpoint_are_named(model_path, tmp_path, capsys):
@@ -346,7 +333,7 @@ def test_folders_named_unlike_the_classes_are_named_with_the_nearest_class_and_m
 
 def test_nearest_class_of_a_folder_name():
     names = list(FER_CLASSES)
-    assert {folder: predict.nearest_class(folder, names) for folder in (
+    assert {folder: inputs.nearest_class(folder, names) for folder in (
         "fearful", "surprised", "happiness", "Anger", "sadness", "disgusted", "Neutral", "calm", "contempt")} == {
         "fearful": "fear", "surprised": "surprise", "happiness": "happy", "Anger": "angry", "sadness": "sad",
         "disgusted": "disgust", "Neutral": "neutral", "calm": None, "contempt": None}

@@ -1,16 +1,16 @@
 """The reports pipeline: papermill runs, failures and time-outs named, the index and leaderboard, and the
 project's own notebooks executed end to end on synthetic data."""
+import hashlib
 import json
-import os
-import subprocess
-import sys
+import re
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from conftest import make_fer_files, make_fer_zip
+from conftest import make_fer_files, make_fer_zip, make_image_bytes
 from emo_utils.reports import NOTEBOOKS, NotebookError, run_reports, write_index
 
 KERNEL = "python3"  # the running interpreter's own kernel: the tests need no registered kernel
@@ -34,23 +34,28 @@ def folders(tmp_path):
 
 def test_runs_notebooks_in_order_with_parameters_and_writes_html_and_index(folders):
     nb_dir, reports = folders
-    write_notebook(nb_dir / "01_first.ipynb", "x = 1", "print('answer', x * 2)")
-    write_notebook(nb_dir / "02_second.ipynb", "y = 'a'", "print('second says', y)")
+    log = nb_dir.parent / "ran.txt"  # each notebook appends what it ran with: the order and the parameters
+    write_notebook(nb_dir / "01_first.ipynb", "x = 1", f"open({str(log)!r}, 'a').write(f'01 x={{x}}\\n')",
+                   "print('answer', x * 2)")
+    write_notebook(nb_dir / "02_second.ipynb", "y = 'a'", f"open({str(log)!r}, 'a').write(f'02 y={{y}}\\n')",
+                   "print('second says', y)")
     run_reports(parameters={"x": 21}, kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports, progress=False)
+    assert log.read_text() == "01 x=21\n02 y=a\n"
     first = nbformat.read(reports / "01_first.ipynb", as_version=4)
     assert "answer 42" in "".join(o.get("text", "") for c in first.cells for o in c.get("outputs", []))
     assert "answer 42" in (reports / "01_first.html").read_text()
     index = (reports / "README.md").read_text()
     assert "[01_first.html](01_first.html)" in index and "[02_second.html](02_second.html)" in index
+
+    # `--only 02`: 02 alone runs again, with its own default; 01's report stays as it was; the index keeps both.
+    first_html = (reports / "01_first.html").read_bytes()
+    (reports / "02_second.html").unlink()
     run_reports(only=["02"], kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports, progress=False)
-
-
-def test_undeclared_parameter_is_an_error(folders):
-    nb_dir, reports = folders
-    write_notebook(nb_dir / "01_first.ipynb", "x = 1", "print(x)")
-    with pytest.raises(NotebookError, match="'z' is not declared by 01_first.ipynb"):
-        run_reports(parameters={"z": 3}, kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports)
-    assert not (reports / "01_first.html").exists()
+    assert log.read_text() == "01 x=21\n02 y=a\n02 y=a\n"
+    assert "second says a" in (reports / "02_second.html").read_text()
+    assert (reports / "01_first.html").read_bytes() == first_html
+    index = (reports / "README.md").read_text()
+    assert "[01_first.html](01_first.html)" in index and "[02_second.html](02_second.html)" in index
 
 
 def test_missing_parameters_tag_is_an_error(folders):
@@ -78,17 +83,18 @@ def test_hung_cell_fails_within_its_timeout_naming_the_notebook(folders):
     assert time.time() - start < 60
 
 
-def test_reports_command_with_a_hung_notebook_exits_1_within_its_timeout(folders):
-    """What `make reports` runs, in its own process: exit status 1 and the notebook named on stderr."""
+def test_reports_command_with_a_hung_notebook_exits_1_within_its_timeout(folders, capsys):
+    """What `make reports` runs (`python -m emo_utils.reports`, i.e. main): exit status 1 and the notebook named
+    on stderr."""
+    from emo_utils.reports import main
     nb_dir, reports = folders
     write_notebook(nb_dir / "01_fine.ipynb", "x = 1", "print(x)")
     write_notebook(nb_dir / "02_hangs.ipynb", "x = 1", "import time\ntime.sleep(600)")
     start = time.time()
-    done = subprocess.run([sys.executable, "-m", "emo_utils.reports", "--kernel", KERNEL, "--cell-timeout", "3",
-                           "--notebooks-dir", str(nb_dir), "--reports-dir", str(reports)], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert "make reports: 02_hangs.ipynb did not finish" in done.stderr
+    rc = main(["--kernel", KERNEL, "--cell-timeout", "3", "--notebooks-dir", str(nb_dir), "--reports-dir", str(reports)])
+    stderr = capsys.readouterr().err
+    assert rc == 1, stderr[-2000:]
+    assert "make reports: 02_hangs.ipynb did not finish" in stderr
     assert time.time() - start < 90
     assert (reports / "01_fine.html").exists()  # the notebook that finished keeps its report
 
@@ -112,13 +118,39 @@ def synthetic_env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_data_exploration_notebook_runs_on_synthetic_data(synthetic_env):
-    zip_path = make_fer_zip(synthetic_env / "data", n_train=6)
+def cell_output(executed, starts: str) -> str:
+    """What the code cell of an executed notebook whose source starts with `starts` printed or displayed (text)."""
+    cells = [c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"]
+    cell = next(c for c in cells if c.source.startswith(starts))
+    return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+
+
+def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(synthetic_env):
+    files = make_fer_files(n_train=6)  # 7 classes, each 6 train (5 + 1 val), 2 PublicTest, 2 PrivateTest
+    train_face = next(p for p in files if p.startswith("train/happy/"))
+    test_face = next(p for p in files if p.startswith("test/sad/PrivateTest_"))
+    files[test_face] = files[train_face]  # one face in train and in test, under two labels
+    files[next(p for p in files if p.startswith("train/angry/"))] = make_image_bytes(color=128)  # a blank frame
+    zip_path = make_fer_zip(synthetic_env / "data", files=files)
     reports = synthetic_env / "reports"
     run_reports(only=["01"], parameters={"data_path": str(zip_path), "samples_per_class": 3}, kernel=KERNEL,
                 reports_dir=reports, progress=False)
-    html = (reports / "01_data_exploration.html").read_text()
-    assert "Exact duplicates" in html and "groups_across_train_test" in html and "image/png" in html
+    executed = reports / "01_data_exploration.ipynb"
+    assert f"sha256 {hashlib.sha256(zip_path.read_bytes()).hexdigest()}" in cell_output(executed, "import pandas")
+
+    header, *rows = cell_output(executed, "counts = ").splitlines()
+    splits = header.replace("share of train+val", "").split()
+    total = next(row.split()[1:] for row in rows if row.startswith("total"))
+    assert dict(zip(splits, map(int, total))) == {"train": 35, "val": 7, "test_public": 14, "test_private": 14,
+                                                  "test_all": 28}
+
+    found = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+)$", cell_output(executed, "duplicates = "), re.M)}
+    assert found == {"duplicate_groups": 1, "images_in_groups": 2, "groups_within_train": 0, "groups_within_test": 0,
+                     "groups_across_train_test": 1, "groups_with_conflicting_labels": 1, "blank_images": 1}
+    assert {Path(train_face).name, Path(test_face).name} <= set(re.split(r"[ =/\n]+", cell_output(executed, "for group")))
+    figures = {c.source.split("(")[0] for c in nbformat.read(executed, as_version=4).cells
+               for o in c.get("outputs", []) if "image/png" in o.get("data", {})}
+    assert figures == {"plots.plot_class_counts", "plots.plot_mean_faces"}  # the sample grid of faces is local-only
 
 
 @pytest.mark.parametrize("classes", [("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
@@ -161,7 +193,7 @@ def test_local_only_outputs_never_reach_reports(folders):
 
 
 def test_trained_models_lists_reports_and_on_request_the_ablation_runs(tmp_path):
-    from emo_utils.reports import trained_models
+    from emo_utils.checkpoint import trained_models
     for path in ("mini_xception/model.pt", "vgg_gap/model.pt", "vgg_gap/ablations/30_minute_budget/model.pt",
                  "vgg_gap/model_no_vflip.pt", "ensemble/metrics.json"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
@@ -267,7 +299,8 @@ def test_every_page_shows_one_number_per_model_and_views():
     """The committed reports: each model's metrics.json, README and the ensemble's members agree with the scored
     views kept beside the weights (probabilities re-read, labels from FER2013, skipped without it)."""
     from emo_utils.data import DataError, load_dataset
-    from emo_utils.reports import REPORTS, SPLIT_TITLES
+    from emo_utils.checkpoint import REPORTS_DIR as REPORTS
+    from emo_utils.views import SPLIT_TITLES
     from emo_utils.views import cache_path, scored_views
     try:
         data = load_dataset()

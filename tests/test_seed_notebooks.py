@@ -2,27 +2,18 @@
 one epoch, on a generic 6-class image-folder dataset: no PublicTest/PrivateTest prefixes, so test_all only."""
 import json
 
-import nbformat
 import pytest
 
 from conftest import make_fer_files, make_fer_zip
-from emo_utils.reports import NOTEBOOKS, PUBLISHED, published_text, run_reports, write_index
+from emo_utils.leaderboard import PUBLISHED, published_text
+from emo_utils.recipes import notebook_parameters
+from emo_utils.reports import NOTEBOOKS, run_reports, write_index
 
 KERNEL = "python3"
 CLASSES = ("anger", "contempt", "disgust", "fear", "happy", "sadness")
 SEED_NOTEBOOKS = {"03": "residual_gap", "04": "the_model", "05": "cnn3", "06": "unet_classifier"}
 # TheModel's 9.4M-weight dense layer makes its checkpoints (with Adam's state) ~190 MB a run: a narrower one here.
 SMALLER = {"the_model": {"hidden": 32}}
-
-
-def notebook_parameters(prefix: str) -> dict:
-    """The names the notebook's parameters cell defines, by running that cell."""
-    path = next(NOTEBOOKS.glob(f"{prefix}_*.ipynb"))
-    cells = nbformat.read(path, as_version=4).cells
-    source = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
-    names = {}
-    exec(source, {}, names)
-    return names
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +31,7 @@ def generic_dataset(tmp_path_factory):
 def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(generic_dataset, prefix):
     root, zip_path = generic_dataset
     model_name = SEED_NOTEBOOKS[prefix]
-    declared = notebook_parameters(prefix)
+    declared = notebook_parameters(next(NOTEBOOKS.glob(f"{prefix}_*.ipynb")))
     assert declared["model_name"] == model_name and declared["full_recipe"]["epochs"] >= 20
     # Every seed trains to its end (early stop or planned epochs), never to a time cap that cuts it short.
     assert not declared["cpu_recipe"].get("time_budget_min") and not declared["full_recipe"].get("time_budget_min")
@@ -50,6 +41,8 @@ def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(gene
               "cpu_recipe": {**declared["cpu_recipe"], "epochs": 1, "batch_size": 16}, "device": "cpu", "budget": "cpu"}
     if model_name in SMALLER:
         params["cpu_recipe"]["model_kwargs"] = SMALLER[model_name]
+    if declared.get("cpu_ablations"):  # each ablation a one-epoch run too, whatever schedule it changes
+        params["cpu_ablations"] = {name: {**change, "epochs": 1} for name, change in declared["cpu_ablations"].items()}
     run_reports(only=[prefix], parameters=params, kernel=KERNEL, reports_dir=reports, progress=False)
 
     record = json.loads((report_dir / "metrics.json").read_text())
@@ -70,7 +63,8 @@ def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(gene
         has_other = (reports / "residual_gap" / "model.pt").exists()
         assert ("**TheModel against the residual GAP CNN** on Whole test folder: accuracy" in readme) == has_other
     if model_name == "unet_classifier":  # the second learning rate is a row of the ablation table
-        assert "| learning rate 3e-3 |" in readme
+        (name, _), = declared["cpu_ablations"].items()
+        assert f"| {name} |" in readme
 
     board = write_index(reports, NOTEBOOKS).read_text()
     row = next(line for line in board.splitlines() if line.startswith(f"| [{model_name}]"))

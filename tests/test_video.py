@@ -1,7 +1,6 @@
 """emo-predict on a video and a camera: faces followed across frames with stable ids, probabilities smoothed over
 time, a CSV row per face per frame, an annotated video that reads back, a plot; the camera path through a fake
 capture that stops on q and on Ctrl-C; bad video inputs named with their fix."""
-import csv
 import re
 
 import cv2
@@ -10,6 +9,7 @@ import pytest
 from PIL import Image
 
 from emo_utils import predict, tracking, video
+from conftest import read_rows, run_cli
 from tiny_model import tiny_model
 
 FPS = 4.0  # frame times 0, 0.25, 0.5, ... are exact in binary, so window edges in the smoothing tests are too
@@ -116,18 +116,6 @@ def model_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def classifier(model_path):
     return predict.load_classifier(model_path)
-
-
-def run_cli(capsys, *argv):
-    code = predict.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def read_rows(path):
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        return reader.fieldnames, list(reader)
 
 
 # ---------------------------------------------------------------- the tracker

@@ -8,7 +8,7 @@ import pytest
 from emo_utils import views
 from emo_utils.augment import TTA_VIEWS
 from emo_utils.inference import predict_splits
-from emo_utils.train import load_trained
+from emo_utils.checkpoint import load_trained
 from synthetic import make_learnable_data
 from tiny_model import tiny_model
 

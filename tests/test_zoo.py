@@ -22,8 +22,11 @@ from emo_utils import zoo
 from emo_utils.ablation import slug
 from emo_utils.augment import make_policy
 from emo_utils.data import load_dataset
-from emo_utils.reports import NOTEBOOKS, notebook_parameters
-from emo_utils.train import TrainConfig, config_differences, config_from_recipe, load_checkpoint, parse_sets, train
+from emo_utils.notebooks import NOTEBOOKS
+from emo_utils.recipes import notebook_parameters
+from emo_utils.checkpoint import TrainConfig, config_differences, config_from_recipe, load_checkpoint
+from emo_utils.recipes import parse_sets
+from emo_utils.train import train
 
 MINI_XCEPTION = NOTEBOOKS / "02_train_mini_xception.ipynb"
 # Notebook 02's CPU recipe (SGD, one-cycle, label smoothing, keras_light), made tiny; fp32 so any CPU runs it alike.

@@ -1,7 +1,9 @@
 """Model X / Model Y training notebooks, then evaluation and ensembling over what they trained, end to end
 on a synthetic dataset through papermill."""
 import json
+import re
 
+import nbformat
 import pytest
 
 from conftest import make_fer_zip
@@ -42,8 +44,24 @@ def test_evaluation_notebook_compares_every_trained_model(zoo):
     _, zip_path, reports = zoo
     run_reports(only=["10"], kernel=KERNEL, reports_dir=reports, progress=False,
                 parameters={"data_path": str(zip_path), "reports_dir": str(reports), "device": "cpu"})
-    html = (reports / "10_evaluation.html").read_text()
-    assert "2 trained models: model_x, model_y" in html and "share of true class" in html
+    executed = nbformat.read(reports / "10_evaluation.ipynb", as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    output = lambda starts: "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")  # noqa: E731
+                                    for c in code if c.source.startswith(starts) for o in c.outputs)
+    assert "2 trained models: model_x, model_y" in output("from pathlib")
+    # Its board shows each model under the views of its own report, with the numbers of its own report.
+    html = next(o["data"]["text/html"] for c in code if c.source.startswith("meta = ") for o in c.outputs
+                if "text/html" in o.get("data", {}))
+    head, body = html.split("</thead>")
+    columns = re.findall(r"<th>([^<]*)</th>", head.split("</tr>")[0])[1:]  # the first is the index's
+    board = {name: dict(zip(columns, re.findall(r"<td>([^<]*)</td>", cells)))
+             for name, cells in re.findall(r"<tr>\s*<th>([^<]+)</th>(.*?)</tr>", body, re.S)}
+    assert set(board) == {"model_x", "model_y"}
+    for name, shown in board.items():
+        record = json.loads((reports / name / "metrics.json").read_text())
+        assert shown["views"] == record["provenance"]["tta"], name
+        for split, summary in record["splits"].items():
+            assert float(shown[split]) == round(summary["accuracy"], 4), (name, split)
 
 
 def test_ensembling_notebook_writes_the_ensemble_report(zoo):

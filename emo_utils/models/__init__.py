@@ -1,4 +1,5 @@
-"""Model registry: every family registers a builder under a name; configs refer to models by that name."""
+"""Model registry: every family registers its builder functions, each under the function's own name (as timm's
+register_model does, so a name is written once); configs refer to models by that name."""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,13 +10,13 @@ from torch import nn
 REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-def register(name: str):
-    def add(builder):
-        if name in REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        REGISTRY[name] = builder
-        return builder
-    return add
+def register(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Decorator: `@register def vgg_gap(num_classes=7, **kwargs)` makes build_model("vgg_gap", ...) call it."""
+    name = builder.__name__
+    if name in REGISTRY:
+        raise ValueError(f"model {name!r} is registered twice")
+    REGISTRY[name] = builder
+    return builder
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:

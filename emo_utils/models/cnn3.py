@@ -28,6 +28,6 @@ class CNN3(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register("cnn3")
+@register
 def cnn3(num_classes=7, **kwargs):
     return CNN3(num_classes=num_classes, **kwargs)

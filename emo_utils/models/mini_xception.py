@@ -50,6 +50,6 @@ class MiniXception(nn.Module):
         return self.pool(self.head(self.modules_(self.stem(x)))).flatten(1)
 
 
-@register("mini_xception")
+@register
 def mini_xception(num_classes=7, **kwargs):
     return MiniXception(num_classes=num_classes, **kwargs)

@@ -53,11 +53,11 @@ class ModelY(nn.Module):
         return self.head(self.features(x))
 
 
-@register("model_x")
+@register
 def model_x(num_classes=7, **kwargs):
     return ModelX(num_classes=num_classes, **kwargs)
 
 
-@register("model_y")
+@register
 def model_y(num_classes=7, **kwargs):
     return ModelY(num_classes=num_classes, **kwargs)

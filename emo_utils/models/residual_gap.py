@@ -55,6 +55,6 @@ class ResidualGAP(nn.Module):
         return self.head(self.pool(self.blocks(self.stem(x))))
 
 
-@register("residual_gap")
+@register
 def residual_gap(num_classes=7, **kwargs):
     return ResidualGAP(num_classes=num_classes, **kwargs)

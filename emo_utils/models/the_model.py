@@ -34,6 +34,6 @@ class TheModel(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register("the_model")
+@register
 def the_model(num_classes=7, **kwargs):
     return TheModel(num_classes=num_classes, **kwargs)

@@ -87,6 +87,6 @@ class UNetClassifier(nn.Module):
         return self.gap(self.head(x)).flatten(1)
 
 
-@register("unet_classifier")
+@register
 def unet_classifier(num_classes=7, **kwargs):
     return UNetClassifier(num_classes=num_classes, **kwargs)

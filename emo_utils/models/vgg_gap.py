@@ -47,6 +47,6 @@ class VGGGap(nn.Module):
         return self.head(self.features(x))
 
 
-@register("vgg_gap")
+@register
 def vgg_gap(num_classes=7, widths=(32, 64, 128, 256), **kwargs):
     return VGGGap(num_classes=num_classes, widths=tuple(widths), **kwargs)

@@ -1,0 +1,176 @@
+"""reports/README.md: the leaderboard of every model's metrics.json (best first, each with its 95% interval,
+views, recipe and convergence), the figures the seeds published beside ours, and the index of executed notebooks.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .checkpoint import REPORTS_DIR
+from .metrics import accuracy_interval
+from .notebooks import NOTEBOOKS
+from .plots import plot_leaderboard, save_figure
+from .views import SPLIT_TITLES, VIEW_TITLES, headline_split
+
+# Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
+# folder (7,178 images), which is what those repositories evaluate on.
+PUBLISHED = {
+    "mini_xception": {"split": "test_all", "accuracy": 0.69, "macro_f1": 0.68, "auc_micro": 0.91,
+                      "source": "Mini-Xception seed (Arriaga et al. 2017 architecture), Kaggle test folder"},
+    # Figures measured on other datasets name it in "dataset": shown beside ours, never as like for like.
+    "cnn3": {"split": "test_all", "accuracy": 0.523, "dataset": "another dataset, not FER2013",
+             "source": "3-conv CNN seed, 52.3% on another dataset (not FER2013)"},
+    "unet_classifier": {"split": "test_all", "accuracy": 0.77, "dataset": "RAVDESS speech, 8 classes, not FER2013",
+                        "source": "UNet-style seed, 77% on an 8-class dataset (not FER2013), 99.7% train accuracy"},
+    # Best from-scratch single nets, both selected on the test split they report (we select on val).
+    "vgg_gap": {"split": "test_private", "accuracy": 0.737,
+                "source": "from-scratch records: VGG variant 73.28% (Khaireddin et al. 2021), ResNet18 with label "
+                          "smoothing and mixup 73.7%; both chose epochs on the test split they report"},
+    "model_x": {"split": "test_all", "accuracy": 0.50, "dataset": "another 6-class dataset, not FER2013",
+                "source": "ensembling seed's Model X, about 50% on a 6-class dataset, neutral the hardest class"},
+}
+
+PUBLISHED_METRICS = (("accuracy", "acc"), ("macro_f1", "F1"), ("auc_micro", "AUC"))
+
+
+def published_text(pub: dict | None) -> str:
+    """The figures a seed published, only those it published, and on which dataset if not FER2013."""
+    if not pub:
+        return "—"
+    text = ", ".join(f"{pub[key]:.3g} {label}" for key, label in PUBLISHED_METRICS if key in pub)
+    where = [pub["dataset"]] if pub.get("dataset") else []
+    if pub.get("split", "test_all") != "test_all":
+        where.append(SPLIT_TITLES.get(pub["split"], pub["split"]))
+    return text + (f" ({', '.join(where)})" if where else "")
+
+
+def load_model_metrics(reports_dir: Path = REPORTS_DIR) -> list[dict]:
+    records = []
+    for path in sorted(Path(reports_dir).glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        record["_dir"] = path.parent.name
+        records.append(record)
+    return records
+
+
+def short_device(device: str) -> str:
+    """'cpu (x86_64, 2 threads)' -> 'CPU x2'; a GPU keeps its name; several devices are joined."""
+    def one(d):
+        if d.startswith("cpu"):
+            threads = d.split(",")[-1].strip(" )").split(" ")[0]
+            return f"CPU x{threads}" if threads.isdigit() else "CPU"
+        return d
+    return ", ".join(dict.fromkeys(one(d.strip()) for d in device.split(";")))
+
+
+def leaderboard_rows(records: list[dict]) -> list[dict]:
+    """One row per model, best headline accuracy first, with its 95% interval and how it was trained."""
+    rows = []
+    for r in records:
+        p, split = r["provenance"], headline_split(r["splits"])
+        m = r["splits"][split]
+        rows.append({"model": r["model"], "dir": r["_dir"], "split": split, "accuracy": m["accuracy"], "n": m["n"],
+                     "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
+                     "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
+                     "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
+                     "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
+                     "device": short_device(p.get("device", "")), "converged": p.get("converged"),
+                     "convergence": p.get("convergence", ""), "published": PUBLISHED.get(r["model"])})
+    return sorted(rows, key=lambda row: -row["accuracy"])
+
+
+def within_noise(rows: list[dict]) -> list[tuple[str, str]]:
+    """Neighbouring rows whose accuracies lie inside each other's 95% intervals: the test does not rank them."""
+    return [(a["model"], b["model"]) for a, b in zip(rows, rows[1:])
+            if a["interval"][0] <= b["accuracy"] and b["interval"][1] >= a["accuracy"]]
+
+
+def _trained_cell(row: dict) -> str:
+    if row["ensemble"]:
+        return f"members' {row['minutes']:.0f} min"
+    run, asked = row["epochs"]
+    return f"{row['budget']}: {run}/{asked} ep, {row['minutes']:.0f} min, {row['device']}"
+
+
+def _converged_cell(row: dict) -> str:
+    if row["converged"] is None:
+        return "—"
+    return "yes" if row["converged"] else "**no**"
+
+
+def leaderboard(records: list[dict]) -> str:
+    """The answer first (best single model, best ensemble), then the table, then what it cannot tell apart."""
+    rows = leaderboard_rows(records)
+    if not rows:
+        return "_No trained model yet: run `make reports`._"
+    split_title = SPLIT_TITLES[rows[0]["split"]]
+
+    def named(row):
+        low, high = row["interval"]
+        return (f"**[{row['model']}]({row['dir']}/README.md), {row['accuracy']:.2%} {split_title}** (95% interval "
+                f"{low:.1%} to {high:.1%}, {VIEW_TITLES.get(row['views'], row['views'])})")
+
+    singles = [r for r in rows if not r["ensemble"]]
+    ensembles = [r for r in rows if r["ensemble"]]
+    lead = [f"Best single model: {named(singles[0])}." if singles else "",
+            f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
+    head = ["| model | views | " + f"{split_title} (95% interval)" + " | whole test | macro-F1 | params | trained | converged |",
+            "|---|---|---:|---:|---:|---:|---|---|"]
+    best = rows[0]["accuracy"]
+    lines = []
+    for row in rows:
+        low, high = row["interval"]
+        acc = f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f})"
+        acc = f"**{acc}**" if row["accuracy"] == best else acc
+        whole = f"{row['whole']:.4f}" if row["whole"] is not None else "—"
+        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
+                     f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
+    ties = within_noise(rows)
+    notes = ["", f"Sorted by {split_title} accuracy; the 95% interval is Wilson's, about +-1.5 points on "
+             f"{rows[0]['n']:,} faces. "
+             + ("Neighbours inside each other's interval, which this test does not rank: "
+                + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),
+             "",
+             "**views**: the test-time views behind every number of the row, chosen on the validation split "
+             "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
+             "`ten_crop` four corners and the centre, each mirrored). **trained**: the recipe (`full`: the published "
+             "one, or the flagship's GPU recipe; `cpu`: the same model, loss and optimizer family fitted to 2 CPU "
+             "cores, what differs is in each README), epochs run of those asked, minutes and device. **converged**: "
+             "early stopping fired, or the last 10 epochs raised the best val accuracy by under half a point."]
+    published = [f"[{r['model']}]({r['dir']}/README.md) {published_text(r['published'])}" for r in rows if r["published"]]
+    if published:
+        notes += ["", "Figures the seeds published (their README compares): " + "; ".join(published) + "."]
+    return "\n".join([line for line in lead if line] + [""] + head + lines + notes)
+
+
+def leaderboard_figure(records: list[dict], path: Path) -> Path:
+    """Accuracy against parameters for every model, with the FER2013 figures the seeds published marked."""
+    rows = leaderboard_rows(records)
+    points = {r["model"]: (r["params"], r["accuracy"], r["interval"]) for r in rows}
+    published = {r["model"]: (r["params"], r["published"]["accuracy"], SPLIT_TITLES[r["published"]["split"]])
+                 for r in rows if r["published"] and not r["published"].get("dataset")}
+    return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]]), path)
+
+
+def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS) -> Path:
+    reports_dir = Path(reports_dir)
+    records = load_model_metrics(reports_dir)
+    lines = ["# Reports", "", "_Generated by `make reports`; every number here comes from an executed notebook._", "",
+             "## Leaderboard (FER2013)", "", leaderboard(records), "",
+             "PrivateTest is the headline split, as in papers; 'whole test' is all 7,178 images of the Kaggle test "
+             "folder. Model, epoch and view selection used the validation split (a stratified, seeded 10% of train) "
+             "only.", ""]
+    if records:
+        figure = leaderboard_figure(records, reports_dir / "leaderboard.png")
+        lines += [f"![{figure.stem}]({figure.name})", ""]
+    lines += ["## Notebooks", "", "| notebook | executed HTML | executed notebook |", "|---|---|---|"]
+    for nb in sorted(Path(notebooks_dir).glob("*.ipynb")):
+        html, executed = reports_dir / f"{nb.stem}.html", reports_dir / f"{nb.stem}.ipynb"
+        lines.append(f"| `{nb.name}` | " + (f"[{html.name}]({html.name})" if html.exists() else "not run yet")
+                     + " | " + (f"[{executed.name}]({executed.name})" if executed.exists() else "—") + " |")
+    extra = sorted(p.name for p in reports_dir.glob("*.md") if p.name != "README.md")
+    if extra:
+        lines += ["", "## Other reports", ""] + [f"- [{name}]({name})" for name in extra]
+    index = reports_dir / "README.md"
+    index.write_text("\n".join(lines) + "\n")
+    return index

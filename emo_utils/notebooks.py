@@ -1,0 +1,156 @@
+"""Notebooks: how a training notebook opens (open_chapter), and the runner behind `make reports`: each notebook
+executed headlessly through papermill on the project's kernel, its parameters checked against the ones it
+declares before anything runs, and the executed copy and its HTML written beside the reports. reports.py adds
+the index and leaderboard once they have run.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import REPORTS_DIR
+from .data import REPO_ROOT, FERData, load_dataset
+from .recipes import NotebookError, declared_parameters
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+
+
+def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None) -> tuple[FERData, Path, Path]:
+    """A training notebook's opening: the dataset (data_path, else the finder's), and its report and run folders,
+    reports/<model_name> and runs/<model_name> unless the parameters name others."""
+    report_dir = REPORTS_DIR / model_name if report_dir is None else Path(report_dir)
+    run_dir = REPO_ROOT / "runs" / model_name if run_dir is None else Path(run_dir)
+    data = load_dataset(data_path)
+    print(f"{data.source}: {len(data.images):,} images, {data.num_classes} classes {data.class_names}")
+    return data, report_dir, run_dir
+
+
+def default_type(default: str) -> type | None:
+    """The type a parameter's default declares: a literal's, or dict/list/tuple for a dict(...) call and the
+    like. None (any value goes) for a None default or any other expression."""
+    try:
+        node = ast.parse(default, mode="eval").body
+    except SyntaxError:
+        return None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("dict", "list", "tuple"):
+        return {"dict": dict, "list": list, "tuple": tuple}[node.func.id]
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return None if value is None else type(value)
+
+
+def check_parameter_type(notebook: Path, name: str, value, default: str) -> None:
+    """A value papermill would inject must have its default's type: caught here, before the notebook runs,
+    instead of as a TypeError an hour into training. An int passes for a float, a tuple for a list."""
+    declared = default_type(default)
+    if declared is None:
+        return
+    if declared is bool or isinstance(value, bool):  # a bool is an int to isinstance, never to a notebook
+        fits = declared is bool and isinstance(value, bool)
+    elif declared is float:
+        fits = isinstance(value, (int, float))
+    elif declared in (list, tuple):
+        fits = isinstance(value, (list, tuple))
+    else:
+        fits = isinstance(value, declared)
+    if not fits:
+        shown = " ".join(default.split())
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise NotebookError(f"{notebook.name}: parameter {name!r} is declared `{name} = {shown}`, "
+                            f"{_a(declared)}, but got {value!r}, {_a(type(value))}. Pass {_a(declared)} "
+                            f"(`-p {name} VALUE` reads VALUE as a Python literal), or give the parameter a None "
+                            "default in the notebook to accept anything.")
+
+
+def _a(kind: type) -> str:
+    return ("an " if kind.__name__[0] in "aeiou" else "a ") + kind.__name__
+
+
+def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel: str, cell_timeout: int,
+                     progress: bool = True) -> Path:
+    """Run one notebook through papermill; write the executed copy and its HTML to output_dir."""
+    import papermill
+    from nbconvert import HTMLExporter
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    executed = output_dir / notebook.name
+    # The kernel `make setup` registers lives in this environment (--sys-prefix); put it first, so a kernel of
+    # the same name registered by another checkout or user can never run our notebooks on the wrong code.
+    own_kernels = str(Path(sys.prefix) / "share" / "jupyter")
+    if os.environ.get("JUPYTER_PATH", "").split(os.pathsep)[0] != own_kernels:
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [own_kernels, os.environ.get("JUPYTER_PATH")]))
+    try:
+        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel, language="python",
+                                   progress_bar=progress, execution_timeout=cell_timeout, cwd=str(notebook.parent),
+                                   log_output=False)
+    except papermill.PapermillExecutionError as e:
+        raise NotebookError(f"{notebook.name} failed in cell {e.exec_count} (index {e.cell_index}): "
+                            f"{e.ename}: {e.evalue}. The partly executed copy is {executed}.") from e
+    except Exception as e:  # a timeout or a dead kernel: name the notebook, keep the reason
+        raise NotebookError(f"{notebook.name} did not finish: {type(e).__name__}: {str(e)[:500]}. "
+                            f"The partly executed copy is {executed}.") from e
+    strip_local_only_outputs(executed)
+    body, _ = HTMLExporter(template_name="lab").from_filename(str(executed))
+    (output_dir / f"{notebook.stem}.html").write_text(body)
+    return executed
+
+
+LOCAL_ONLY_TAG = "local-only"
+LOCAL_ONLY_NOTE = ("[output not kept in reports/: it shows individual dataset faces, and this project never "
+                   "redistributes FER2013. Run the notebook locally to see it.]\n")
+
+
+def strip_local_only_outputs(executed: Path) -> None:
+    """Replace the outputs of cells tagged 'local-only' (sample faces) with a note, in the executed copy."""
+    import nbformat
+    from nbformat.v4 import new_output
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and LOCAL_ONLY_TAG in cell.get("metadata", {}).get("tags", []):
+            cell.outputs = [new_output("stream", name="stdout", text=LOCAL_ONLY_NOTE)]
+    nbformat.write(nb, executed)
+
+
+def select_notebooks(notebooks_dir: Path, only: list[str] | None) -> list[Path]:
+    notebooks = sorted(Path(notebooks_dir).glob("*.ipynb"))
+    if only:
+        notebooks = [nb for nb in notebooks if any(nb.stem.startswith(o) or nb.stem == o for o in only)]
+        if not notebooks:
+            raise NotebookError(f"no notebook in {notebooks_dir} starts with {only}")
+    return notebooks
+
+
+def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,
+                  notebooks_dir: Path = NOTEBOOKS, output_dir: Path = REPORTS_DIR, progress=True) -> list[Path]:
+    """Run the notebooks whose names start with one of `only` (all by default) in order, each with the
+    parameters it declares; a parameter no selected notebook declares, or of another type than its default,
+    is a NotebookError before anything runs."""
+    parameters = dict(parameters or {})
+    notebooks = select_notebooks(notebooks_dir, only)
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    for name in parameters:
+        if not any(name in d for d in declared.values()):
+            raise NotebookError(f"parameter {name!r} is not declared by {', '.join(nb.name for nb in notebooks)}; "
+                                f"declared: {sorted(set().union(*declared.values()))}. Use one of those names, "
+                                "or add it to the notebook's parameters cell.")
+    for nb in notebooks:
+        for name, value in parameters.items():
+            if name in declared[nb]:
+                check_parameter_type(nb, name, value, declared[nb][name])
+    if retrain:
+        parameters["retrain"] = True
+    done = []
+    for i, nb in enumerate(notebooks, 1):
+        nb_params = {k: v for k, v in parameters.items() if k in declared[nb]}
+        print(f"[{i}/{len(notebooks)}] {nb.name} {nb_params or ''}", flush=True)
+        start = time.time()
+        done.append(execute_notebook(nb, Path(output_dir), nb_params, kernel, cell_timeout, progress))
+        print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.time() - start:.0f}s -> "
+              f"{Path(output_dir) / (nb.stem + '.html')}", flush=True)
+    return done

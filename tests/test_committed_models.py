@@ -1,0 +1,98 @@
+"""Nothing a user has breaks: every committed model file loads and gives the numbers its report shows.
+
+Needs the real FER2013 (`load_dataset()`'s search: $EMO_DATA, data/, ../shared/data/) and is skipped, with the
+reason, without it. Each model's headline split (PrivateTest, 3,589 faces) is predicted again from its weights
+under the test-time views its metrics.json names, never read back from the model_views.npz kept beside it, and
+compared with metrics.json. Each ablation's weights are compared with their row of the parent report's ablation
+table, on its flip-TTA column (two views, five times cheaper than ten crops).
+
+Up to one face may differ: another CPU may round a near-tie the other way. A changed model file, model code,
+preprocessing, crop or views moves far more faces than that."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emo_utils.ablation import slug, weight_candidates
+from emo_utils.inference import predict_splits
+from emo_utils.views import headline_split, load_for_scoring
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+MODELS = sorted(p.parent.name for p in REPORTS.glob("*/model.pt"))
+ABLATIONS = sorted(f"{p.parents[2].name}/{p.parent.name}" for p in REPORTS.glob("*/ablations/*/model.pt"))
+
+pytestmark = pytest.mark.real_data
+
+
+@pytest.fixture(scope="module")
+def fer2013():
+    from emo_utils.data import DataError, load_dataset
+    try:
+        return load_dataset()
+    except DataError as e:
+        pytest.skip(f"needs the real FER2013 (../shared/data/fer2013.zip or $EMO_DATA): {str(e).splitlines()[0]}")
+
+
+def correct_faces(model_path: Path, data, split: str, views: str, weights: str = "model") -> tuple[int, int]:
+    """(faces classified right, faces) on one split, predicted now from the weights."""
+    model, crop = load_for_scoring(model_path, weights, device="cpu")
+    probs = predict_splits(model, data, [split], crop=crop, tta=views)[split]
+    labels = data.split(split)[1]
+    return int((probs.argmax(1) == labels).sum()), len(labels)
+
+
+def on_this_data(record: dict, data, where: str) -> None:
+    if record["provenance"].get("data_sha256") != data.sha256:
+        pytest.skip(f"{where} was reported on other data (sha256 {record['provenance'].get('data_sha256')}) than "
+                    f"{data.source} ({data.sha256})")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_committed_model_reproduces_the_headline_accuracy_of_its_report(name, fer2013):
+    model_path, metrics_path = REPORTS / name / "model.pt", REPORTS / name / "metrics.json"
+    assert metrics_path.exists(), f"{model_path} is committed without the metrics.json of its report"
+    record = json.loads(metrics_path.read_text())
+    on_this_data(record, fer2013, metrics_path)
+    prov = record["provenance"]
+    assert "tta" in prov, (f"{metrics_path} names no test-time views: a report written before views were named; "
+                           "run its notebook again (make reports NB=...)")
+    candidates = weight_candidates(model_path)  # {row name in the report: key in the model file}
+    weights = prov.get("weights", next(iter(candidates)))
+    assert weights in candidates, f"{metrics_path} names {weights!r} weights; {model_path} holds {list(candidates)}"
+    split = headline_split(record["splits"])
+    right, n = correct_faces(model_path, fer2013, split, prov["tta"], candidates[weights])
+    reported = record["splits"][split]
+    assert reported["n"] == n, (name, split)
+    assert abs(right - reported["accuracy"] * n) <= 1, (
+        f"{model_path} under {prov['tta']} views classifies {right} of {n} {split} faces right ({right / n:.4f}); "
+        f"{metrics_path} says {reported['accuracy']:.4f} ({reported['accuracy'] * n:.0f} faces)")
+
+
+def ablation_table(readme: Path) -> dict[str, dict[str, str]]:
+    """{slug of the run's name: {column: cell}} from a report's 'Training runs' table."""
+    lines = [line.strip() for line in readme.read_text().splitlines()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("| run | change |")), None)
+    assert start is not None, f"{readme} has no ablation table ('| run | change | ...')"
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    header, rows = cells(lines[start]), []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, cells(line))))
+    return {slug(row["run"]): row for row in rows}
+
+
+@pytest.mark.parametrize("name", ABLATIONS)
+def test_committed_ablation_reproduces_its_row_of_the_ablation_table(name, fer2013):
+    parent, run = name.split("/")
+    model_path, readme = REPORTS / parent / "ablations" / run / "model.pt", REPORTS / parent / "README.md"
+    on_this_data(json.loads((REPORTS / parent / "metrics.json").read_text()), fer2013, readme)
+    rows = ablation_table(readme)
+    assert run in rows, f"{model_path}: no row of {readme}'s ablation table is named for {run!r} ({list(rows)})"
+    right, n = correct_faces(model_path, fer2013, "test_private", "flip")
+    reported = float(rows[run]["test_private, flip TTA"])  # four places: within half a unit of the fourth
+    assert abs(right / n - reported) <= 1 / n + 5e-5, (
+        f"{model_path} with flip TTA classifies {right} of {n} test_private faces right ({right / n:.4f}); "
+        f"{readme} says {reported:.4f}")

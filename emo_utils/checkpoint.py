@@ -61,6 +61,10 @@ class TrainConfig:
     # With an EMA: batch-norm statistics measured for the averaged weights (recompute_bn_statistics, before each
     # evaluation) instead of the raw model's, copied by update_ema, which belong to other weights.
     ema_recompute_bn: bool = False
+    # Refit: train on train + val (the whole Training folder) for the planned epochs and keep the last epoch,
+    # once the recipe and its length were chosen on val by a train-only run. Nothing is chosen on the refit
+    # itself: its val numbers are training numbers, so no early stop and no plateau schedule.
+    refit: bool = False
     seed: int = 0
     time_budget_min: float = 0.0  # 0: no limit
     channels_last: bool = True

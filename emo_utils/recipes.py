@@ -5,6 +5,7 @@ notebook without importing each other."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 
@@ -12,17 +13,24 @@ class NotebookError(RuntimeError):
     pass
 
 
-def declared_parameters(notebook: Path) -> dict[str, str]:
-    """Names assigned in the notebook's cell tagged 'parameters' (the cell papermill overrides), each with the
-    source of its default."""
-    import nbformat
-
-    cells = [c for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"]
-    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+def parameters_source(notebook: Path) -> str:
+    """The source of the notebook's cell tagged 'parameters' (the cell papermill overrides). Read as plain JSON,
+    not with nbformat, so a machine with only torch and numpy (a rented GPU) can train from a notebook."""
+    try:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise NotebookError(f"{notebook}: not a readable notebook ({type(e).__name__}: {e}).") from e
+    tagged = [c for c in cells if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
     if not tagged:
         raise NotebookError(f"{notebook}: no cell tagged 'parameters'. Tag the first code cell 'parameters' "
                             "(JupyterLab: property inspector, cell tags).")
-    source = tagged[0].source
+    source = tagged[0]["source"]
+    return source if isinstance(source, str) else "".join(source)
+
+
+def declared_parameters(notebook: Path) -> dict[str, str]:
+    """Names assigned in the notebook's parameters cell, each with the source of its default."""
+    source = parameters_source(Path(notebook))
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
@@ -39,12 +47,8 @@ def notebook_parameters(notebook: Path) -> dict:
     """The values of a notebook's parameters cell, run in an empty namespace (our own notebooks' cells hold
     literals and dict(...) calls), so a command line trains with exactly the recipe the notebook shows."""
     declared = declared_parameters(Path(notebook))
-    import nbformat
-
-    cells = nbformat.read(Path(notebook), as_version=4).cells
-    source = next(c.source for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
     namespace: dict = {}
-    exec(compile(source, f"{notebook} (parameters cell)", "exec"), namespace)
+    exec(compile(parameters_source(Path(notebook)), f"{notebook} (parameters cell)", "exec"), namespace)
     return {name: namespace[name] for name in declared}
 
 

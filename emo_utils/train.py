@@ -86,6 +86,9 @@ class Run:
 
 def setup(config: TrainConfig, device, compile_mode: str | None) -> tuple[torch.device, slice, str]:
     """This process's device (its rank's under torchrun), its share of each global batch, and the compile mode."""
+    if config.refit and (config.early_stop_patience or config.scheduler == "plateau"):
+        raise ValueError("refit=True trains on val too, so nothing may be chosen on it: set early_stop_patience=0 "
+                         "and a planned scheduler (onecycle, cosine or none) instead of plateau")
     device = distributed.setup(torch.device(device) if device is not None else None) or default_device()
     world = distributed.world_size()
     if config.batch_size % world:
@@ -128,6 +131,9 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
     """The data on the device; the model (seeded from config.seed), its optimizer, loss, schedule and EMA."""
     train_images, train_labels = data.split("train")
     val_images, val_labels = data.split("val")
+    if config.refit:  # val joins training; it is still scored each epoch, as a training split
+        train_images = np.concatenate([train_images, val_images])
+        train_labels = np.concatenate([train_labels, val_labels])
     images = torch.from_numpy(train_images).to(device)
     labels = torch.from_numpy(train_labels).to(device)
     policy = make_policy(config.augment)
@@ -225,7 +231,7 @@ def record_epoch(run: Run, row: dict, best_path: Path, run_start: float) -> None
     config, state, epoch, val_acc = run.config, run.state, row["epoch"], row["val_acc"]
     state["history"].append(row)
     state["epoch"] = epoch
-    if val_acc > state["best_metric"]:
+    if val_acc > state["best_metric"] or config.refit:  # a refit keeps its last epoch: val is not held out
         state["best_metric"], state["best_epoch"] = val_acc, epoch
         if distributed.is_main():
             save_atomically({"format": CHECKPOINT_FORMAT, "model": run.eval_model.state_dict(), "epoch": epoch,

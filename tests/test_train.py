@@ -225,3 +225,20 @@ def test_a_cpu_is_named_with_the_flags_that_set_its_bf16_speed():
     epyc = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
     assert cpu_name(epyc) == "AMD EPYC, AVX512-BF16, no AMX"
     assert cpu_name("model name\t: Old\nflags\t\t: fpu avx2\n") == "Old, no AVX-512, no AMX"
+
+
+def test_refit_trains_on_train_and_val_and_keeps_its_last_epoch(data, tmp_path):
+    # Val accuracy wanders on a 3-epoch run at a high rate, so "best on val" and "last" differ unless refit ignores val.
+    config = TrainConfig(**FAST, optimizer="sgd", lr=0.5, scheduler="none", epochs=3, augment="flip", refit=True)
+    result = train(config, data, tmp_path, progress=False)
+    assert result.meta["num_train"] == len(data.split("train")[1]) + len(data.split("val")[1])
+    assert result.meta["best_epoch"] == result.meta["epochs_run"] == 3
+    last = load_checkpoint(tmp_path / "last.pt")["model"]
+    assert all(torch.equal(last[k].to(v.dtype), v) for k, v in result.model.state_dict().items())
+
+
+@pytest.mark.parametrize("choice", [dict(early_stop_patience=3), dict(scheduler="plateau")])
+def test_refit_refuses_choices_made_on_val(data, tmp_path, choice):
+    config = TrainConfig(**{**FAST, "scheduler": "none", **choice}, epochs=1, refit=True)
+    with pytest.raises(ValueError, match="refit"):
+        train(config, data, tmp_path, progress=False)

@@ -204,7 +204,7 @@ def test_each_run_trains_the_config_its_notebook_would(tmp_path):
     assert run.model_path == tmp_path / "reports" / "model_y" / "model_no_vflip.pt"
 
     flagship = params[by_name["vgg_gap", 0].notebook]
-    assert len(flagship["full_ablations"]) == 3
+    assert len(flagship["full_ablations"]) == 2
     for name, changes in flagship["full_ablations"].items():  # as ablation.train_ablations builds them
         wanted = config_from_recipe("vgg_gap", flagship["full_recipe"], 0, {**flagship["overrides"], **changes})
         run = next(r for r in runs if r.model_path.parent.name == slug(name))

@@ -12,8 +12,11 @@ import re
 from pathlib import Path
 
 from .checkpoint import TrainResult, config_from_recipe, load_checkpoint
+from .metrics import seed_interval
 from .train import train
-from .views import SCORED_SPLITS, accuracies, scored_views
+from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
+
+SEED_SPLITS = ("val", "test_private", "test_public", "test_all")
 
 
 def slug(name: str) -> str:
@@ -56,11 +59,33 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
 
 def run_row(name: str, change: str, result: TrainResult, data, tta: str, probs_by_view: dict[str, dict]) -> dict:
     """One training run's row: its budget as spent, and its accuracies under the views `tta` and with flip
-    TTA, read from the run's scored views (views.scored_views of the weights chosen for it)."""
+    TTA, read from the run's scored views (views.scored_views of the weights chosen for it). A refit learnt the
+    val split, so its val accuracy is a training accuracy and is left blank."""
+    scores = accuracies(probs_by_view[tta], data, SCORED_SPLITS)
+    if result.config.refit:
+        scores["val"] = None
     return {"run": name, "change": change, "epochs": result.meta["epochs_run"],
-            "train min": round(result.meta["wall_seconds"] / 60, 1),
-            **accuracies(probs_by_view[tta], data, SCORED_SPLITS),
+            "train min": round(result.meta["wall_seconds"] / 60, 1), **scores,
             "test_private, flip TTA": accuracies(probs_by_view["flip"], data, ["test_private"]).get("test_private")}
+
+
+def seed_rows(report_dir: Path, data, tta: str | None = None) -> list[dict]:
+    """The recipe's seeds side by side: the notebook's seed (report_dir/model.pt) and every further seed the zoo
+    trained (report_dir/seeds/<seed>/model.pt), each under the views chosen on its own val (or `tta`), then
+    their mean, std and 95% interval for each split. A single seed gives one row and no summary."""
+    paths = [Path(report_dir) / "model.pt"] + sorted(Path(report_dir).glob("seeds/*/model.pt"))
+    rows = []
+    for path in paths:
+        evaluation = evaluate(path, data, tta)
+        rows.append({"run": f"seed {load_checkpoint(path)['config']['seed']}", "views": evaluation.views,
+                     **{split: evaluation.metrics[split]["accuracy"] for split in SEED_SPLITS}})
+    if len(rows) > 1:
+        stats = {split: seed_interval([row[split] for row in rows]) for split in SEED_SPLITS}
+        rows.append({"run": f"mean of {len(rows)}", "views": "-", **{s: stats[s]["mean"] for s in SEED_SPLITS}})
+        rows.append({"run": "std", "views": "-", **{s: stats[s]["std"] for s in SEED_SPLITS}})
+        rows.append({"run": "95% interval of the mean", "views": "-",
+                     **{s: f"{stats[s]['low']:.4f}-{stats[s]['high']:.4f}" for s in SEED_SPLITS}})
+    return rows
 
 
 def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[str, TrainResult],

@@ -1,19 +1,24 @@
-"""What a training notebook (a chapter) works with, for one line at its top, as fastai's notebooks import
-fastai.vision.all:
+"""What a notebook (a chapter) works with, for one line at its top, as fastai's notebooks import fastai.vision.all:
 
     from emo_utils.all import *
     data, report_dir, run_dir = open_chapter(model_name, data_path, report_dir, run_dir)
 """
+from pathlib import Path
+
 import pandas as pd
 
 from . import ablation, plots
-from .checkpoint import TrainConfig, config_from_recipe, load_trained
-from .metrics import prediction_counts, summary_frame
+from .checkpoint import REPORTS_DIR, TrainConfig, config_from_recipe, load_checkpoint, load_trained, trained_models
+from .data import load_dataset
+from .inference import seconds_per_image
+from .metrics import most_confused_pairs, prediction_counts, summary_frame
 from .notebooks import open_chapter
 from .reports import SPLIT_TITLES, comparison_note, markdown_table, provenance, run_summary, write_model_report
 from .train import train
-from .views import evaluate, scored_views, view_table_frame
+from .views import evaluate, headline_split, load_for_scoring, scored_views, view_table_frame
 
-__all__ = ["SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note", "config_from_recipe", "evaluate", "load_trained",
-           "markdown_table", "open_chapter", "pd", "plots", "prediction_counts", "provenance", "run_summary",
-           "scored_views", "summary_frame", "train", "view_table_frame", "write_model_report"]
+__all__ = ["Path", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note", "config_from_recipe",
+           "evaluate", "headline_split", "load_checkpoint", "load_dataset", "load_for_scoring", "load_trained",
+           "markdown_table", "most_confused_pairs", "open_chapter", "pd", "plots", "prediction_counts", "provenance",
+           "run_summary", "scored_views", "seconds_per_image", "summary_frame", "train", "trained_models",
+           "view_table_frame", "write_model_report"]

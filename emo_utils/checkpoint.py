@@ -226,7 +226,8 @@ def trained_models(reports_dir: str | os.PathLike | None = None, ablations: bool
                    suffixes: tuple[str, ...] = (".pt",)) -> dict[str, Path]:
     """{model name: reports/<model>/model.pt} for every model with weights. With `suffixes` (".pt", ".onnx"), a
     model with only an exported model.onnx counts too (the first suffix found wins); with `ablations`, also each
-    training-time ablation's weights (reports/<model>/ablations/<run>/model.pt), named `<model>/<run>`."""
+    training-time ablation's weights (reports/<model>/ablations/<run>/model.pt), named `<model>/<run>`, and each
+    further seed's (reports/<model>/seeds/<seed>/model.pt), named `<model>/seed<seed>`."""
     root = Path(reports_dir or REPORTS_DIR)
     found = {}
     for folder in sorted(p for p in root.glob("*") if p.is_dir()):
@@ -235,7 +236,13 @@ def trained_models(reports_dir: str | os.PathLike | None = None, ablations: bool
             found[folder.name] = files[0]
     if ablations:
         found.update({f"{p.parents[2].name}/{p.parent.name}": p for p in sorted(root.glob("*/ablations/*/model.pt"))})
+        found.update({f"{p.parents[2].name}/seed{p.parent.name}": p for p in sorted(root.glob("*/seeds/*/model.pt"))})
     return found
+
+
+def trained_on_val(model_path: Path) -> bool:
+    """A refit (TrainConfig.refit) learnt the validation split: nothing may be chosen or weighted on it."""
+    return bool(load_checkpoint(Path(model_path))["config"].get("refit"))
 
 
 def resolve_model_path(spec: str | os.PathLike, reports_dir: str | os.PathLike | None = None) -> Path:

@@ -10,6 +10,7 @@ from .checkpoint import REPORTS_DIR
 from .metrics import accuracy_interval
 from .notebooks import NOTEBOOKS
 from .plots import plot_leaderboard, save_figure
+from .recipes import FULL_SUFFIX
 from .views import SPLIT_TITLES, VIEW_TITLES, headline_split
 
 # Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
@@ -69,13 +70,16 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
     for r in records:
         p, split = r["provenance"], headline_split(r["splits"])
         m = r["splits"][split]
-        rows.append({"model": r["model"], "dir": r["_dir"], "split": split, "accuracy": m["accuracy"], "n": m["n"],
+        # A model's full-budget (GPU) report is its own row: named by its folder, vgg_gap_full beside vgg_gap.
+        rows.append({"model": r["_dir"], "architecture": r["model"], "dir": r["_dir"], "split": split,
+                     "accuracy": m["accuracy"], "n": m["n"],
                      "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
                      "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
                      "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
                      "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
                      "device": short_device(p.get("device", "")), "converged": p.get("converged"),
-                     "convergence": p.get("convergence", ""), "published": PUBLISHED.get(r["model"])})
+                     "convergence": p.get("convergence", ""),
+                     "published": PUBLISHED.get(r["model"]) if r["_dir"] == r["model"] else None})
     return sorted(rows, key=lambda row: -row["accuracy"])
 
 
@@ -134,8 +138,9 @@ def leaderboard(records: list[dict]) -> str:
              "**views**: the test-time views behind every number of the row, chosen on the validation split "
              "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
              "`ten_crop` four corners and the centre, each mirrored). **trained**: the recipe (`full`: the published "
-             "one, or the flagship's GPU recipe; `cpu`: the same model, loss and optimizer family fitted to 2 CPU "
-             "cores, what differs is in each README), epochs run of those asked, minutes and device. **converged**: "
+             "one, or the flagship's GPU recipe, in the `_full` rows trained on a GPU under a time cap; `cpu`: the "
+             "same model, loss and optimizer family fitted to 2 CPU cores, what differs is in each README), epochs "
+             "run of those asked, minutes and device. **converged**: "
              "early stopping fired, or the last 10 epochs raised the best val accuracy by under half a point."]
     published = [f"[{r['model']}]({r['dir']}/README.md) {published_text(r['published'])}" for r in rows if r["published"]]
     if published:
@@ -168,6 +173,10 @@ def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS
         html, executed = reports_dir / f"{nb.stem}.html", reports_dir / f"{nb.stem}.ipynb"
         lines.append(f"| `{nb.name}` | " + (f"[{html.name}]({html.name})" if html.exists() else "not run yet")
                      + " | " + (f"[{executed.name}]({executed.name})" if executed.exists() else "—") + " |")
+        full_html = reports_dir / f"{nb.stem}{FULL_SUFFIX}.html"  # the same notebook on its GPU (full) weights
+        if full_html.exists():
+            lines.append(f"| `{nb.name}`, full budget | [{full_html.name}]({full_html.name}) | "
+                         f"[{full_html.stem}.ipynb]({full_html.stem}.ipynb) |")
     extra = sorted(p.name for p in reports_dir.glob("*.md") if p.name != "README.md")
     if extra:
         lines += ["", "## Other reports", ""] + [f"- [{name}]({name})" for name in extra]

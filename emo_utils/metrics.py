@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 from sklearn.metrics import (auc, confusion_matrix, f1_score, precision_recall_fscore_support,
                              roc_auc_score, roc_curve)
 
@@ -167,6 +168,16 @@ def accuracy_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, 
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return float(centre - half), float(centre + half)
+
+
+def seed_interval(values, confidence: float = 0.95) -> dict:
+    """Mean, sample std and Student-t interval of the mean over seeds: with 3 seeds the interval is
+    mean +- 4.30 std / sqrt(3), wide on purpose, since three runs say little about a fourth."""
+    values = np.asarray(values, dtype=float)
+    n, mean = len(values), float(values.mean())
+    std = float(values.std(ddof=1)) if n > 1 else float("nan")
+    half = float(student_t.ppf((1 + confidence) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "std": std, "low": mean - half, "high": mean + half}
 
 
 def summary_frame(metrics_by_split: dict):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .checkpoint import REPORTS_DIR
 from .data import REPO_ROOT, FERData, load_dataset
-from .recipes import NotebookError, declared_parameters
+from .recipes import FULL_SUFFIX, NotebookError, declared_parameters, notebook_parameters, report_folder
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -72,13 +72,14 @@ def _a(kind: type) -> str:
 
 
 def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel: str, cell_timeout: int,
-                     progress: bool = True) -> Path:
-    """Run one notebook through papermill; write the executed copy and its HTML to output_dir."""
+                     progress: bool = True, output_stem: str | None = None) -> Path:
+    """Run one notebook through papermill; write the executed copy and its HTML to output_dir, named after the
+    notebook or `output_stem`."""
     import papermill
     from nbconvert import HTMLExporter
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    executed = output_dir / notebook.name
+    executed = output_dir / f"{output_stem or notebook.stem}.ipynb"
     # The kernel `make setup` registers lives in this environment (--sys-prefix); put it first, so a kernel of
     # the same name registered by another checkout or user can never run our notebooks on the wrong code.
     own_kernels = str(Path(sys.prefix) / "share" / "jupyter")
@@ -96,7 +97,7 @@ def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel:
                             f"The partly executed copy is {executed}.") from e
     strip_local_only_outputs(executed)
     body, _ = HTMLExporter(template_name="lab").from_filename(str(executed))
-    (output_dir / f"{notebook.stem}.html").write_text(body)
+    (output_dir / f"{executed.stem}.html").write_text(body)
     return executed
 
 
@@ -126,6 +127,17 @@ def select_notebooks(notebooks_dir: Path, only: list[str] | None) -> list[Path]:
     return notebooks
 
 
+def full_budget_run(notebook: Path, output_dir: Path) -> dict | None:
+    """The parameters that re-run a training notebook on its committed full-budget weights
+    (reports/<model>_full/model.pt, trained on a GPU by the zoo), or None where there are none."""
+    if not notebook.name[:2].isdigit() or "_train_" not in notebook.name:
+        return None
+    folder = report_folder(notebook_parameters(notebook)["model_name"], "full")
+    if not (Path(output_dir) / folder / "model.pt").is_file():
+        return None
+    return {"budget": "full", "report_dir": str(Path(output_dir) / folder), "run_dir": str(REPO_ROOT / "runs" / folder)}
+
+
 def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,
                   notebooks_dir: Path = NOTEBOOKS, output_dir: Path = REPORTS_DIR, progress=True) -> list[Path]:
     """Run the notebooks whose names start with one of `only` (all by default) in order, each with the
@@ -145,12 +157,20 @@ def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", c
                 check_parameter_type(nb, name, value, declared[nb][name])
     if retrain:
         parameters["retrain"] = True
-    done = []
-    for i, nb in enumerate(notebooks, 1):
+    # Each notebook with the parameters given; then a training notebook again on its full-budget weights, where a
+    # GPU run committed some (unless the budget was given: then the caller chose one).
+    jobs = []
+    for nb in notebooks:
         nb_params = {k: v for k, v in parameters.items() if k in declared[nb]}
-        print(f"[{i}/{len(notebooks)}] {nb.name} {nb_params or ''}", flush=True)
+        jobs.append((nb, nb_params, nb.stem))
+        full = None if "budget" in parameters else full_budget_run(nb, Path(output_dir))
+        if full:
+            jobs.append((nb, {**nb_params, **full, "retrain": False}, nb.stem + FULL_SUFFIX))  # retrain on a GPU: zoo
+    done = []
+    for i, (nb, nb_params, stem) in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {stem} {nb_params or ''}", flush=True)
         start = time.time()
-        done.append(execute_notebook(nb, Path(output_dir), nb_params, kernel, cell_timeout, progress))
-        print(f"[{i}/{len(notebooks)}] {nb.name} done in {time.time() - start:.0f}s -> "
-              f"{Path(output_dir) / (nb.stem + '.html')}", flush=True)
+        done.append(execute_notebook(nb, Path(output_dir), nb_params, kernel, cell_timeout, progress, stem))
+        print(f"[{i}/{len(jobs)}] {stem} done in {time.time() - start:.0f}s -> {Path(output_dir) / (stem + '.html')}",
+              flush=True)
     return done

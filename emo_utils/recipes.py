@@ -52,6 +52,15 @@ def notebook_parameters(notebook: Path) -> dict:
     return {name: namespace[name] for name in declared}
 
 
+FULL_SUFFIX = "_full"
+
+
+def report_folder(model_name: str, budget: str) -> str:
+    """A model's folder under reports/ and runs/: <model> for its CPU recipe, <model>_full for its full (GPU)
+    recipe, so a GPU run's report stands beside the CPU run's instead of replacing it."""
+    return model_name + FULL_SUFFIX if budget == "full" else model_name
+
+
 def parse_value(text: str):
     """A command-line value as a Python literal (5, 0.1, True, [1, 2], {'crop': 40}), else as the string itself."""
     try:

@@ -238,6 +238,8 @@ def markdown_table(rows: list[dict]) -> str:
     """Rows of equal keys as a GitHub table; fractions (accuracies, weights) to 4 places, larger floats (minutes,
     losses) to 4 significant digits, so 59.5 minutes reads 59.5, not 59.5000."""
     def cell(v):
+        if v is None:  # a number that does not apply, e.g. a refit's val accuracy
+            return "—"
         if not isinstance(v, float):
             return str(v)
         return f"{v:.4f}" if abs(v) < 1 else f"{v:.4g}"

@@ -36,7 +36,7 @@ from .checkpoint import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, check_conf
 from .inference import default_device
 from .losses import balanced_class_weights, make_loss
 from .models import build_model, count_params
-from .recipes import notebook_parameters, parse_sets
+from .recipes import notebook_parameters, parse_sets, report_folder
 from .step import (estimate_epoch_seconds, epoch_generator, evaluate_loss_acc, make_optimizer, recompute_bn_statistics,
                    scheduled_lr, train_step, update_ema)
 
@@ -357,8 +357,8 @@ def main(argv=None) -> int:
     model_name = params["model_name"]
     config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides)
     data = fer.load_dataset(args.data or params.get("data_path"))
-    report_dir = args.report_dir or fer.REPO_ROOT / "reports" / model_name
-    run_dir = args.run_dir or fer.REPO_ROOT / "runs" / model_name
+    report_dir = args.report_dir or fer.REPO_ROOT / "reports" / report_folder(model_name, budget)
+    run_dir = args.run_dir or fer.REPO_ROOT / "runs" / report_folder(model_name, budget)
     model_path = args.model_path or report_dir / "model.pt"
     if distributed.is_main():
         model_path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,13 @@
 Each run is `python -m emo_utils.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
 zoo.log beside its checkpoints. So a run resumes after a kill like any run of the loop (start the same command
 again), one that fails leaves the others going, and each writes its model where the notebook would: `make
-reports` (with the same budget) then evaluates it instead of retraining. Where things go:
+reports` then evaluates it instead of retraining. Where things go (zoo_plan.py plans them), <folder> being
+<model> for the cpu budget and <model>_full for the full one (make reports runs the notebook on both):
 
-  the notebook's seed        reports/<model>/model.pt                      runs/<model>/
-  another seed S             reports/<model>/seeds/S/model.pt              runs/<model>/seedS/
-  09's ablations             reports/<model>/ablations/<slug>/model.pt     runs/<model>/ablations/<slug>/
-  07/08's no-vflip run       reports/<model>/model_no_vflip.pt             runs/<model>/no_vflip/
-                             (where the notebook has measure_vflip_cost = True: 08)
+  the notebook's seed        reports/<folder>/model.pt                     runs/<folder>/
+  another seed S             reports/<folder>/seeds/S/model.pt             runs/<folder>/seedS/
+  the notebook's ablations   reports/<folder>/ablations/<slug>/model.pt    runs/<folder>/ablations/<slug>/
+                             (its cpu_ablations or full_ablations, as ablation.train_ablations trains them)
 
 with --out DIR, DIR/reports and DIR/runs instead, and DIR/zoo.json (else runs/zoo.json) says what ran.
 
@@ -35,132 +35,19 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from . import data as fer
-from .ablation import ablation_model_path, slug
-from .augment import make_policy
-from .checkpoint import TrainConfig
-from .notebooks import NOTEBOOKS
 from .progress import Display, duration, table
-from .recipes import notebook_parameters, parse_sets
 from .reports import git_commit
 from .train import COMPILE_MODES
+from .zoo_plan import Run, find_notebooks, plan_runs, seeds_by_notebook
 
-TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"
 GPU_JOBS = 3  # issue #19: three runs kept an H100 97-100% busy, each as fast as alone
 LOG_HEADER = "=== zoo "  # starts each attempt's part of a run's log
 PR_SET_PDEATHSIG = 1  # from linux/prctl.h
-
-
-@dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes
-class Run:
-    """One training run of the zoo and what is known of it so far."""
-
-    name: str  # what the table and the summary call it
-    notebook: Path
-    model: str
-    seed: int
-    budget: str
-    sets: list[str]  # FIELD=VALUE overrides: the zoo's own, then an ablation's
-    model_path: Path
-    run_dir: Path
-    planned: int  # the recipe's epochs until the run's own plan is read from its checkpoint
-    early_stops: bool  # the run may end before `planned`: its ETA is an upper bound
-    status: str = "queued"  # queued, running, done, reused, failed, stopped, not started
-    returncode: int | None = None
-    started: float | None = None  # time.time() of this zoo's start of it, and of its end
-    ended: float | None = None
-    epoch: int = 0
-    best_val_acc: float | None = None
-    seconds_per_epoch: float | None = None
-    wall_seconds: float | None = None
-    checkpoint_mtime: float = 0.0
-
-    @property
-    def log(self) -> Path:
-        return self.run_dir / "zoo.log"
-
-
-# ---------------------------------------------------------------- what to run
-
-def find_notebooks(selected: list[str]) -> list[Path]:
-    """Training notebooks by name prefix ("02", "09_train") or path; all of them when none is named."""
-    training = sorted(NOTEBOOKS.glob(TRAINING_NOTEBOOKS))
-    if not selected:
-        return training
-    chosen = []
-    for item in selected:
-        if item.endswith(".ipynb") and Path(item).is_file():
-            chosen.append(Path(item).resolve())
-            continue
-        matches = [nb for nb in training if nb.name.startswith(item)]
-        if not matches:
-            raise SystemExit(f"zoo: no training notebook matches {item!r}; the training notebooks are "
-                             f"{', '.join(nb.name for nb in training)}, or pass a path to an .ipynb")
-        chosen += matches
-    return list(dict.fromkeys(chosen))
-
-
-def seeds_by_notebook(specs: list[str], notebooks: list[Path]) -> dict[Path, list[int]]:
-    """`--seeds 0,1,2` (every notebook) and `--seeds 09=0,1,2` (notebooks starting with 09), later ones winning."""
-    seeds = {}
-    for spec in specs:
-        prefix, _, values = spec.rpartition("=")
-        try:
-            numbers = [int(v) for v in values.split(",")]
-        except ValueError:
-            raise SystemExit(f"zoo: --seeds {spec!r}: expected SEEDS or PREFIX=SEEDS, SEEDS like 0,1,2") from None
-        targets = [nb for nb in notebooks if nb.name.startswith(prefix)]
-        if not targets:
-            raise SystemExit(f"zoo: --seeds {spec!r}: no selected notebook starts with {prefix!r}")
-        seeds.update({nb: numbers for nb in targets})
-    return seeds
-
-
-def notebook_ablations(params: dict, budget: str, recipe: dict, report_dir: Path,
-                       run_dir: Path) -> dict[str, tuple[dict, Path, Path]]:
-    """{name: (changes, model path, run dir)} of the extra runs a notebook trains beside its recipe, where the
-    notebook puts them: 09's `<budget>_ablations` table, 07/08's run without vertical flips."""
-    extra = {}
-    for name, changes in (params.get(f"{budget}_ablations") or {}).items():
-        extra[slug(name)] = (changes, ablation_model_path(report_dir, name), run_dir / "ablations" / slug(name))
-    if params.get("measure_vflip_cost"):
-        no_vflip = {**asdict(make_policy(recipe.get("augment", TrainConfig.augment))), "vflip": 0.0}
-        extra["no_vflip"] = ({"augment": no_vflip}, report_dir / "model_no_vflip.pt", run_dir / "no_vflip")
-    return extra
-
-
-def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[int]], sets: list[str],
-              report_root: Path, run_root: Path, ablations: bool = True) -> list[Run]:
-    """The runs in order: each notebook's seeds in the order named, then every notebook's ablations."""
-    runs, extra = [], []
-    for notebook in notebooks:
-        params = notebook_parameters(notebook)
-        model, default_seed = params["model_name"], params.get("seed", 0)
-        run_budget = budget or params.get("budget", "cpu")
-        recipe = {**params["full_recipe" if run_budget == "full" else "cpu_recipe"],
-                  **(params.get("overrides") or {}), **parse_sets(sets)}
-        common = dict(notebook=notebook, model=model, budget=run_budget,
-                      planned=recipe.get("epochs", TrainConfig.epochs),
-                      early_stops=bool(recipe.get("early_stop_patience") or recipe.get("time_budget_min")))
-        for seed in seeds.get(notebook, [default_seed]):
-            if seed == default_seed:
-                report_dir, run_dir = report_root / model, run_root / model
-            else:
-                report_dir, run_dir = report_root / model / "seeds" / str(seed), run_root / model / f"seed{seed}"
-            runs.append(Run(name=model, seed=seed, sets=list(sets), model_path=report_dir / "model.pt",
-                            run_dir=run_dir, **common))
-        if ablations and default_seed in seeds.get(notebook, [default_seed]):
-            for name, (changes, model_path, run_dir) in notebook_ablations(
-                    params, run_budget, recipe, report_root / model, run_root / model).items():
-                ablation_sets = list(sets) + [f"{key}={value!r}" for key, value in changes.items()]
-                extra.append(Run(name=f"{model} {name}", seed=default_seed, sets=ablation_sets, model_path=model_path,
-                                 run_dir=run_dir, **common))
-    return runs + extra
 
 
 # ---------------------------------------------------------------- running
@@ -363,7 +250,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field in every run (as python -m emo_utils.train --set)")
     parser.add_argument("--no-ablations", action="store_true",
-                        help="skip the runs a notebook trains beside its recipe (09's ablations, 08's no-vflip run)")
+                        help="skip the runs a notebook trains beside its recipe (its cpu_ablations or full_ablations)")
     parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the finder, see README)")
     parser.add_argument("--out", type=Path,
                         help="write OUT/reports, OUT/runs and OUT/zoo.json instead of reports/ and runs/")

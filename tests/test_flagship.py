@@ -79,9 +79,13 @@ def flagship(tmp_path_factory):
                           "--report-dir", str(report), "--run-dir", str(runs), *sets],
                          capture_output=True, text=True, timeout=600)  # inherits EMO_CACHE set above
     assert cli.returncode == 0, cli.stderr[-3000:]
+    seed1 = subprocess.run([sys.executable, "-m", "emo_utils.train", str(NOTEBOOK), "--data", str(zip_path), "--seed", "1",
+                            "--model-path", str(report / "seeds" / "1" / "model.pt"), "--run-dir", str(runs / "seed1"),
+                            *sets], capture_output=True, text=True, timeout=600)  # as the zoo trains a further seed
+    assert seed1.returncode == 0, seed1.stderr[-3000:]
     run_reports(only=["09"], kernel="python3", reports_dir=root / "reports", progress=False, parameters={
         "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY,
-        "cpu_ablations": {"no EMA": {"ema_decay": 0.0}}, "device": "cpu"})
+        "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True}}, "device": "cpu"})
     yield report, cli
     mp.undo()
 
@@ -102,3 +106,17 @@ def test_the_report_carries_the_ablations_and_the_choices_made_on_val(flagship):
     assert "## Ablations" in readme and "| ten_crop |" in readme and "| raw, last epoch |" in readme
     assert "| no EMA | {'ema_decay': 0.0} |" in readme
     assert (report / "ablations" / "no_ema" / "model.pt").exists()
+
+
+def test_the_report_shows_each_seed_and_their_mean_and_a_refit_without_a_val_score(flagship):
+    report, _ = flagship
+    readme = (report / "README.md").read_text()
+    seeds = readme.split("## Seeds", 1)[1]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in seeds.splitlines() if line.startswith("| ")}
+    assert {"seed 0", "seed 1", "mean of 2", "std", "95% interval of the mean"} <= set(rows)
+    head = [cell.strip("| ") for cell in seeds.splitlines()[2].split(" | ")]
+    private = head.index("test_private")
+    mean = float(rows["mean of 2"][private])
+    assert mean == pytest.approx((float(rows["seed 0"][private]) + float(rows["seed 1"][private])) / 2, abs=1e-4)
+    refit = next(line for line in readme.splitlines() if line.startswith("| refit |"))
+    assert "| {'refit': True} |" in refit and "| — |" in refit  # its val column is blank: it trained on val

@@ -7,10 +7,12 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import make_fer_files, make_fer_zip, make_image_bytes
+from emo_utils.data import REPO_ROOT
 from emo_utils.reports import NOTEBOOKS, NotebookError, run_reports, write_index
 
 KERNEL = "python3"  # the running interpreter's own kernel: the tests need no registered kernel
@@ -340,3 +342,50 @@ def test_a_rerun_benchmark_replaces_its_section_and_keeps_the_others(tmp_path):
     assert text.startswith("# Benchmarks\n\nintro\n") and "throughput" in text
     replace_section(path, "Prediction latency", "fps", date="2026-11-27")
     assert path.read_text().rstrip().endswith("## Prediction latency, 2026-11-27\n\nfps")
+
+
+def test_a_full_budget_report_is_its_own_row_without_the_seeds_published_figure(tmp_path):
+    reports = tmp_path / "reports"
+    full = model_record("mini_xception", 0.60)
+    write_records(reports, [model_record("mini_xception", 0.6695)])
+    (reports / "mini_xception_full").mkdir()
+    (reports / "mini_xception_full" / "metrics.json").write_text(json.dumps(full))
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    names = [row.split("]")[0][3:] for row in leaderboard_rows_of(index)]
+    assert names == ["mini_xception", "mini_xception_full"]
+    assert "[mini_xception_full](mini_xception_full/README.md)" in index
+    assert index.count("0.69 acc, 0.68 F1, 0.91 AUC") == 1  # the seed's figures beside its CPU row only
+
+
+def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budget_weights(tmp_path):
+    from emo_utils.notebooks import NOTEBOOKS, full_budget_run
+    training, evaluation = NOTEBOOKS / "09_train_vgg_gap.ipynb", NOTEBOOKS / "10_evaluation.ipynb"
+    assert full_budget_run(training, tmp_path) is None  # no GPU weights committed
+    (tmp_path / "vgg_gap_full").mkdir()
+    (tmp_path / "vgg_gap_full" / "model.pt").write_bytes(b"")
+    assert full_budget_run(training, tmp_path) == {"budget": "full", "report_dir": str(tmp_path / "vgg_gap_full"),
+                                                   "run_dir": str(REPO_ROOT / "runs" / "vgg_gap_full")}
+    assert full_budget_run(evaluation, tmp_path) is None  # not a training notebook
+
+
+def test_seed_interval_is_students_t_over_the_seeds():
+    from scipy import stats
+    from emo_utils.metrics import seed_interval
+    summary = seed_interval([0.70, 0.71, 0.725])
+    low, high = stats.t.interval(0.95, 2, loc=np.mean([0.70, 0.71, 0.725]), scale=stats.sem([0.70, 0.71, 0.725]))
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.711667, abs=1e-6)
+    assert summary["std"] == pytest.approx(np.std([0.70, 0.71, 0.725], ddof=1))
+    assert (summary["low"], summary["high"]) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit(tmp_path):
+    import torch
+    from emo_utils.checkpoint import CHECKPOINT_FORMAT, trained_models, trained_on_val
+    for path, refit in (("vgg_gap_full/model.pt", False), ("vgg_gap_full/seeds/2/model.pt", False),
+                        ("vgg_gap_full/ablations/refit_on_train_val/model.pt", True)):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"format": CHECKPOINT_FORMAT, "config": {"refit": refit}}, tmp_path / path)
+    assert list(trained_models(tmp_path)) == ["vgg_gap_full"]
+    found = trained_models(tmp_path, ablations=True)
+    assert list(found) == ["vgg_gap_full", "vgg_gap_full/refit_on_train_val", "vgg_gap_full/seed2"]
+    assert [name for name, path in found.items() if trained_on_val(path)] == ["vgg_gap_full/refit_on_train_val"]

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import nbformat
@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from conftest import make_fer_folder
-from emo_utils import zoo
-from emo_utils.ablation import slug
+from emo_utils import zoo, zoo_plan
+from emo_utils.ablation import ablation_model_path, slug
 from emo_utils.augment import make_policy
 from emo_utils.data import load_dataset
 from emo_utils.notebooks import NOTEBOOKS
 from emo_utils.recipes import notebook_parameters
-from emo_utils.checkpoint import TrainConfig, config_differences, config_from_recipe, load_checkpoint
+from emo_utils.checkpoint import config_differences, config_from_recipe, load_checkpoint
 from emo_utils.recipes import parse_sets
 from emo_utils.train import train
 
@@ -179,11 +179,11 @@ def test_a_run_that_fails_is_named_with_its_log_and_the_others_finish(faces, tmp
 
 
 def test_each_run_trains_the_config_its_notebook_would(tmp_path):
-    """Seeds, 09's ablations and 08's run without vertical flips: each run's config, built as
+    """Seeds and each notebook's ablations (09's, and 08's run without vertical flips): each run's config, built as
     `python -m emo_utils.train` builds it, equals the one the notebook trains, and lands where it looks."""
-    notebooks = zoo.find_notebooks(["08", "09"])
-    runs = zoo.plan_runs(notebooks, "full", zoo.seeds_by_notebook(["09=0,2"], notebooks), [],
-                         tmp_path / "reports", tmp_path / "runs")
+    notebooks = zoo_plan.find_notebooks(["08", "09"])
+    runs = zoo_plan.plan_runs(notebooks, "full", zoo_plan.seeds_by_notebook(["09=0,2"], notebooks), [],
+                              tmp_path / "reports", tmp_path / "runs")
     params = {run.notebook: notebook_parameters(run.notebook) for run in runs}
 
     def as_the_command_line_builds(run):
@@ -193,23 +193,26 @@ def test_each_run_trains_the_config_its_notebook_would(tmp_path):
 
     by_name = {(run.name, run.seed): run for run in runs}
     assert list(by_name)[:3] == [("model_y", 0), ("vgg_gap", 0), ("vgg_gap", 2)]  # recipes first, extras after
-    assert by_name["vgg_gap", 2].model_path == tmp_path / "reports" / "vgg_gap" / "seeds" / "2" / "model.pt"
-    assert by_name["vgg_gap", 2].run_dir == tmp_path / "runs" / "vgg_gap" / "seed2"
+    # A full-budget run's weights stand beside the CPU recipe's, in reports/<model>_full.
+    assert by_name["vgg_gap", 0].model_path == tmp_path / "reports" / "vgg_gap_full" / "model.pt"
+    assert by_name["vgg_gap", 2].model_path == tmp_path / "reports" / "vgg_gap_full" / "seeds" / "2" / "model.pt"
+    assert by_name["vgg_gap", 2].run_dir == tmp_path / "runs" / "vgg_gap_full" / "seed2"
 
-    y = params[by_name["model_y", 0].notebook]
-    notebook_config = TrainConfig(model="model_y", seed=0, **y["full_recipe"])  # as notebook 08 builds it
-    no_vflip = replace(notebook_config, augment={**asdict(make_policy(notebook_config.augment)), "vflip": 0.0})
-    run = by_name["model_y no_vflip", 0]
-    assert not config_differences(asdict(as_the_command_line_builds(run)), no_vflip)
-    assert run.model_path == tmp_path / "reports" / "model_y" / "model_no_vflip.pt"
+    ablation_runs = 0
+    for model in ("model_y", "vgg_gap"):
+        p = params[by_name[model, 0].notebook]
+        for name, changes in p["full_ablations"].items():  # as ablation.train_ablations builds them
+            wanted = config_from_recipe(model, p["full_recipe"], 0, {**(p.get("overrides") or {}), **changes})
+            run = by_name[f"{model} {slug(name)}", 0]
+            assert not config_differences(asdict(as_the_command_line_builds(run)), wanted)
+            assert run.model_path == ablation_model_path(tmp_path / "reports" / f"{model}_full", name)
+            assert run.run_dir == tmp_path / "runs" / f"{model}_full" / "ablations" / slug(name)
+            ablation_runs += 1
+    assert len(runs) == 3 + ablation_runs == 6  # 08's one ablation, 09's two
 
-    flagship = params[by_name["vgg_gap", 0].notebook]
-    assert len(flagship["full_ablations"]) == 2
-    for name, changes in flagship["full_ablations"].items():  # as ablation.train_ablations builds them
-        wanted = config_from_recipe("vgg_gap", flagship["full_recipe"], 0, {**flagship["overrides"], **changes})
-        run = next(r for r in runs if r.model_path.parent.name == slug(name))
-        assert not config_differences(asdict(as_the_command_line_builds(run)), wanted)
-        assert run.run_dir == tmp_path / "runs" / "vgg_gap" / "ablations" / slug(name)
+    # 08's ablation is the published augmentation without its vertical flips, as its committed weights were trained.
+    (changes,) = params[by_name["model_y", 0].notebook]["full_ablations"].values()
+    assert changes == {"augment": {**asdict(make_policy("heavy")), "vflip": 0.0}}
 
 
 def test_jobs_divide_the_cores_on_a_cpu():

@@ -1,12 +1,15 @@
-"""Model X / Model Y training notebooks, then evaluation and ensembling over what they trained, end to end
-on a synthetic dataset through papermill."""
+"""Model X / Model Y training notebooks (Model Y with its ablation without vertical flips), then evaluation and
+ensembling over what they trained, end to end on a synthetic dataset through papermill."""
 import json
 import re
+from dataclasses import asdict
 
 import nbformat
 import pytest
 
 from conftest import make_fer_zip
+from emo_utils.augment import make_policy
+from emo_utils.checkpoint import TrainConfig, config_differences, load_checkpoint
 from emo_utils.reports import run_reports
 
 KERNEL = "python3"
@@ -15,29 +18,37 @@ TINY = {"epochs": 1, "batch_size": 16, "augment": "heavy", "optimizer": "sgd", "
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    """Train Model X and Model Y through their notebooks into a temporary reports folder."""
+    """Train Model X and Model Y through their notebooks, each with its own ablations (Model Y's one run without
+    vertical flips, on the same one-epoch recipe), into a temporary reports folder."""
     root = tmp_path_factory.mktemp("zoo")
     mp = pytest.MonkeyPatch()
     mp.setenv("EMO_CACHE", str(root / "cache"))
     mp.delenv("EMO_DATA", raising=False)
     zip_path = make_fer_zip(root / "data", n_train=12, n_public=3, n_private=3)
     reports = root / "reports"
-    for number, name, kwargs, vflip in (("07", "model_x", {"widths": [8, 16]}, False), ("08", "model_y", {"widths": [8, 16]}, True)):
+    for number, name in (("07", "model_x"), ("08", "model_y")):
         run_reports(only=[number], kernel=KERNEL, reports_dir=reports, progress=False, parameters={
             "data_path": str(zip_path), "report_dir": str(reports / name), "run_dir": str(root / "runs" / name),
-            "cpu_recipe": {**TINY, "model_kwargs": kwargs}, "measure_vflip_cost": vflip, "device": "cpu"})
+            "cpu_recipe": {**TINY, "model_kwargs": {"widths": [8, 16]}}, "device": "cpu"})
     yield root, zip_path, reports
     mp.undo()
 
 
-def test_model_x_and_y_reports_and_the_vflip_measurement(zoo):
+def test_model_x_and_y_reports_and_the_vflip_ablation(zoo):
     _, _, reports = zoo
     for name in ("model_x", "model_y"):
         record = json.loads((reports / name / "metrics.json").read_text())
         assert record["model"] == name and record["provenance"]["epochs_run"] == 1
-    assert "**Vertical flips:**" in (reports / "model_y" / "README.md").read_text()
-    assert (reports / "model_y" / "model_no_vflip.pt").exists()
-    assert "**Vertical flips:**" not in (reports / "model_x" / "README.md").read_text()
+    # Model Y's ablation: its recipe with the heavy augmentation's vertical flips off, and nothing else changed,
+    # where ablation.train_ablations keeps it, and a row of its report's table.
+    trained = load_checkpoint(reports / "model_y" / "model.pt")["config"]
+    no_vflip = load_checkpoint(reports / "model_y" / "ablations" / "no_vertical_flips" / "model.pt")["config"]
+    assert no_vflip["augment"] == {**asdict(make_policy("heavy")), "vflip": 0.0}
+    assert [d.split(":")[0] for d in config_differences(no_vflip, TrainConfig.from_dict(trained))] == ["augment"]
+    readme = (reports / "model_y" / "README.md").read_text()
+    assert "## What vertical flips cost" in readme and "| no vertical flips |" in readme
+    assert not (reports / "model_x" / "ablations").exists()  # Model X has none, and no section for them
+    assert "| run | change |" not in (reports / "model_x" / "README.md").read_text()
 
 
 def test_evaluation_notebook_compares_every_trained_model(zoo):
@@ -48,7 +59,7 @@ def test_evaluation_notebook_compares_every_trained_model(zoo):
     code = [c for c in executed.cells if c.cell_type == "code"]
     output = lambda starts: "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")  # noqa: E731
                                     for c in code if c.source.startswith(starts) for o in c.outputs)
-    assert "2 trained models: model_x, model_y" in output("from pathlib")
+    assert "2 trained models: model_x, model_y" in output("from emo_utils.all")
     # Its board shows each model under the views of its own report, with the numbers of its own report.
     html = next(o["data"]["text/html"] for c in code if c.source.startswith("meta = ") for o in c.outputs
                 if "text/html" in o.get("data", {}))
@@ -66,8 +77,9 @@ def test_evaluation_notebook_compares_every_trained_model(zoo):
 
 def test_ensembling_notebook_writes_the_ensemble_report(zoo):
     _, zip_path, reports = zoo
-    run_reports(only=["11"], kernel=KERNEL, reports_dir=reports, progress=False,
-                parameters={"data_path": str(zip_path), "reports_dir": str(reports), "device": "cpu"})
+    run_reports(only=["11"], kernel=KERNEL, reports_dir=reports, progress=False,  # the seed pair: no ablation runs
+                parameters={"data_path": str(zip_path), "reports_dir": str(reports), "device": "cpu",
+                            "include_ablations": False})
     record = json.loads((reports / "ensemble" / "metrics.json").read_text())
     assert record["model"] == "ensemble" and set(record["provenance"]["members"]) <= {"model_x", "model_y"}
     assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val"}

@@ -1,0 +1,114 @@
+"""The zoo's plan: which runs it makes of the training notebooks (each notebook's seeds, then its ablations) and
+where each one writes, the same places the notebook itself reads them from. zoo.py runs the plan."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ablation import ablation_model_path, slug
+from .checkpoint import TrainConfig
+from .notebooks import NOTEBOOKS
+from .recipes import notebook_parameters, parse_sets, report_folder
+
+TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"
+
+
+@dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes
+class Run:
+    """One training run of the zoo and what is known of it so far."""
+
+    name: str  # what the table and the summary call it
+    notebook: Path
+    model: str
+    seed: int
+    budget: str
+    sets: list[str]  # FIELD=VALUE overrides: the zoo's own, then an ablation's
+    model_path: Path
+    run_dir: Path
+    planned: int  # the recipe's epochs until the run's own plan is read from its checkpoint
+    early_stops: bool  # the run may end before `planned`: its ETA is an upper bound
+    status: str = "queued"  # queued, running, done, reused, failed, stopped, not started
+    returncode: int | None = None
+    started: float | None = None  # time.time() of this zoo's start of it, and of its end
+    ended: float | None = None
+    epoch: int = 0
+    best_val_acc: float | None = None
+    seconds_per_epoch: float | None = None
+    wall_seconds: float | None = None
+    checkpoint_mtime: float = 0.0
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "zoo.log"
+
+
+def find_notebooks(selected: list[str]) -> list[Path]:
+    """Training notebooks by name prefix ("02", "09_train") or path; all of them when none is named."""
+    training = sorted(NOTEBOOKS.glob(TRAINING_NOTEBOOKS))
+    if not selected:
+        return training
+    chosen = []
+    for item in selected:
+        if item.endswith(".ipynb") and Path(item).is_file():
+            chosen.append(Path(item).resolve())
+            continue
+        matches = [nb for nb in training if nb.name.startswith(item)]
+        if not matches:
+            raise SystemExit(f"zoo: no training notebook matches {item!r}; the training notebooks are "
+                             f"{', '.join(nb.name for nb in training)}, or pass a path to an .ipynb")
+        chosen += matches
+    return list(dict.fromkeys(chosen))
+
+
+def seeds_by_notebook(specs: list[str], notebooks: list[Path]) -> dict[Path, list[int]]:
+    """`--seeds 0,1,2` (every notebook) and `--seeds 09=0,1,2` (notebooks starting with 09), later ones winning."""
+    seeds = {}
+    for spec in specs:
+        prefix, _, values = spec.rpartition("=")
+        try:
+            numbers = [int(v) for v in values.split(",")]
+        except ValueError:
+            raise SystemExit(f"zoo: --seeds {spec!r}: expected SEEDS or PREFIX=SEEDS, SEEDS like 0,1,2") from None
+        targets = [nb for nb in notebooks if nb.name.startswith(prefix)]
+        if not targets:
+            raise SystemExit(f"zoo: --seeds {spec!r}: no selected notebook starts with {prefix!r}")
+        seeds.update({nb: numbers for nb in targets})
+    return seeds
+
+
+def notebook_ablations(params: dict, budget: str, report_dir: Path,
+                       run_dir: Path) -> dict[str, tuple[dict, Path, Path]]:
+    """{slug: (changes, model path, run dir)} of the runs a notebook trains beside its recipe (its
+    `<budget>_ablations` table), where ablation.train_ablations puts them, so the notebook finds them there."""
+    return {slug(name): (changes, ablation_model_path(report_dir, name), run_dir / "ablations" / slug(name))
+            for name, changes in (params.get(f"{budget}_ablations") or {}).items()}
+
+
+def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[int]], sets: list[str],
+              report_root: Path, run_root: Path, ablations: bool = True) -> list[Run]:
+    """The runs in order: each notebook's seeds in the order named, then every notebook's ablations."""
+    runs, extra = [], []
+    for notebook in notebooks:
+        params = notebook_parameters(notebook)
+        model, default_seed = params["model_name"], params.get("seed", 0)
+        run_budget = budget or params.get("budget", "cpu")
+        folder = report_folder(model, run_budget)  # a full-budget run's weights go to reports/<model>_full
+        recipe = {**params["full_recipe" if run_budget == "full" else "cpu_recipe"],
+                  **(params.get("overrides") or {}), **parse_sets(sets)}
+        common = dict(notebook=notebook, model=model, budget=run_budget,
+                      planned=recipe.get("epochs", TrainConfig.epochs),
+                      early_stops=bool(recipe.get("early_stop_patience") or recipe.get("time_budget_min")))
+        for seed in seeds.get(notebook, [default_seed]):
+            if seed == default_seed:
+                report_dir, run_dir = report_root / folder, run_root / folder
+            else:
+                report_dir, run_dir = report_root / folder / "seeds" / str(seed), run_root / folder / f"seed{seed}"
+            runs.append(Run(name=model, seed=seed, sets=list(sets), model_path=report_dir / "model.pt",
+                            run_dir=run_dir, **common))
+        if ablations and default_seed in seeds.get(notebook, [default_seed]):
+            for name, (changes, model_path, run_dir) in notebook_ablations(
+                    params, run_budget, report_root / folder, run_root / folder).items():
+                ablation_sets = list(sets) + [f"{key}={value!r}" for key, value in changes.items()]
+                extra.append(Run(name=f"{model} {name}", seed=default_seed, sets=ablation_sets, model_path=model_path,
+                                 run_dir=run_dir, **common))
+    return runs + extra

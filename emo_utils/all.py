@@ -3,6 +3,7 @@
     from emo_utils.all import *
     data, report_dir, run_dir = open_chapter(model_name, data_path, report_dir, run_dir)
 """
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from .reports import SPLIT_TITLES, comparison_note, markdown_table, provenance, 
 from .train import train
 from .views import evaluate, headline_split, load_for_scoring, scored_views, view_table_frame
 
-__all__ = ["Path", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note", "config_from_recipe",
+__all__ = ["Path", "json", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note", "config_from_recipe",
            "evaluate", "headline_split", "load_checkpoint", "load_dataset", "load_for_scoring", "load_trained",
            "markdown_table", "most_confused_pairs", "open_chapter", "pd", "plots", "prediction_counts", "provenance",
            "run_summary", "scored_views", "seconds_per_image", "summary_frame", "train", "trained_models",

@@ -135,7 +135,11 @@ def full_budget_run(notebook: Path, output_dir: Path) -> dict | None:
     folder = report_folder(notebook_parameters(notebook)["model_name"], "full")
     if not (Path(output_dir) / folder / "model.pt").is_file():
         return None
-    return {"budget": "full", "report_dir": str(Path(output_dir) / folder), "run_dir": str(REPO_ROOT / "runs" / folder)}
+
+    def seen_from_the_notebook(path: Path) -> str:  # papermill runs it in its folder; no machine's paths in reports
+        return os.path.relpath(path, notebook.parent) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
+    return {"budget": "full", "report_dir": seen_from_the_notebook(Path(output_dir) / folder),
+            "run_dir": seen_from_the_notebook(REPO_ROOT / "runs" / folder)}
 
 
 def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,

@@ -358,13 +358,16 @@ def test_a_full_budget_report_is_its_own_row_without_the_seeds_published_figure(
 
 
 def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budget_weights(tmp_path):
+    from emo_utils.checkpoint import REPORTS_DIR
     from emo_utils.notebooks import NOTEBOOKS, full_budget_run
     training, evaluation = NOTEBOOKS / "09_train_vgg_gap.ipynb", NOTEBOOKS / "10_evaluation.ipynb"
     assert full_budget_run(training, tmp_path) is None  # no GPU weights committed
     (tmp_path / "vgg_gap_full").mkdir()
     (tmp_path / "vgg_gap_full" / "model.pt").write_bytes(b"")
     assert full_budget_run(training, tmp_path) == {"budget": "full", "report_dir": str(tmp_path / "vgg_gap_full"),
-                                                   "run_dir": str(REPO_ROOT / "runs" / "vgg_gap_full")}
+                                                   "run_dir": "../runs/vgg_gap_full"}  # seen from notebooks/
+    if (REPORTS_DIR / "vgg_gap_full" / "model.pt").is_file():  # the repository's own: relative to notebooks/
+        assert full_budget_run(training, REPORTS_DIR)["report_dir"] == "../reports/vgg_gap_full"
     assert full_budget_run(evaluation, tmp_path) is None  # not a training notebook
 
 

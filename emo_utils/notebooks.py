@@ -18,11 +18,15 @@ from .recipes import FULL_SUFFIX, NotebookError, declared_parameters, notebook_p
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
-def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None) -> tuple[FERData, Path, Path]:
+def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None,
+                 budget: str = "cpu", home_budget: str = "cpu") -> tuple[FERData, Path, Path]:
     """A training notebook's opening: the dataset (data_path, else the finder's), and its report and run folders,
-    reports/<model_name> and runs/<model_name> unless the parameters name others."""
-    report_dir = REPORTS_DIR / model_name if report_dir is None else Path(report_dir)
-    run_dir = REPO_ROOT / "runs" / model_name if run_dir is None else Path(run_dir)
+    reports/<folder> and runs/<folder> unless the parameters name others: <model_name> for the budget the notebook
+    reports by default (`home_budget`), <model_name>_<budget> for the other (recipes.report_folder), where the
+    training command line and the zoo write them."""
+    folder = report_folder(model_name, budget, home_budget)
+    report_dir = REPORTS_DIR / folder if report_dir is None else Path(report_dir)
+    run_dir = REPO_ROOT / "runs" / folder if run_dir is None else Path(run_dir)
     data = load_dataset(data_path)
     print(f"{data.source}: {len(data.images):,} images, {data.num_classes} classes {data.class_names}")
     return data, report_dir, run_dir
@@ -132,7 +136,10 @@ def full_budget_run(notebook: Path, output_dir: Path) -> dict | None:
     (reports/<model>_full/model.pt, trained on a GPU by the zoo), or None where there are none."""
     if not notebook.name[:2].isdigit() or "_train_" not in notebook.name:
         return None
-    folder = report_folder(notebook_parameters(notebook)["model_name"], "full")
+    params = notebook_parameters(notebook)
+    if params.get("budget", "cpu") == "full":  # its own report is the full recipe's already (04, 05)
+        return None
+    folder = report_folder(params["model_name"], "full")
     if not (Path(output_dir) / folder / "model.pt").is_file():
         return None
 

@@ -55,10 +55,12 @@ def notebook_parameters(notebook: Path) -> dict:
 FULL_SUFFIX = "_full"
 
 
-def report_folder(model_name: str, budget: str) -> str:
-    """A model's folder under reports/ and runs/: <model> for its CPU recipe, <model>_full for its full (GPU)
-    recipe, so a GPU run's report stands beside the CPU run's instead of replacing it."""
-    return model_name + FULL_SUFFIX if budget == "full" else model_name
+def report_folder(model_name: str, budget: str, home_budget: str = "cpu") -> str:
+    """A model's folder under reports/ and runs/: <model> for the budget its notebook reports by default (its
+    `budget` parameter, `home_budget`), <model>_<budget> for the other, so a GPU run of the full recipe stands
+    beside the CPU run's report (reports/vgg_gap_full) instead of replacing it. Notebooks whose published recipe
+    fits on a CPU (04, 05) report the full budget at home."""
+    return model_name if budget == home_budget else f"{model_name}_{budget}"
 
 
 def parse_value(text: str):

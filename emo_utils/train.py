@@ -357,8 +357,9 @@ def main(argv=None) -> int:
     model_name = params["model_name"]
     config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides)
     data = fer.load_dataset(args.data or params.get("data_path"))
-    report_dir = args.report_dir or fer.REPO_ROOT / "reports" / report_folder(model_name, budget)
-    run_dir = args.run_dir or fer.REPO_ROOT / "runs" / report_folder(model_name, budget)
+    folder = report_folder(model_name, budget, params.get("budget", "cpu"))
+    report_dir = args.report_dir or fer.REPO_ROOT / "reports" / folder
+    run_dir = args.run_dir or fer.REPO_ROOT / "runs" / folder
     model_path = args.model_path or report_dir / "model.pt"
     if distributed.is_main():
         model_path.parent.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[
         params = notebook_parameters(notebook)
         model, default_seed = params["model_name"], params.get("seed", 0)
         run_budget = budget or params.get("budget", "cpu")
-        folder = report_folder(model, run_budget)  # a full-budget run's weights go to reports/<model>_full
+        folder = report_folder(model, run_budget, params.get("budget", "cpu"))  # e.g. reports/vgg_gap_full
         recipe = {**params["full_recipe" if run_budget == "full" else "cpu_recipe"],
                   **(params.get("overrides") or {}), **parse_sets(sets)}
         common = dict(notebook=notebook, model=model, budget=run_budget,

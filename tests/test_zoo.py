@@ -231,3 +231,17 @@ def test_the_time_cap_stops_the_runs_and_says_how_to_resume(faces, tmp_path, cap
     runs = {run["seed"]: run for run in json.loads((out / "zoo.json").read_text())["runs"]}
     assert runs[0]["status"] == "stopped" and runs[1]["status"] == "not started"
     assert "not finished: mini_xception seed 0, mini_xception seed 1. Run the same command again" in capsys.readouterr().out
+
+
+def test_a_budget_other_than_the_notebooks_own_goes_beside_its_report(tmp_path):
+    """09 reports its CPU recipe, so its full recipe goes to reports/vgg_gap_full; 04's own report is its full
+    (published) recipe, which fits on a CPU, so that stays in reports/the_model and a cpu run goes beside it."""
+    notebooks = zoo.find_notebooks(["04", "09"])
+
+    def folders(budget):
+        runs = zoo.plan_runs(notebooks, budget, {}, [], tmp_path / "reports", tmp_path / "runs", ablations=False)
+        return [run.model_path.parent.name for run in runs]
+
+    assert folders(None) == ["the_model", "vgg_gap"]
+    assert folders("full") == ["the_model", "vgg_gap_full"]
+    assert folders("cpu") == ["the_model_cpu", "vgg_gap"]

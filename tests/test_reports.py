@@ -161,7 +161,8 @@ def test_mini_xception_notebook_smoke_run_writes_a_full_report(synthetic_env, cl
     zip_path = make_fer_zip(synthetic_env / "data", files=make_fer_files(classes, n_train=12, n_public=3, n_private=3))
     report_dir, reports = synthetic_env / "reports" / "mini_xception", synthetic_env / "reports"
     params = {"data_path": str(zip_path), "report_dir": str(report_dir), "run_dir": str(synthetic_env / "run"),
-              "cpu_recipe": {"epochs": 1, "batch_size": 16, "augment": "flip"}, "device": "cpu"}
+              "cpu_recipe": {"epochs": 1, "batch_size": 16, "augment": "flip"}, "device": "cpu",
+              "cpu_ablations": {}}  # not its 220-epoch ablation: test_flagship covers ablations
     run_reports(only=["02"], parameters=params, kernel=KERNEL, reports_dir=reports, progress=False)
     record = json.loads((report_dir / "metrics.json").read_text())
     assert record["model"] == "mini_xception" and record["params"] > 0 and record["flops"] > 0

@@ -71,7 +71,7 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
         p, split = r["provenance"], headline_split(r["splits"])
         m = r["splits"][split]
         # A model's full-budget (GPU) report is its own row: named by its folder, vgg_gap_full beside vgg_gap.
-        rows.append({"model": r["_dir"], "architecture": r["model"], "dir": r["_dir"], "split": split,
+        rows.append({"model": r["_dir"], "dir": r["_dir"], "split": split,
                      "accuracy": m["accuracy"], "n": m["n"],
                      "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
                      "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],

@@ -6,6 +6,7 @@ the index and leaderboard once they have run.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import os
 import sys
 import time
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from .checkpoint import REPORTS_DIR
 from .data import REPO_ROOT, FERData, load_dataset
-from .recipes import FULL_SUFFIX, NotebookError, declared_parameters, notebook_parameters, report_folder
+from .recipes import (FULL_SUFFIX, TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters,
+                      report_folder)
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -134,7 +136,7 @@ def select_notebooks(notebooks_dir: Path, only: list[str] | None) -> list[Path]:
 def full_budget_run(notebook: Path, output_dir: Path) -> dict | None:
     """The parameters that re-run a training notebook on its committed full-budget weights
     (reports/<model>_full/model.pt, trained on a GPU by the zoo), or None where there are none."""
-    if not notebook.name[:2].isdigit() or "_train_" not in notebook.name:
+    if not fnmatch.fnmatch(notebook.name, TRAINING_NOTEBOOKS):
         return None
     params = notebook_parameters(notebook)
     if params.get("budget", "cpu") == "full":  # its own report is the full recipe's already (04, 05)

@@ -28,9 +28,10 @@ def parameters_source(notebook: Path) -> str:
     return source if isinstance(source, str) else "".join(source)
 
 
-def declared_parameters(notebook: Path) -> dict[str, str]:
-    """Names assigned in the notebook's parameters cell, each with the source of its default."""
-    source = parameters_source(Path(notebook))
+def declared_parameters(notebook: Path, source: str | None = None) -> dict[str, str]:
+    """Names assigned in the notebook's parameters cell (`source`, read from the notebook when not given), each
+    with the source of its default."""
+    source = parameters_source(Path(notebook)) if source is None else source
     try:
         tree = ast.parse(source)
     except SyntaxError as e:
@@ -46,12 +47,14 @@ def declared_parameters(notebook: Path) -> dict[str, str]:
 def notebook_parameters(notebook: Path) -> dict:
     """The values of a notebook's parameters cell, run in an empty namespace (our own notebooks' cells hold
     literals and dict(...) calls), so a command line trains with exactly the recipe the notebook shows."""
-    declared = declared_parameters(Path(notebook))
+    source = parameters_source(Path(notebook))
+    declared = declared_parameters(Path(notebook), source)
     namespace: dict = {}
-    exec(compile(parameters_source(Path(notebook)), f"{notebook} (parameters cell)", "exec"), namespace)
+    exec(compile(source, f"{notebook} (parameters cell)", "exec"), namespace)
     return {name: namespace[name] for name in declared}
 
 
+TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"  # the notebooks that train a model (02-09)
 FULL_SUFFIX = "_full"
 
 

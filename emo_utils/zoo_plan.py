@@ -8,9 +8,7 @@ from pathlib import Path
 from .ablation import ablation_model_path, slug
 from .checkpoint import TrainConfig
 from .notebooks import NOTEBOOKS
-from .recipes import notebook_parameters, parse_sets, report_folder
-
-TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"
+from .recipes import TRAINING_NOTEBOOKS, notebook_parameters, parse_sets, report_folder
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes

@@ -96,3 +96,23 @@ def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[s
     rows += [run_row(name, str(ablations[name]), run, data, views,
                      scored_views(ablation_model_path(report_dir, name), data)) for name, run in runs.items()]
     return rows
+
+
+SCREEN_NOTE = ("Each idea alone, one change to the screen's short budget, on the same seed and under this recipe's "
+               "test-time views; the gains are in points over the screen's reference run. One seed each: a gain "
+               "inside seed-to-seed noise (the Seeds section of a recipe with several seeds measures it) is not "
+               "evidence, and what helps after ten epochs may not help after forty.\n\n")
+
+
+def against_reference(rows: list[dict], reference: str, prefix: str) -> list[dict]:
+    """The rows whose run name starts with `prefix` (a screen of ideas, each one change to a shared short
+    budget, named by its run), each with its val and PrivateTest gain over the `reference` row in signed points,
+    best val first; none without a reference row (a budget whose recipe has no screen)."""
+    base = next((row for row in rows if row["run"] == reference), None)
+    if base is None:
+        return []
+    screen = [{**{key: value for key, value in row.items() if key != "change"},
+               "val gain (points)": f"{100 * (row['val'] - base['val']):+.2f}",
+               "test_private gain (points)": f"{100 * (row['test_private'] - base['test_private']):+.2f}"}
+              for row in rows if row["run"].startswith(prefix)]
+    return sorted(screen, key=lambda row: (row["run"] != reference, -row["val"]))

@@ -18,9 +18,15 @@ PIXEL_MEAN, PIXEL_STD = 0.507, 0.255
 @dataclass
 class AugmentPolicy:
     flip: bool = True  # horizontal flip with p=0.5 (faces are roughly left-right symmetric)
+    # Derandomized flips (airbench, Jordan 2024): each face draws one bit for the whole run and is flipped on
+    # even epochs when it is set, on odd epochs when it is not, so every two epochs show it both ways.
+    alternate_flips: bool = False
     vflip: float = 0.0  # vertical flip probability (Model X/Y's published recipe uses it)
     translate: int = 0  # random shift of up to this many pixels, reflect padding
     crop: int = 0  # random crop of this size (0: no crop); evaluation takes the centre crop
+    # Progressive resizing (small crops first): random crops grow from this size to `crop` over the first
+    # GROW_FRACTION of the run, in steps of 4 px; the early, smaller steps are faster, so more epochs fit a budget.
+    crop_start: int = 0
     rotate: float = 0.0  # max rotation in degrees
     scale: float = 0.0  # max zoom in or out, as a fraction
     brightness: float = 0.0  # max additive brightness change, in units of the [0, 1] pixel scale
@@ -47,6 +53,22 @@ def make_policy(policy: str | dict | AugmentPolicy) -> AugmentPolicy:
             raise KeyError(f"unknown augmentation policy {policy!r}; choose one of {sorted(POLICIES)} or pass a dict")
         return POLICIES[policy]
     return AugmentPolicy(**policy)
+
+
+GROW_FRACTION = 0.75  # progressive resizing reaches the full crop here and trains its last quarter at it
+
+
+def crop_for_epoch(policy: AugmentPolicy, epoch: int, planned_epochs: int) -> int:
+    """The random-crop size of an epoch (1-based) under progressive resizing, else the policy's crop."""
+    if not (policy.crop and policy.crop_start):
+        return policy.crop
+    progress = min((epoch - 1) / max(planned_epochs, 1) / GROW_FRACTION, 1.0)
+    return min(policy.crop, policy.crop_start + 4 * int((policy.crop - policy.crop_start) * progress / 4))
+
+
+def alternate_flip_bits(n: int, seed: int, device) -> torch.Tensor:
+    """One random bit per training face for the whole run, the start of its derandomized flips."""
+    return torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed)).bool().to(device)
 
 
 def to_float(images_u8: torch.Tensor) -> torch.Tensor:
@@ -144,8 +166,10 @@ def random_erase(x, p, gen):
     return x.masked_fill((box & apply[:, None, None])[:, None], 0.0)
 
 
-def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
-    """uint8 (B, H, W) to an augmented, normalized float batch (B, 1, H', W')."""
+def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
+                  flip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (B, H, W) to an augmented, normalized float batch (B, 1, H', W'). `flip_mask` (B,), when given,
+    says which faces to mirror instead of a coin flip (derandomized flips)."""
     x = images_u8.unsqueeze(1).float() / 255.0
     b = x.shape[0]
     if policy.brightness or policy.contrast:
@@ -161,7 +185,7 @@ def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Gen
     if policy.crop:
         x = random_crop(x, policy.crop, gen)
     if policy.flip:
-        flip = torch.rand(b, generator=gen, device=x.device) < 0.5
+        flip = flip_mask if flip_mask is not None else torch.rand(b, generator=gen, device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if policy.vflip:
         flip = torch.rand(b, generator=gen, device=x.device) < policy.vflip

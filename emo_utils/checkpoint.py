@@ -61,6 +61,13 @@ class TrainConfig:
     # With an EMA: batch-norm statistics measured for the averaged weights (recompute_bn_statistics, before each
     # evaluation) instead of the raw model's, copied by update_ema, which belong to other weights.
     ema_recompute_bn: bool = False
+    # The first convolution's filters start as whitening filters of the training faces' patches (whitening.py).
+    whiten_init: bool = False
+    # Distillation (distill.py): a file of a teacher's probabilities on the training faces ("" for none; relative
+    # to the repository), mixed into the targets with this weight, softened by this temperature.
+    distill_targets: str = ""
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     # Refit: train on train + val (the whole Training folder) for the planned epochs and keep the last epoch,
     # once the recipe and its length were chosen on val by a train-only run. Nothing is chosen on the refit
     # itself: its val numbers are training numbers, so no early stop and no plateau schedule.

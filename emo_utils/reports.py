@@ -65,9 +65,11 @@ CONVERGENCE_WINDOW = 10  # epochs
 CONVERGENCE_TOLERANCE = 0.005  # half a point of val accuracy
 
 
-def convergence(history: list[dict], stop_reason: str) -> tuple[bool, str]:
-    """Whether a run trained until it stopped improving, and why we say so: early stopping fired, or its last
-    CONVERGENCE_WINDOW epochs raised the best val accuracy by less than CONVERGENCE_TOLERANCE."""
+def convergence(history: list[dict], stop_reason: str, longer: TrainResult | None = None) -> tuple[bool, str]:
+    """Whether a run trained until it stopped improving, and why we say so: early stopping fired, its last
+    CONVERGENCE_WINDOW epochs raised the best val accuracy by less than CONVERGENCE_TOLERANCE, or `longer`, the
+    same recipe over more epochs, reached no better best val accuracy (an annealed schedule's val accuracy rises
+    to its last epoch by design, so its own tail cannot show the plateau; a longer schedule can)."""
     if stop_reason.startswith("early stopping"):
         return True, "early stopping fired"
     if len(history) <= CONVERGENCE_WINDOW:
@@ -77,6 +79,12 @@ def convergence(history: list[dict], stop_reason: str) -> tuple[bool, str]:
     gain = 100 * (last - before)
     if gain < 100 * CONVERGENCE_TOLERANCE:
         return True, f"flat: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
+    if longer is not None and len(longer.history) > len(history):
+        theirs = max(r["val_acc"] for r in longer.history)
+        if theirs < last + CONVERGENCE_TOLERANCE:
+            return True, (f"the same recipe over {len(longer.history)} epochs reached no better best val accuracy "
+                          f"({theirs:.2%} against {last:.2%}), though this schedule's own last {CONVERGENCE_WINDOW} "
+                          f"epochs rose by {gain:+.2f} points as it annealed")
     return False, f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
 
 
@@ -176,16 +184,18 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
 
 
 def write_model_report(report_dir, title: str, result: TrainResult, evaluation: Evaluation, prov: dict,
-                       figures: dict[str, str], recipe_note: str = "", sections: dict[str, str] | None = None) -> Path:
+                       figures: dict[str, str], recipe_note: str = "", sections: dict[str, str] | None = None,
+                       longer: TrainResult | None = None) -> Path:
     """reports/<model>/README.md and metrics.json of a trained model (train.train or checkpoint.load_trained)
     under its test-time views (views.evaluate), every number under those views. `prov` is provenance() of the
-    run, `figures` maps a caption to a PNG path inside report_dir, `sections` a heading to markdown."""
+    run, `figures` maps a caption to a PNG path inside report_dir, `sections` a heading to markdown, `longer`
+    the same recipe run over more epochs, if one was (see convergence)."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     model_name, history, config = result.config.model, result.history, asdict(result.config)
     metrics_by_split, headline, views = evaluation.metrics, evaluation.headline, evaluation.views
     params, flops = result.meta["params"], count_flops(result.model)
-    converged, why = convergence(history, prov["stop_reason"])
+    converged, why = convergence(history, prov["stop_reason"], longer)
     prov = {**prov, "tta": views, "converged": converged, "convergence": why}
     record = {"model": model_name, "params": int(params), "flops": int(flops),
               "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}

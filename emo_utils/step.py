@@ -58,13 +58,18 @@ def epoch_generator(config: TrainConfig, epoch: int, device: torch.device) -> to
 
 
 def train_step(model, optimizer, loss_fn, config, policy, batch_u8, targets, gen, device, num_classes,
-               shard=slice(None)):
+               shard=slice(None), flip_mask=None, teacher=None):
     """One update. Augmentation (and mixup) runs on the global batch, then this rank keeps `shard` of it, so
-    ranks draw the same random numbers as one process would and together see exactly its batch."""
-    x = augment_batch(batch_u8, policy, gen)
+    ranks draw the same random numbers as one process would and together see exactly its batch. `flip_mask`:
+    which faces of the batch to mirror, for derandomized flips (else a coin flip each). `teacher`: a teacher's
+    probabilities on the batch's faces, mixed into the targets with weight config.distill_weight (distillation)."""
+    x = augment_batch(batch_u8, policy, gen, flip_mask)
     soft = None
+    if teacher is not None:
+        soft = torch.lerp(F.one_hot(targets, num_classes).float(), teacher.float(), config.distill_weight)
     if policy.mixup:
-        x, soft = mixup(x, F.one_hot(targets, num_classes).float(), policy.mixup, gen)
+        x, soft = mixup(x, soft if soft is not None else F.one_hot(targets, num_classes).float(), policy.mixup, gen)
+    if soft is not None:
         soft = soft[shard]
     x, targets = x[shard], targets[shard]
     if config.channels_last:

@@ -19,7 +19,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,16 +29,18 @@ from tqdm import tqdm
 
 from . import data as fer
 from . import distributed
-from .augment import AugmentPolicy, make_policy
+from .augment import AugmentPolicy, alternate_flip_bits, crop_for_epoch, make_policy
 from .checkpoint import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, check_config, config_differences,
                          config_from_recipe, load_checkpoint, load_trained, load_weights, publish_model,
                          remove_stale_temporaries, save_atomically)
+from .distill import read_teacher
 from .inference import default_device
 from .losses import balanced_class_weights, make_loss
 from .models import build_model, count_params
 from .recipes import notebook_parameters, parse_sets, report_folder
 from .step import (estimate_epoch_seconds, epoch_generator, evaluate_loss_acc, make_optimizer, recompute_bn_statistics,
                    scheduled_lr, train_step, update_ema)
+from .whitening import whiten_first_conv
 
 # Speed settings, not recipe: they live outside TrainConfig, so a model trained with them is reused by a config
 # without them (as one trained on a GPU is reused on a CPU). torch.compile per (model, device type), on by default
@@ -66,6 +68,8 @@ class Run:
     val_images: np.ndarray
     val_labels: np.ndarray
     policy: AugmentPolicy
+    flip_bits: torch.Tensor | None  # each face's start for derandomized flips (policy.alternate_flips), else None
+    teacher: torch.Tensor | None  # a teacher's softened probabilities on the training faces (distillation), else None
     model: torch.nn.Module
     net: torch.nn.Module  # what the training step calls: the model, wrapped for DDP and compiled as asked
     optimizer: torch.optim.Optimizer
@@ -86,6 +90,9 @@ class Run:
 
 def setup(config: TrainConfig, device, compile_mode: str | None) -> tuple[torch.device, slice, str]:
     """This process's device (its rank's under torchrun), its share of each global batch, and the compile mode."""
+    if config.refit and config.distill_targets:
+        raise ValueError("refit=True trains on val too, and a teacher's probabilities cover the training faces only: "
+                         "distill without refit, or write the teacher's outputs for train + val")
     if config.refit and (config.early_stop_patience or config.scheduler == "plateau"):
         raise ValueError("refit=True trains on val too, so nothing may be chosen on it: set early_stop_patience=0 "
                          "and a planned scheduler (onecycle, cosine or none) instead of plateau")
@@ -127,8 +134,21 @@ def reuse_finished(config: TrainConfig, data, run_dir: Path, model_path, device)
     return None
 
 
+def per_face_extras(config: TrainConfig, policy: AugmentPolicy, data_sha256: str, num_faces: int, device
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """What a run holds for each training face besides its label: the start of its derandomized flips
+    (policy.alternate_flips) and a teacher's softened probabilities (config.distill_targets), each None if unused."""
+    flip_bits = alternate_flip_bits(num_faces, config.seed, device) if policy.alternate_flips else None
+    teacher = None
+    if config.distill_targets:  # a path relative to the repository, so a config reads the same on every machine
+        teacher = torch.from_numpy(read_teacher(fer.REPO_ROOT / config.distill_targets, data_sha256, num_faces,
+                                                config.distill_temperature)).to(device)
+    return flip_bits, teacher
+
+
 def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compile_mode: str) -> Run:
-    """The data on the device; the model (seeded from config.seed), its optimizer, loss, schedule and EMA."""
+    """The data on the device; the model (seeded from config.seed), its optimizer, loss, schedule and EMA, and
+    what the run holds per face besides its label."""
     train_images, train_labels = data.split("train")
     val_images, val_labels = data.split("val")
     if config.refit:  # val joins training; it is still scored each epoch, as a training split
@@ -140,6 +160,8 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.num_classes, **config.model_kwargs).to(device)
+    if config.whiten_init:
+        whiten_first_conv(model, images, config.seed)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model)
@@ -156,8 +178,9 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
         net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode)
     state = dict(epoch=0, step=0, history=[], wall_seconds=0.0, planned_epochs=config.epochs,
                  best_metric=-1.0, best_epoch=0, stop_reason="")
+    flip_bits, teacher = per_face_extras(config, policy, data.sha256, len(images), device)
     return Run(config, device, shard, compile_mode, data.num_classes, images, labels, val_images, val_labels, policy,
-               model, net, optimizer, loss_fn, plateau, ema_model, state)
+               flip_bits, teacher, model, net, optimizer, loss_fn, plateau, ema_model, state)
 
 
 def resume_or_plan(run: Run, last_path: Path) -> None:
@@ -186,6 +209,7 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     """One pass over the training faces in an order, with augmentations and dropout drawn from (seed, epoch),
     then the loss and accuracy on val: the epoch's row of the history."""
     config, state, device = run.config, run.state, run.device
+    policy = replace(run.policy, crop=crop_for_epoch(run.policy, epoch, state["planned_epochs"]))
     epoch_start = time.time()
     torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout of this epoch
     gen = epoch_generator(config, epoch, device)
@@ -203,8 +227,10 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
         idx = order[i * config.batch_size:(i + 1) * config.batch_size]
         if run.compile_mode != "off":
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's output buffers
-        loss, logits = train_step(run.net, run.optimizer, run.loss_fn, config, run.policy, run.images[idx],
-                                  run.labels[idx], gen, device, run.num_classes, run.shard)
+        flip_mask = run.flip_bits[idx] ^ bool(epoch % 2) if run.flip_bits is not None else None
+        teacher = run.teacher[idx] if run.teacher is not None else None
+        loss, logits = train_step(run.net, run.optimizer, run.loss_fn, config, policy, run.images[idx],
+                                  run.labels[idx], gen, device, run.num_classes, run.shard, flip_mask, teacher)
         if run.ema_model is not None:
             update_ema(run.ema_model, run.model, config.ema_decay)
         total_loss += loss

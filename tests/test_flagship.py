@@ -85,7 +85,8 @@ def flagship(tmp_path_factory):
     assert seed1.returncode == 0, seed1.stderr[-3000:]
     run_reports(only=["09"], kernel="python3", reports_dir=root / "reports", progress=False, parameters={
         "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY,
-        "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True}}, "device": "cpu"})
+        "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True},
+                          "screen: reference": {"label_smoothing": 0.2}}, "device": "cpu"})
     yield report, cli
     mp.undo()
 
@@ -105,6 +106,9 @@ def test_the_report_carries_the_ablations_and_the_choices_made_on_val(flagship):
     readme = (report / "README.md").read_text()
     assert "## Ablations" in readme and "| ten_crop |" in readme and "| raw, last epoch |" in readme
     assert "| no EMA | {'ema_decay': 0.0} |" in readme
+    ablations, screen = readme.split("## The screen")[0], readme.split("## The screen")[1].split("\n## ")[0]
+    assert "| screen: reference |" in screen and "screen: reference" not in ablations  # a screen has its own table
+    assert "| +0.00 | +0.00 |" in screen  # the reference's gains over itself, in points
     assert (report / "ablations" / "no_ema" / "model.pt").exists()
 
 

@@ -298,6 +298,20 @@ def test_convergence_is_an_early_stop_or_a_flat_last_ten_epochs():
         False, "only 8 epochs run: too few to see a plateau")
 
 
+def test_an_annealed_schedule_converged_when_a_longer_run_of_its_recipe_reached_no_better_val():
+    from types import SimpleNamespace
+    from emo_utils.reports import convergence
+    rising = history([0.4 + 0.01 * i for i in range(30)])  # best 0.69, +1.00 point over the last 10
+    no_better = SimpleNamespace(history=history([0.4 + 0.006 * i for i in range(45)]))  # best 0.664
+    converged, why = convergence(rising, "all 30 planned epochs run", longer=no_better)
+    assert converged and why.startswith("the same recipe over 45 epochs reached no better best val accuracy (66.40% "
+                                        "against 69.00%)")
+    better = SimpleNamespace(history=history([0.4 + 0.0075 * i for i in range(45)]))  # best 0.73
+    assert convergence(rising, "all 30 planned epochs run", longer=better)[0] is False
+    shorter = SimpleNamespace(history=history([0.3] * 20))  # fewer epochs: says nothing about more of them
+    assert convergence(rising, "all 30 planned epochs run", longer=shorter)[0] is False
+
+
 def test_every_page_shows_one_number_per_model_and_views():
     """The committed reports: each model's metrics.json, README and the ensemble's members agree with the scored
     views kept beside the weights (probabilities re-read, labels from FER2013, skipped without it)."""

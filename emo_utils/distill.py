@@ -1,0 +1,99 @@
+"""Distillation (Hinton et al. 2015): a net learns from an ensemble's outputs on the training faces.
+
+The teacher is an ensemble notebook 11 chose on val: its metrics.json names the members, their weights and each
+member's test-time views. The teacher's probabilities on every training face are computed once (a forward pass
+per member and view, the views' logits averaged, as everywhere else) and kept in a file keyed by the data's
+checksum. TrainConfig.distill_targets names that file; the training step then learns from
+(1 - distill_weight) x the labels + distill_weight x the teacher, the teacher softened by distill_temperature
+(each probability to the power 1/T, renormalised: T > 1 lifts the classes it ranks second and third).
+
+    python -m emo_utils.distill [--ensemble reports/ensemble/metrics.json] [--out reports/ensemble/teacher_train.npz]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as fer
+from .checkpoint import REPORTS_DIR, load_trained, trained_models
+from .inference import default_device, predict_logits, softmax
+
+DEFAULT_ENSEMBLE = REPORTS_DIR / "ensemble" / "metrics.json"
+DEFAULT_TEACHER = REPORTS_DIR / "ensemble" / "teacher_train.npz"
+
+
+def ensemble_members(metrics_path: Path, reports_dir: Path | None = None) -> dict[str, tuple[Path, str, float]]:
+    """{member: (model file, test-time views, weight)} of the ensemble an ensemble report's metrics.json records."""
+    prov = json.loads(Path(metrics_path).read_text())["provenance"]
+    files = trained_models(reports_dir, ablations=True)
+    missing = sorted(set(prov["members"]) - set(files))
+    if missing:
+        raise FileNotFoundError(f"{metrics_path} names members without weights under reports/: {missing}. Train "
+                                "them (make zoo) or run notebook 11 again to choose from the models there are.")
+    return {name: (files[name], prov["member_views"][name], weight) for name, weight in prov["members"].items()}
+
+
+def teacher_probabilities(members: dict[str, tuple[Path, str, float]], images_u8: np.ndarray, device=None
+                          ) -> np.ndarray:
+    """The ensemble's probabilities (N, C) on `images_u8`: each member's softmax under its own views, weighted."""
+    device = torch.device(device) if device is not None else default_device()
+    total = None
+    for path, views, weight in members.values():
+        trained = load_trained(path, device)
+        probs = weight * softmax(predict_logits(trained.model, images_u8, crop=trained.crop, tta=views))
+        total = probs if total is None else total + probs
+    return total / sum(weight for _, _, weight in members.values())
+
+
+def write_teacher(path: Path, probs: np.ndarray, data_sha256: str, members: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, probs=probs.astype(np.float32), data_sha256=np.array(data_sha256),
+                        members=np.array(json.dumps({name: [str(p), v, w] for name, (p, v, w) in members.items()})))
+    return path
+
+
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Each row to the power 1/T, renormalised: the distribution softmax(logits / T) would give."""
+    powered = np.power(np.clip(probs, 1e-12, None), 1.0 / temperature)
+    return powered / powered.sum(axis=1, keepdims=True)
+
+
+def read_teacher(path: Path, data_sha256: str, num_faces: int, temperature: float = 1.0) -> np.ndarray:
+    """The teacher's probabilities on the training faces, softened; refused when they were computed on other
+    data or another training split."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no teacher probabilities. Write them with `python -m emo_utils.distill "
+                                f"--out {path}` (after notebook 11 has chosen the ensemble).")
+    with np.load(path) as saved:
+        probs, sha = saved["probs"], str(saved["data_sha256"])
+    if sha != data_sha256 or len(probs) != num_faces:
+        raise ValueError(f"{path} holds the teacher's outputs on {len(probs)} faces of data {sha[:16]}…, not on "
+                         f"these {num_faces} training faces of {data_sha256[:16]}…: write it again for this data "
+                         "with `python -m emo_utils.distill`.")
+    return soften(probs, temperature)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.distill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ensemble", type=Path, default=DEFAULT_ENSEMBLE, help="an ensemble report's metrics.json")
+    parser.add_argument("--out", type=Path, default=DEFAULT_TEACHER)
+    parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the finder)")
+    parser.add_argument("--device", help="default: CUDA when present, else CPU")
+    args = parser.parse_args(argv)
+    data = fer.load_dataset(args.data)
+    members = ensemble_members(args.ensemble)
+    probs = teacher_probabilities(members, data.split("train")[0], args.device)
+    path = write_teacher(args.out, probs, data.sha256, members)
+    print(f"teacher: {len(members)} members, {len(probs)} training faces -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The speedrun's switchable ideas (issue 20): derandomized flips, progressive resizing and a whitening first
+layer, each checked for what it promises, then all three through the training loop."""
+import pytest
+import torch
+
+from emo_utils.augment import AugmentPolicy, alternate_flip_bits, augment_batch, crop_for_epoch, to_float
+from emo_utils.checkpoint import TrainConfig, load_checkpoint
+from emo_utils.train import prepare, train
+from emo_utils.whitening import WHITENING_EPS, patch_covariance, whiten_first_conv, whitening_filters
+from synthetic import make_learnable_data
+
+
+def test_derandomized_flips_show_every_face_both_ways_every_two_epochs():
+    bits = alternate_flip_bits(1000, seed=3, device="cpu")
+    assert torch.equal(bits, alternate_flip_bits(1000, seed=3, device="cpu"))
+    assert not torch.equal(bits, alternate_flip_bits(1000, seed=4, device="cpu"))
+    assert 400 < int(bits.sum()) < 600  # a fair coin per face
+    odd, even = bits ^ True, bits ^ False  # the masks train.run_epoch builds for epochs 1 and 2
+    assert torch.equal(odd ^ even, torch.ones(1000, dtype=torch.bool))  # each face mirrored in exactly one of them
+
+
+def test_a_flip_mask_mirrors_exactly_the_faces_it_names():
+    images = torch.randint(0, 256, (6, 8, 8), dtype=torch.uint8)
+    mask = torch.tensor([True, False, True, False, False, True])
+    out = augment_batch(images, AugmentPolicy(), torch.Generator().manual_seed(0), flip_mask=mask)
+    plain = to_float(images)
+    torch.testing.assert_close(out[mask], plain[mask].flip(3))
+    torch.testing.assert_close(out[~mask], plain[~mask])
+
+
+def test_progressive_crops_grow_from_the_start_size_to_the_full_crop_and_hold_it_for_the_last_quarter():
+    policy = AugmentPolicy(crop=40, crop_start=32)
+    sizes = [crop_for_epoch(policy, epoch, 20) for epoch in range(1, 21)]
+    assert sizes[0] == 32 and sizes[-5:] == [40] * 5
+    assert sizes == sorted(sizes) and set(sizes) == {32, 36, 40}
+    assert [crop_for_epoch(AugmentPolicy(crop=40), e, 20) for e in (1, 20)] == [40, 40]  # off: the crop itself
+    assert crop_for_epoch(AugmentPolicy(crop=40, crop_start=30), 1, 20) == 30  # never below the start
+
+
+def test_whitening_filters_give_uncorrelated_outputs_of_unit_variance_on_the_patches_they_come_from():
+    torch.manual_seed(0)
+    # Smooth random faces: neighbouring pixels correlate, as in real ones, so the patches are far from white.
+    images = torch.nn.functional.avg_pool2d(torch.rand(300, 1, 20, 20) * 255, 3, 1, 1)[:, 0].to(torch.uint8)
+    covariance = patch_covariance(images, 3)
+    assert covariance[0, 1] > 0.5 * covariance[0, 0]  # correlated before
+    filters = whitening_filters(images, 3)
+    assert filters.shape == (18, 1, 3, 3)
+    torch.testing.assert_close(filters[9:], -filters[:9])
+    w = filters[:9].reshape(9, 9).double()
+    variances = torch.linalg.eigvalsh(covariance)
+    torch.testing.assert_close(w @ covariance @ w.T, torch.diag(variances / (variances + WHITENING_EPS)),
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_whiten_first_conv_sets_its_leading_filters_and_refuses_a_colour_first_layer():
+    images = torch.randint(0, 256, (50, 16, 16), dtype=torch.uint8)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 8, 3))
+    before = model[0].weight.detach().clone()
+    assert whiten_first_conv(model, images, seed=0) == 18
+    torch.testing.assert_close(model[0].weight[:18], whitening_filters(images, 3))  # 50 faces: all of them chosen
+    torch.testing.assert_close(model[0].weight[18:], before[18:])  # the rest keep their random start
+    with pytest.raises(ValueError, match="first layer is a square convolution of the one grey channel"):
+        whiten_first_conv(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)), images, seed=0)
+
+
+def test_the_loop_trains_with_all_three_and_a_resumed_run_repeats_it(tmp_path):
+    data = make_learnable_data(train_per_class=12, test_per_class=3)
+    config = TrainConfig(model="vgg_gap", model_kwargs={"widths": (8, 16)}, optimizer="sgd", lr=0.05,
+                         scheduler="onecycle", batch_size=16, epochs=3, whiten_init=True,
+                         augment=dict(crop=40, crop_start=32, alternate_flips=True))
+    run = prepare(config, data, torch.device("cpu"), slice(None), "off")
+    train_faces = torch.from_numpy(data.split("train")[0])
+    torch.testing.assert_close(run.model.features[0][0].weight[:8], whitening_filters(train_faces, 3)[:8])
+    assert run.flip_bits is not None and len(run.flip_bits) == len(train_faces)
+
+    whole = train(config, data, tmp_path / "whole", progress=False)
+    assert whole.meta["epochs_run"] == 3
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first(epoch, row):
+        if epoch == 1:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        train(config, data, tmp_path / "resumed", progress=False, on_epoch_end=stop_after_first)
+    resumed = train(config, data, tmp_path / "resumed", progress=False)
+    for key, value in load_checkpoint(tmp_path / "whole" / "final.pt")["model"].items():
+        torch.testing.assert_close(load_checkpoint(tmp_path / "resumed" / "final.pt")["model"][key], value)
+    assert resumed.meta["epochs_run"] == 3
+
+
+def test_a_screen_is_read_against_its_reference_row_best_val_first():
+    from emo_utils.ablation import against_reference
+    rows = [{"run": "this recipe", "val": 0.70, "test_private": 0.72},
+            {"run": "screen: a", "change": "{'lr': 0.2}", "val": 0.64, "test_private": 0.65},
+            {"run": "screen: reference", "val": 0.635, "test_private": 0.66},
+            {"run": "screen: b", "val": 0.62, "test_private": 0.63}]
+    table = against_reference(rows, "screen: reference", "screen: ")
+    assert [r["run"] for r in table] == ["screen: reference", "screen: a", "screen: b"]
+    assert table[0]["val gain (points)"] == "+0.00" and "change" not in table[1]  # the run's name says it
+    assert (table[1]["val gain (points)"], table[1]["test_private gain (points)"]) == ("+0.50", "-1.00")
+    assert table[2]["val gain (points)"] == "-1.50"
+    assert against_reference(rows[:2], "screen: reference", "screen: ") == []
+
+
+def test_time_to_accuracy_says_which_goal_was_met_and_by_how_much_one_was_missed():
+    import importlib.util
+    from emo_utils.data import REPO_ROOT
+    spec = importlib.util.spec_from_file_location("time_to_accuracy", REPO_ROOT / "benchmarks" / "time_to_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(name, minutes, private):
+        return {"run": name, "epochs": 10, "train min": minutes, "test_private": private,
+                "test_private, flip TTA": private, "val": private}
+    runs = [run("this recipe", 59.5, 0.7219), run("30-minute budget", 29.8, 0.7231),
+            run("screen: reference", 11.7, 0.99),  # one-core screening: left out, whatever it scored
+            run("plain baseline, 30 min", 28.9, 0.69)]
+    lines = bench.summarize(runs, {"device": "cpu", "commit": "abc", "seed": 0})
+    text = "\n".join(lines)
+    assert "screen: reference" not in text
+    assert "- Time to 72% PrivateTest: **29.8 min** (30-minute budget, 72.31%)" in lines
+    assert "- Goal, 72% within 30 min: **met**, 72.31% (30-minute budget, 29.8 min)" in lines
+    assert ("- Goal, 73% within 60 min: **missed** by 0.69 points: the best within it is 72.31% (30-minute budget, "
+            "29.8 min)") in lines
+    assert "- Time to 73% PrivateTest: not reached within 60 min: the best, 72.31%, is 0.69 points short" in lines

@@ -71,16 +71,19 @@ def test_committed_model_reproduces_the_headline_accuracy_of_its_report(name, fe
 
 
 def ablation_table(readme: Path) -> dict[str, dict[str, str]]:
-    """{slug of the run's name: {column: cell}} from a report's 'Training runs' table."""
+    """{slug of the run's name: {column: cell}} from every table of training runs in a report (those whose first
+    column is `run` and that show a flip-TTA column): the 'Training runs' table, and a screen's when it has one."""
     lines = [line.strip() for line in readme.read_text().splitlines()]
-    start = next((i for i, line in enumerate(lines) if line.startswith("| run | change |")), None)
-    assert start is not None, f"{readme} has no ablation table ('| run | change | ...')"
     cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
-    header, rows = cells(lines[start]), []
-    for line in lines[start + 2:]:
-        if not line.startswith("|"):
-            break
-        rows.append(dict(zip(header, cells(line))))
+    starts = [i for i, line in enumerate(lines) if line.startswith("| run |") and "test_private, flip TTA" in line]
+    assert starts, f"{readme} has no ablation table ('| run | ... | test_private, flip TTA | ...')"
+    rows = []
+    for start in starts:
+        header = cells(lines[start])
+        for line in lines[start + 2:]:
+            if not line.startswith("|"):
+                break
+            rows.append(dict(zip(header, cells(line))))
     return {slug(row["run"]): row for row in rows}
 
 

@@ -39,21 +39,31 @@ def load_runs(report: Path) -> tuple[list[dict], dict]:
 
 
 def time_to(target: float, runs: list[dict]) -> dict | None:
-    """The shortest run (by training minutes) whose PrivateTest accuracy reached the target."""
+    """The shortest of our runs (by training minutes) whose PrivateTest accuracy reached the target."""
     reached = [r for r in runs if r["test_private"] >= target]
     return min(reached, key=lambda r: r["train min"]) if reached else None
 
 
+def chosen_on_val(runs: list[dict]) -> list[dict]:
+    """Of runs with about the same budget (within 3 minutes), the one with the best val accuracy: the recipe we
+    would pick at that budget without looking at the test split."""
+    kept = []
+    for run in sorted(runs, key=lambda r: -r["val"]):
+        if all(abs(run["train min"] - k["train min"]) >= 3 for k in kept):
+            kept.append(run)
+    return kept
+
+
 def best_within(minutes: float, runs: list[dict]) -> dict | None:
-    """The run with the best PrivateTest accuracy among those that trained at most `minutes` (a minute of slack
-    for the last epoch's overrun)."""
+    """Among runs that trained at most `minutes` (a minute of slack for the last epoch's overrun), the one with the
+    best val accuracy."""
     within = [r for r in runs if r["train min"] <= minutes + 1]
-    return max(within, key=lambda r: r["test_private"]) if within else None
+    return max(within, key=lambda r: r["val"]) if within else None
 
 
 def summarize(runs: list[dict], prov: dict) -> list[str]:
     runs = [r for r in runs if not r["run"].startswith("screen: ")]  # one-core screening runs: another regime
-    ours = [r for r in runs if r["run"] in OURS]
+    ours = chosen_on_val([r for r in runs if r["run"] in OURS])  # one recipe per budget, chosen on val
     baseline = next((r for r in runs if r["run"] == BASELINE), None)
     # Seconds per epoch show how fast each run's machine was: a run that shared its cores fits fewer epochs.
     lines = ["| run | epochs | training min | s/epoch | PrivateTest (views chosen on val) | PrivateTest (flip TTA) | val |",
@@ -75,7 +85,7 @@ def summarize(runs: list[dict], prov: dict) -> list[str]:
             f"no run of ours trained {minutes} min or less" if best is None else
             f"**met**, {best['test_private']:.2%} ({best['run']}, {best['train min']:.1f} min)"
             if best["test_private"] >= target else
-            f"**missed** by {100 * (target - best['test_private']):.2f} points: the best within it is "
+            f"**missed** by {100 * (target - best['test_private']):.2f} points: ours within it, chosen on val, is "
             f"{best['test_private']:.2%} ({best['run']}, {best['train min']:.1f} min)"))
     if baseline:
         same = next((r for r in ours if abs(r["train min"] - baseline["train min"]) < 3), None)

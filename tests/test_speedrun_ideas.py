@@ -111,17 +111,18 @@ def test_time_to_accuracy_says_which_goal_was_met_and_by_how_much_one_was_missed
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
 
-    def run(name, minutes, private):
+    def run(name, minutes, private, val=None):
         return {"run": name, "epochs": 10, "train min": minutes, "test_private": private,
-                "test_private, flip TTA": private, "val": private}
+                "test_private, flip TTA": private, "val": private if val is None else val}
     runs = [run("this recipe", 59.5, 0.7219), run("30-minute budget", 29.8, 0.7231),
+            run("30 min, screen winners", 29.4, 0.7290, val=0.70),  # better on test, worse on val: not chosen
             run("screen: reference", 11.7, 0.99),  # one-core screening: left out, whatever it scored
             run("plain baseline, 30 min", 28.9, 0.69)]
     lines = bench.summarize(runs, {"device": "cpu", "commit": "abc", "seed": 0})
     text = "\n".join(lines)
-    assert "screen: reference" not in text
+    assert "screen: reference" not in text and "| 30 min, screen winners |" in text  # in the table, never chosen
     assert "- Time to 72% PrivateTest: **29.8 min** (30-minute budget, 72.31%)" in lines
     assert "- Goal, 72% within 30 min: **met**, 72.31% (30-minute budget, 29.8 min)" in lines
-    assert ("- Goal, 73% within 60 min: **missed** by 0.69 points: the best within it is 72.31% (30-minute budget, "
+    assert ("- Goal, 73% within 60 min: **missed** by 0.69 points: ours within it, chosen on val, is 72.31% (30-minute budget, "
             "29.8 min)") in lines
     assert "- Time to 73% PrivateTest: not reached within 60 min: the best, 72.31%, is 0.69 points short" in lines

@@ -58,34 +58,71 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
 
 
 def run_row(name: str, change: str, result: TrainResult, data, tta: str, probs_by_view: dict[str, dict]) -> dict:
-    """One training run's row: its budget as spent, and its accuracies under the views `tta` and with flip
-    TTA, read from the run's scored views (views.scored_views of the weights chosen for it). A refit learnt the
-    val split, so its val accuracy is a training accuracy and is left blank."""
+    """One training run's row: its budget as spent and on what device (a time cap fits fewer epochs on slower
+    cores), and its accuracies under the views `tta` and with flip TTA, read from the run's scored views
+    (views.scored_views of the weights chosen for it). A refit learnt the val split, so its val accuracy is a
+    training accuracy and is left blank."""
     scores = accuracies(probs_by_view[tta], data, SCORED_SPLITS)
     if result.config.refit:
         scores["val"] = None
     return {"run": name, "change": change, "epochs": result.meta["epochs_run"],
-            "train min": round(result.meta["wall_seconds"] / 60, 1), **scores,
+            "train min": round(result.meta["wall_seconds"] / 60, 1), "device": result.meta["device"], **scores,
             "test_private, flip TTA": accuracies(probs_by_view["flip"], data, ["test_private"]).get("test_private")}
 
 
 def seed_rows(report_dir: Path, data, tta: str | None = None) -> list[dict]:
     """The recipe's seeds side by side: the notebook's seed (report_dir/model.pt) and every further seed the zoo
-    trained (report_dir/seeds/<seed>/model.pt), each under the views chosen on its own val (or `tta`), then
-    their mean, std and 95% interval for each split. A single seed gives one row and no summary."""
+    trained (report_dir/seeds/<seed>/model.pt), each with the epochs it ran, where and for how long, under the
+    views chosen on its own val (or `tta`), then their mean, std and 95% interval for each split. A single seed
+    gives one row and no summary."""
     paths = [Path(report_dir) / "model.pt"] + sorted(Path(report_dir).glob("seeds/*/model.pt"))
     rows = []
     for path in paths:
-        evaluation = evaluate(path, data, tta)
-        rows.append({"run": f"seed {load_checkpoint(path)['config']['seed']}", "views": evaluation.views,
+        evaluation, saved = evaluate(path, data, tta), load_checkpoint(path)
+        rows.append({"run": f"seed {saved['config']['seed']}", "epochs": saved["meta"]["epochs_run"],
+                     "train min": round(saved["meta"]["wall_seconds"] / 60, 1), "device": saved["meta"]["device"],
+                     "views": evaluation.views,
                      **{split: evaluation.metrics[split]["accuracy"] for split in SEED_SPLITS}})
     if len(rows) > 1:
         stats = {split: seed_interval([row[split] for row in rows]) for split in SEED_SPLITS}
-        rows.append({"run": f"mean of {len(rows)}", "views": "-", **{s: stats[s]["mean"] for s in SEED_SPLITS}})
-        rows.append({"run": "std", "views": "-", **{s: stats[s]["std"] for s in SEED_SPLITS}})
-        rows.append({"run": "95% interval of the mean", "views": "-",
+        blank = {"epochs": "-", "train min": "-", "device": "-", "views": "-"}
+        rows.append({"run": f"mean of {len(rows)}", **blank, **{s: stats[s]["mean"] for s in SEED_SPLITS}})
+        rows.append({"run": "std", **blank, **{s: stats[s]["std"] for s in SEED_SPLITS}})
+        rows.append({"run": "95% interval of the mean", **blank,
                      **{s: f"{stats[s]['low']:.4f}-{stats[s]['high']:.4f}" for s in SEED_SPLITS}})
     return rows
+
+
+def replay(result: TrainResult) -> dict:
+    """The changes that replay a time-capped run without its cap: the epochs the cap fitted, with the one-cycle
+    schedule planned for them from the start (the capped run re-planned it after each epoch and ended on the same
+    plan). Another seed of that run then trains the same schedule on any machine, however fast its cores; a run
+    without a cap is replayed as it is."""
+    if not result.config.time_budget_min:
+        return {}
+    return {"epochs": result.meta["epochs_run"], "time_budget_min": 0}
+
+
+def run_seed_dir(report_dir: Path, name: str) -> Path:
+    """Where a training run's weights and its further seeds (seeds/<seed>/model.pt) are: seed_rows reads it."""
+    return ablation_model_path(report_dir, name).parent
+
+
+def train_run_seeds(model_name: str, recipe: dict, overrides: dict, ablations: dict[str, dict],
+                    runs: dict[str, TrainResult], run_seeds: dict[str, list[int]], data, run_dir: Path,
+                    report_dir: Path, device=None, retrain: bool = False) -> dict[str, Path]:
+    """Further seeds of training runs ({run name: [seed, ...]}), each the run's recipe replayed (`replay`) with
+    another seed; weights in report_dir/ablations/<slug>/seeds/<seed>/. Returns {run name: its folder}."""
+    for name, seeds in run_seeds.items():
+        changes = {**overrides, **ablations[name], **replay(runs[name])}
+        for seed in seeds:
+            model_path = run_seed_dir(report_dir, name) / "seeds" / str(seed) / "model.pt"
+            model_path.parent.mkdir(parents=True, exist_ok=True)
+            print(f"{name!r}, seed {seed}: {changes}", flush=True)
+            train(config_from_recipe(model_name, recipe, seed, changes), data,
+                  Path(run_dir) / "ablations" / slug(name) / f"seed{seed}", device=device, retrain=retrain,
+                  model_path=model_path, progress=False)
+    return {name: run_seed_dir(report_dir, name) for name in run_seeds}
 
 
 def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[str, TrainResult],

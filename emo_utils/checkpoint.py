@@ -234,7 +234,8 @@ def trained_models(reports_dir: str | os.PathLike | None = None, ablations: bool
     """{model name: reports/<model>/model.pt} for every model with weights. With `suffixes` (".pt", ".onnx"), a
     model with only an exported model.onnx counts too (the first suffix found wins); with `ablations`, also each
     training-time ablation's weights (reports/<model>/ablations/<run>/model.pt), named `<model>/<run>`, and each
-    further seed's (reports/<model>/seeds/<seed>/model.pt), named `<model>/seed<seed>`."""
+    further seed's (reports/<model>/seeds/<seed>/model.pt), named `<model>/seed<seed>`, and each further seed of an
+    ablation run (reports/<model>/ablations/<run>/seeds/<seed>/model.pt), named `<model>/<run>/seed<seed>`."""
     root = Path(reports_dir or REPORTS_DIR)
     found = {}
     for folder in sorted(p for p in root.glob("*") if p.is_dir()):
@@ -244,6 +245,8 @@ def trained_models(reports_dir: str | os.PathLike | None = None, ablations: bool
     if ablations:
         found.update({f"{p.parents[2].name}/{p.parent.name}": p for p in sorted(root.glob("*/ablations/*/model.pt"))})
         found.update({f"{p.parents[2].name}/seed{p.parent.name}": p for p in sorted(root.glob("*/seeds/*/model.pt"))})
+        found.update({f"{p.parents[4].name}/{p.parents[2].name}/seed{p.parent.name}": p
+                      for p in sorted(root.glob("*/ablations/*/seeds/*/model.pt"))})
     return found
 
 

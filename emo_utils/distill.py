@@ -7,7 +7,7 @@ checksum. TrainConfig.distill_targets names that file; the training step then le
 (1 - distill_weight) x the labels + distill_weight x the teacher, the teacher softened by distill_temperature
 (each probability to the power 1/T, renormalised: T > 1 lifts the classes it ranks second and third).
 
-    python -m emo_utils.distill [--ensemble reports/ensemble/metrics.json] [--out reports/ensemble/teacher_train.npz]
+    python -m emo_utils.distill [--ensemble reports/ensemble/metrics.json] [--out reports/ensemble/teacher_train.npz] [--bf16]
 """
 from __future__ import annotations
 
@@ -37,14 +37,18 @@ def ensemble_members(metrics_path: Path, reports_dir: Path | None = None) -> dic
     return {name: (files[name], prov["member_views"][name], weight) for name, weight in prov["members"].items()}
 
 
-def teacher_probabilities(members: dict[str, tuple[Path, str, float]], images_u8: np.ndarray, device=None
-                          ) -> np.ndarray:
-    """The ensemble's probabilities (N, C) on `images_u8`: each member's softmax under its own views, weighted."""
+def teacher_probabilities(members: dict[str, tuple[Path, str, float]], images_u8: np.ndarray, device=None,
+                          bf16: bool = False) -> np.ndarray:
+    """The ensemble's probabilities (N, C) on `images_u8`: each member's softmax under its own views, weighted.
+    `bf16` runs a CPU's forward passes under bf16 autocast, as a GPU's always are (inference.predict_logits):
+    about twice as fast on AVX512-BF16 or AMX cores, and the targets are softened anyway."""
     device = torch.device(device) if device is not None else default_device()
     total = None
     for path, views, weight in members.values():
         trained = load_trained(path, device)
-        probs = weight * softmax(predict_logits(trained.model, images_u8, crop=trained.crop, tta=views))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and device.type == "cpu"):
+            logits = predict_logits(trained.model, images_u8, crop=trained.crop, tta=views)
+        probs = weight * softmax(logits)
         total = probs if total is None else total + probs
     return total / sum(weight for _, _, weight in members.values())
 
@@ -86,10 +90,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_TEACHER)
     parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the finder)")
     parser.add_argument("--device", help="default: CUDA when present, else CPU")
+    parser.add_argument("--bf16", action="store_true", help="a CPU's forward passes under bf16 autocast (a GPU's are)")
     args = parser.parse_args(argv)
     data = fer.load_dataset(args.data)
     members = ensemble_members(args.ensemble)
-    probs = teacher_probabilities(members, data.split("train")[0], args.device)
+    probs = teacher_probabilities(members, data.split("train")[0], args.device, bf16=args.bf16)
     path = write_teacher(args.out, probs, data.sha256, members)
     print(f"teacher: {len(members)} members, {len(probs)} training faces -> {path}")
     return 0

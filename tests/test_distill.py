@@ -74,6 +74,8 @@ def test_an_ensembles_outputs_on_the_training_faces_teach_a_new_run(tmp_path):
     expected = sum(w * softmax(predict_logits(load_trained(reports / n / "model.pt").model, faces, crop=44, tta=v))
                    for n, v, w in (("a", "flip", 0.75), ("b", "center", 0.25)))
     np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    in_bf16 = teacher_probabilities(members, faces, "cpu", bf16=True)  # a CPU's faster teacher
+    assert not np.array_equal(in_bf16, probs) and np.abs(in_bf16 - probs).max() < 0.05
     teacher = write_teacher(tmp_path / "teacher.npz", probs, data.sha256, members)
 
     student = train(TrainConfig(**tiny, distill_targets=str(teacher)), data, tmp_path / "runs" / "student",

@@ -13,7 +13,7 @@ from emo_utils.augment import TTA_VIEWS, tta_views
 from emo_utils.models import build_model
 from emo_utils.inference import predict_logits, predict_splits, softmax
 from emo_utils.reports import REPO_ROOT, run_reports
-from emo_utils.checkpoint import TrainConfig, config_differences
+from emo_utils.checkpoint import TrainConfig, config_differences, load_checkpoint
 from synthetic import make_learnable_data
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "09_train_vgg_gap.ipynb"
@@ -86,7 +86,9 @@ def flagship(tmp_path_factory):
     run_reports(only=["09"], kernel="python3", reports_dir=root / "reports", progress=False, parameters={
         "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY,
         "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True},
-                          "screen: reference": {"label_smoothing": 0.2}}, "device": "cpu"})
+                          "screen: reference": {"label_smoothing": 0.2},
+                          "capped": {"time_budget_min": 0.02, "epochs": 500}},  # stopped by its cap
+        "cpu_run_seeds": {"capped": [1]}, "device": "cpu"})
     yield report, cli
     mp.undo()
 
@@ -124,3 +126,19 @@ def test_the_report_shows_each_seed_and_their_mean_and_a_refit_without_a_val_sco
     assert mean == pytest.approx((float(rows["seed 0"][private]) + float(rows["seed 1"][private])) / 2, abs=1e-4)
     refit = next(line for line in readme.splitlines() if line.startswith("| refit |"))
     assert "| {'refit': True} |" in refit and "| — |" in refit  # its val column is blank: it trained on val
+
+
+def test_a_capped_runs_further_seed_replays_the_epochs_its_cap_fitted_without_the_cap(flagship):
+    report, _ = flagship
+    capped = load_checkpoint(report / "ablations" / "capped" / "model.pt")
+    replayed = load_checkpoint(report / "ablations" / "capped" / "seeds" / "1" / "model.pt")
+    fitted = capped["meta"]["epochs_run"]
+    assert capped["config"]["time_budget_min"] == 0.02 and fitted < 500  # the cap ended it
+    assert replayed["config"]["seed"] == 1 and replayed["config"]["time_budget_min"] == 0
+    assert replayed["config"]["epochs"] == replayed["meta"]["epochs_run"] == fitted
+    seeds = (report / "README.md").read_text().split("## Seeds", 1)[1].split("**capped**, its seeds replaying", 1)[1]
+    names = [line.split(" | ")[0].strip("| ") for line in seeds.splitlines() if line.startswith("| ")]
+    assert names[:4] == ["run", "seed 0", "seed 1", "mean of 2"]
+    recorded = json.loads((report / "ablations.json").read_text())["seeds"]
+    assert [row["run"] for row in recorded["capped"][:2]] == ["seed 0", "seed 1"]
+    assert recorded["capped"][1]["epochs"] == fitted

@@ -400,10 +400,13 @@ def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit
     import torch
     from emo_utils.checkpoint import CHECKPOINT_FORMAT, trained_models, trained_on_val
     for path, refit in (("vgg_gap_full/model.pt", False), ("vgg_gap_full/seeds/2/model.pt", False),
-                        ("vgg_gap_full/ablations/refit_on_train_val/model.pt", True)):
+                        ("vgg_gap_full/ablations/refit_on_train_val/model.pt", True),
+                        ("vgg_gap_full/ablations/refit_on_train_val/seeds/1/model.pt", True)):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"format": CHECKPOINT_FORMAT, "config": {"refit": refit}}, tmp_path / path)
     assert list(trained_models(tmp_path)) == ["vgg_gap_full"]
     found = trained_models(tmp_path, ablations=True)
-    assert list(found) == ["vgg_gap_full", "vgg_gap_full/refit_on_train_val", "vgg_gap_full/seed2"]
-    assert [name for name, path in found.items() if trained_on_val(path)] == ["vgg_gap_full/refit_on_train_val"]
+    assert list(found) == ["vgg_gap_full", "vgg_gap_full/refit_on_train_val", "vgg_gap_full/seed2",
+                           "vgg_gap_full/refit_on_train_val/seed1"]
+    assert [name for name, path in found.items() if trained_on_val(path)] == ["vgg_gap_full/refit_on_train_val",
+                                                                               "vgg_gap_full/refit_on_train_val/seed1"]

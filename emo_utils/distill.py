@@ -41,7 +41,8 @@ def teacher_probabilities(members: dict[str, tuple[Path, str, float]], images_u8
                           bf16: bool = False) -> np.ndarray:
     """The ensemble's probabilities (N, C) on `images_u8`: each member's softmax under its own views, weighted.
     `bf16` runs a CPU's forward passes under bf16 autocast, as a GPU's always are (inference.predict_logits):
-    about twice as fast on AVX512-BF16 or AMX cores, and the targets are softened anyway."""
+    faster on AVX512-BF16 or AMX cores (the CPU recipes train 1.84x faster in it, reports/benchmarks.md), and the
+    targets are softened anyway."""
     device = torch.device(device) if device is not None else default_device()
     total = None
     for path, views, weight in members.values():

@@ -17,6 +17,7 @@ from .train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
 
 SEED_SPLITS = ("val", "test_private", "test_public", "test_all")
+MAIN_RUN = "this recipe"  # the ablation table's row for the recipe unchanged
 
 
 def slug(name: str) -> str:
@@ -104,24 +105,26 @@ def replay(result: TrainResult) -> dict:
 
 
 def run_seed_dir(report_dir: Path, name: str) -> Path:
-    """Where a training run's weights and its further seeds (seeds/<seed>/model.pt) are: seed_rows reads it."""
-    return ablation_model_path(report_dir, name).parent
+    """Where a training run's weights and its further seeds (seeds/<seed>/model.pt) are: seed_rows reads it. The
+    recipe's own run (MAIN_RUN) keeps its seeds in report_dir/seeds/, beside the zoo's."""
+    return Path(report_dir) if name == MAIN_RUN else ablation_model_path(report_dir, name).parent
 
 
 def train_run_seeds(model_name: str, recipe: dict, overrides: dict, ablations: dict[str, dict],
                     runs: dict[str, TrainResult], run_seeds: dict[str, list[int]], data, run_dir: Path,
                     report_dir: Path, device=None, retrain: bool = False) -> dict[str, Path]:
-    """Further seeds of training runs ({run name: [seed, ...]}), each the run's recipe replayed (`replay`) with
-    another seed; weights in report_dir/ablations/<slug>/seeds/<seed>/. Returns {run name: its folder}."""
+    """Further seeds of training runs ({run name: [seed, ...]}, MAIN_RUN for the recipe itself, whose result
+    `runs` must then hold), each the run's recipe replayed (`replay`) with another seed; weights in
+    run_seed_dir(report_dir, name)/seeds/<seed>/. Returns {run name: its folder}."""
     for name, seeds in run_seeds.items():
-        changes = {**overrides, **ablations[name], **replay(runs[name])}
+        changes = {**overrides, **ablations.get(name, {}), **replay(runs[name])}
+        checkpoints = Path(run_dir) if name == MAIN_RUN else Path(run_dir) / "ablations" / slug(name)
         for seed in seeds:
             model_path = run_seed_dir(report_dir, name) / "seeds" / str(seed) / "model.pt"
             model_path.parent.mkdir(parents=True, exist_ok=True)
             print(f"{name!r}, seed {seed}: {changes}", flush=True)
-            train(config_from_recipe(model_name, recipe, seed, changes), data,
-                  Path(run_dir) / "ablations" / slug(name) / f"seed{seed}", device=device, retrain=retrain,
-                  model_path=model_path, progress=False)
+            train(config_from_recipe(model_name, recipe, seed, changes), data, checkpoints / f"seed{seed}",
+                  device=device, retrain=retrain, model_path=model_path, progress=False)
     return {name: run_seed_dir(report_dir, name) for name in run_seeds}
 
 
@@ -129,7 +132,7 @@ def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[s
                   ablations: dict[str, dict], report_dir: Path, data, views: str) -> list[dict]:
     """The ablation table: this recipe's row (main_probs: scored_views of the weights chosen for it), then one
     row per training-time ablation, all under the same test-time views."""
-    rows = [run_row("this recipe", "-", result, data, views, main_probs)]
+    rows = [run_row(MAIN_RUN, "-", result, data, views, main_probs)]
     rows += [run_row(name, str(ablations[name]), run, data, views,
                      scored_views(ablation_model_path(report_dir, name), data)) for name, run in runs.items()]
     return rows

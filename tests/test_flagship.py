@@ -88,7 +88,7 @@ def flagship(tmp_path_factory):
         "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True},
                           "screen: reference": {"label_smoothing": 0.2},
                           "capped": {"time_budget_min": 0.02, "epochs": 500}},  # stopped by its cap
-        "cpu_run_seeds": {"capped": [1]}, "device": "cpu"})
+        "cpu_run_seeds": {"this recipe": [2], "capped": [1]}, "device": "cpu"})
     yield report, cli
     mp.undo()
 
@@ -119,11 +119,12 @@ def test_the_report_shows_each_seed_and_their_mean_and_a_refit_without_a_val_sco
     readme = (report / "README.md").read_text()
     seeds = readme.split("## Seeds", 1)[1]
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in seeds.splitlines() if line.startswith("| ")}
-    assert {"seed 0", "seed 1", "mean of 2", "std", "95% interval of the mean"} <= set(rows)
+    assert {"seed 0", "seed 1", "seed 2", "mean of 3", "std", "95% interval of the mean"} <= set(rows)
     head = [cell.strip("| ") for cell in seeds.splitlines()[2].split(" | ")]
     private = head.index("test_private")
-    mean = float(rows["mean of 2"][private])
-    assert mean == pytest.approx((float(rows["seed 0"][private]) + float(rows["seed 1"][private])) / 2, abs=1e-4)
+    mean = float(rows["mean of 3"][private])
+    each = [float(rows[f"seed {s}"][private]) for s in range(3)]
+    assert mean == pytest.approx(sum(each) / 3, abs=1e-4)
     refit = next(line for line in readme.splitlines() if line.startswith("| refit |"))
     assert "| {'refit': True} |" in refit and "| — |" in refit  # its val column is blank: it trained on val
 
@@ -142,3 +143,13 @@ def test_a_capped_runs_further_seed_replays_the_epochs_its_cap_fitted_without_th
     recorded = json.loads((report / "ablations.json").read_text())["seeds"]
     assert [row["run"] for row in recorded["capped"][:2]] == ["seed 0", "seed 1"]
     assert recorded["capped"][1]["epochs"] == fitted
+
+
+def test_the_recipes_own_further_seed_is_trained_by_the_notebook_beside_the_zoos(flagship):
+    report, _ = flagship
+    main, seed2 = load_checkpoint(report / "model.pt"), load_checkpoint(report / "seeds" / "2" / "model.pt")
+    assert seed2["config"]["seed"] == 2  # "this recipe" in run_seeds: the recipe unchanged but for its seed
+    assert config_differences(seed2["config"], TrainConfig(**{**main["config"], "seed": 2})) == []
+    assert (report.parents[1] / "runs" / "vgg_gap" / "seed2" / "last.pt").exists()  # its checkpoints, beside seed1's
+    recorded = json.loads((report / "ablations.json").read_text())["seeds"]["this recipe"]
+    assert [row["run"] for row in recorded[:4]] == ["seed 0", "seed 1", "seed 2", "mean of 3"]

@@ -56,3 +56,7 @@ if __name__ == "__main__":
     run_dir, report = Path(sys.argv[1]), Path(sys.argv[2])
     train(CONFIG, data(), run_dir, device="cpu", progress=False)
     (report / f"batches_rank{os.environ['RANK']}.json").write_text(json.dumps(sorted(set(TRAINING_BATCHES))))
+    # As the training command line does: a process that exits with its gloo group alive can abort (SIGABRT,
+    # "terminate called without an active exception") while the group's threads are torn down.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

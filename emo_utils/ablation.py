@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from .checkpoint import TrainResult, config_from_recipe, load_checkpoint
-from .metrics import seed_interval
+from .metrics import mean_difference, prediction_interval, seed_interval
 from .train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
 
@@ -136,6 +138,58 @@ def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[s
     rows += [run_row(name, str(ablations[name]), run, data, views,
                      scored_views(ablation_model_path(report_dir, name), data)) for name, run in runs.items()]
     return rows
+
+
+def refit_lines(rows: list[dict], seeds: list[dict]) -> list[str]:
+    """Each refit among the training rows (val blank: it trained on val) against the recipe trained on train
+    alone: its PrivateTest beside the recipe's seeds' mean (seed_rows), in signed points, and whether it leaves
+    the 95% prediction interval of one more train-only seed (a refit is one run, not a mean). With one seed of the
+    recipe, its row in `rows` is the comparison, and nothing can be said about noise."""
+    seed_accuracies = [row["test_private"] for row in seeds if row["run"].startswith("seed ")]
+    if len(seed_accuracies) > 1:
+        stats, (low, high) = seed_interval(seed_accuracies), prediction_interval(seed_accuracies)
+        base, against = stats["mean"], (f"{100 * stats['mean']:.2f}% +- {100 * stats['std']:.2f} (mean of "
+                                         f"{stats['n']} seeds, each under the views chosen on its own val)")
+    else:
+        base = next(row["test_private"] for row in rows if row["run"] == MAIN_RUN)
+        against = f"{100 * base:.2f}% (one seed)"
+    lines = []
+    for row in (row for row in rows if row["val"] is None):
+        if len(seed_accuracies) < 2:
+            verdict = "one seed of each, so seed-to-seed noise is not measured"
+        else:
+            where = "above" if row["test_private"] > high else "below" if row["test_private"] < low else "inside"
+            verdict = (f"{where} the 95% prediction interval of one more train-only seed "
+                       f"({100 * low:.2f}-{100 * high:.2f}%)" + (": not evidence of a difference" if where == "inside" else ""))
+        lines.append(f"- **{row['run']}** ({row['epochs']} epochs on train + val, its last epoch, under this "
+                     f"recipe's views): PrivateTest {100 * row['test_private']:.2f}% against {against} for "
+                     f"{MAIN_RUN} on train alone: {100 * (row['test_private'] - base):+.2f} points, {verdict}.")
+    return lines
+
+
+def seed_comparison_lines(seeds: dict[str, list[dict]], comparisons: dict[str, str]) -> list[str]:
+    """For each {run: baseline run} whose seeds both were trained (seed_rows of each in `seeds`), the run's
+    PrivateTest mean against the baseline's, in signed points, with the 95% interval of the difference (Welch):
+    a gain or a loss only when the interval leaves zero. A pair with a single seed on a side is said to be one."""
+    def private_accuracies(name):
+        return [row["test_private"] for row in seeds.get(name, []) if row["run"].startswith("seed ")]
+    lines = []
+    for name, baseline in comparisons.items():
+        runs, bases = private_accuracies(name), private_accuracies(baseline)
+        if not runs or not bases:
+            continue  # not trained in this budget
+        head = (f"- **{name}** against **{baseline}**: PrivateTest {100 * np.mean(runs):.2f}% against "
+                f"{100 * np.mean(bases):.2f}% (means of {len(runs)} and {len(bases)} seeds): "
+                f"{100 * (np.mean(runs) - np.mean(bases)):+.2f} points")
+        if min(len(runs), len(bases)) < 2:
+            lines.append(head + "; one seed on a side, so seed-to-seed noise is not measured.")
+            continue
+        diff = mean_difference(runs, bases)
+        verdict = ("a gain" if diff["low"] > 0 else "a loss" if diff["high"] < 0
+                   else "not distinguishable from seed-to-seed noise")
+        lines.append(head + f", 95% interval of the difference {100 * diff['low']:+.2f} to {100 * diff['high']:+.2f}"
+                            f" (Welch): {verdict}.")
+    return lines
 
 
 SCREEN_NOTE = ("Each idea alone, one change to the screen's short budget, on the same seed and under this recipe's "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
+from scipy.stats import t as student_t, ttest_ind
 from sklearn.metrics import (auc, confusion_matrix, f1_score, precision_recall_fscore_support,
                              roc_auc_score, roc_curve)
 
@@ -178,6 +178,27 @@ def seed_interval(values, confidence: float = 0.95) -> dict:
     std = float(values.std(ddof=1)) if n > 1 else float("nan")
     half = float(student_t.ppf((1 + confidence) / 2, n - 1) * std / np.sqrt(n)) if n > 1 else float("nan")
     return {"n": n, "mean": mean, "std": std, "low": mean - half, "high": mean + half}
+
+
+def prediction_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Where one more seed of the same recipe would land with the given probability (Student's t, mean +- t std
+    sqrt(1 + 1/n)): what a single other run, e.g. a refit, is to be read against, rather than the mean's interval."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"a prediction interval needs 2 seeds, got {n}")
+    half = float(student_t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) * np.sqrt(1 + 1 / n))
+    return float(values.mean()) - half, float(values.mean()) + half
+
+
+def mean_difference(values, baseline, confidence: float = 0.95) -> dict:
+    """Difference of two seed means (values minus baseline) with Welch's t interval, which does not assume the two
+    recipes vary alike from seed to seed. Needs two seeds of each."""
+    if min(len(values), len(baseline)) < 2:
+        raise ValueError(f"a difference of means needs 2 seeds of each, got {len(values)} and {len(baseline)}")
+    interval = ttest_ind(values, baseline, equal_var=False).confidence_interval(confidence)
+    return {"difference": float(np.mean(values) - np.mean(baseline)), "low": float(interval.low),
+            "high": float(interval.high)}
 
 
 def summary_frame(metrics_by_split: dict):

@@ -88,7 +88,8 @@ def flagship(tmp_path_factory):
         "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True},
                           "screen: reference": {"label_smoothing": 0.2},
                           "capped": {"time_budget_min": 0.02, "epochs": 500}},  # stopped by its cap
-        "cpu_run_seeds": {"this recipe": [2], "capped": [1]}, "device": "cpu"})
+        "cpu_run_seeds": {"this recipe": [2], "capped": [1]}, "seed_comparisons": {"this recipe": "capped"},
+        "device": "cpu"})
     yield report, cli
     mp.undo()
 
@@ -127,6 +128,22 @@ def test_the_report_shows_each_seed_and_their_mean_and_a_refit_without_a_val_sco
     assert mean == pytest.approx(sum(each) / 3, abs=1e-4)
     refit = next(line for line in readme.splitlines() if line.startswith("| refit |"))
     assert "| {'refit': True} |" in refit and "| — |" in refit  # its val column is blank: it trained on val
+    table = readme.split("Training runs (same seed", 1)[1]
+    runs_head = [cell.strip("| ") for cell in table.splitlines()[2].split(" | ")]
+    refit_private = float(refit.split(" | ")[runs_head.index("test_private")])
+    assert (f"- **refit** (2 epochs on train + val, its last epoch, under this recipe's views): PrivateTest "
+            f"{100 * refit_private:.2f}% against {100 * mean:.2f}% +- ") in readme  # the recipe's mean of 3 seeds
+
+
+def test_the_seeds_section_compares_two_runs_by_their_seed_means(flagship):
+    report, _ = flagship
+    record = json.loads((report / "ablations.json").read_text())
+    means = {name: np.mean([row["test_private"] for row in rows if row["run"].startswith("seed ")])
+             for name, rows in record["seeds"].items()}
+    [line] = record["seed_comparisons"]
+    assert line.startswith(f"- **this recipe** against **capped**: PrivateTest {100 * means['this recipe']:.2f}% against "
+                           f"{100 * means['capped']:.2f}% (means of 3 and 2 seeds): ")
+    assert "95% interval of the difference" in line and line in (report / "README.md").read_text().split("## Seeds")[1]
 
 
 def test_a_capped_runs_further_seed_replays_the_epochs_its_cap_fitted_without_the_cap(flagship):

@@ -396,6 +396,38 @@ def test_seed_interval_is_students_t_over_the_seeds():
     assert (summary["low"], summary["high"]) == (pytest.approx(low), pytest.approx(high))
 
 
+def test_a_prediction_interval_is_wider_than_the_means_by_the_new_seeds_own_spread():
+    from emo_utils.metrics import prediction_interval, seed_interval
+    values = [0.70, 0.71, 0.725]
+    low, high = prediction_interval(values)
+    mean_low, mean_high = seed_interval(values)["low"], seed_interval(values)["high"]
+    assert (low + high) / 2 == pytest.approx(np.mean(values))
+    assert (high - low) / (mean_high - mean_low) == pytest.approx(np.sqrt(1 + len(values)))  # sqrt(1 + 1/n) / sqrt(1/n)
+    with pytest.raises(ValueError, match="needs 2 seeds, got 1"):
+        prediction_interval([0.7])
+
+
+def test_a_difference_of_seed_means_has_welchs_interval_around_it():
+    from emo_utils.metrics import mean_difference
+    ours, base = [0.72, 0.707, 0.715], [0.694, 0.71, 0.705]
+    diff = mean_difference(ours, base)
+    # Welch by hand: the standard error of each mean, the Welch-Satterthwaite degrees of freedom, Student's t.
+    var_a, var_b = np.var(ours, ddof=1) / 3, np.var(base, ddof=1) / 3
+    dof = (var_a + var_b) ** 2 / (var_a ** 2 / 2 + var_b ** 2 / 2)
+    half = stats_t_quantile(dof) * np.sqrt(var_a + var_b)
+    assert diff["difference"] == pytest.approx(np.mean(ours) - np.mean(base))
+    assert (diff["low"], diff["high"]) == (pytest.approx(diff["difference"] - half), pytest.approx(diff["difference"] + half))
+    swapped = mean_difference(base, ours)  # the other way round: the same interval, negated
+    assert (swapped["low"], swapped["high"]) == (pytest.approx(-diff["high"]), pytest.approx(-diff["low"]))
+    with pytest.raises(ValueError, match="needs 2 seeds of each, got 1 and 3"):
+        mean_difference([0.72], base)
+
+
+def stats_t_quantile(dof):
+    from scipy import stats
+    return stats.t.ppf(0.975, dof)
+
+
 def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit(tmp_path):
     import torch
     from emo_utils.checkpoint import CHECKPOINT_FORMAT, trained_models, trained_on_val

@@ -1,5 +1,6 @@
 """The speedrun's switchable ideas (issue 20): derandomized flips, progressive resizing and a whitening first
 layer, each checked for what it promises, then all three through the training loop."""
+import numpy as np
 import pytest
 import torch
 
@@ -102,6 +103,46 @@ def test_a_screen_is_read_against_its_reference_row_best_val_first():
     assert (table[1]["val gain (points)"], table[1]["test_private gain (points)"]) == ("+0.50", "-1.00")
     assert table[2]["val gain (points)"] == "-1.50"
     assert against_reference(rows[:2], "screen: reference", "screen: ") == []
+
+
+def test_a_refit_is_read_against_where_one_more_train_only_seed_would_land():
+    from emo_utils.ablation import refit_lines
+    rows = [{"run": "this recipe", "epochs": 82, "val": 0.71, "test_private": 0.7219},
+            {"run": "30-minute budget", "epochs": 43, "val": 0.70, "test_private": 0.6938},
+            {"run": "refit on train+val", "epochs": 82, "val": None, "test_private": 0.7450}]
+    seeds = [{"run": "seed 0", "test_private": 0.72}, {"run": "seed 1", "test_private": 0.71},
+             {"run": "seed 2", "test_private": 0.715}, {"run": "mean of 3", "test_private": 0.715}]
+    [line] = refit_lines(rows, seeds)  # one line per refit; the train-only rows have none
+    assert "**refit on train+val** (82 epochs" in line and "PrivateTest 74.50% against 71.50% +- 0.50" in line
+    # mean +- t(0.975, 2) std sqrt(1 + 1/3) = 71.50 +- 4.303 * 0.50 * 1.155: 69.02 to 73.98
+    assert "+3.00 points, above the 95% prediction interval of one more train-only seed (69.02-73.98%)." in line
+    rows[2]["test_private"] = 0.7300  # outside the mean's own interval (70.26-72.74), inside the prediction interval
+    assert "+1.50 points, inside the 95% prediction interval" in refit_lines(rows, seeds)[0]
+    rows[2]["test_private"] = 0.6800
+    assert "-3.50 points, below the 95% prediction interval" in refit_lines(rows, seeds)[0]
+    # One seed of the recipe: its own row is the comparison, and no claim about noise.
+    [single] = refit_lines(rows, seeds[:1])
+    assert "against 72.19% (one seed)" in single and "-4.19 points" in single and "interval" not in single
+    assert refit_lines(rows[:2], seeds) == []
+
+
+def test_runs_with_seeds_are_compared_by_their_means_and_the_interval_of_the_difference():
+    from emo_utils.ablation import seed_comparison_lines
+
+    def seeds(*private):
+        rows = [{"run": f"seed {s}", "test_private": p} for s, p in enumerate(private)]
+        return rows + ([{"run": f"mean of {len(rows)}", "test_private": float(np.mean(private))}] if len(rows) > 1 else [])
+    table = {"30-minute budget": seeds(0.694, 0.710, 0.7055), "distilled": seeds(0.7063, 0.712, 0.709),
+             "far better": seeds(0.75, 0.752, 0.751), "alone": seeds(0.70)}
+    noise, gain, single = seed_comparison_lines(table, {"distilled": "30-minute budget", "far better": "30-minute budget",
+                                                        "alone": "30-minute budget", "untrained": "30-minute budget"})
+    assert noise.startswith("- **distilled** against **30-minute budget**: PrivateTest 70.91% against 70.32% "
+                            "(means of 3 and 3 seeds): +0.59 points, 95% interval of the difference ")
+    assert noise.endswith("(Welch): not distinguishable from seed-to-seed noise.")
+    assert gain.endswith("(Welch): a gain.") and "+4.78 points" in gain
+    assert single.endswith("-0.32 points; one seed on a side, so seed-to-seed noise is not measured.")
+    # a loss is the same comparison the other way round
+    assert seed_comparison_lines(table, {"30-minute budget": "far better"})[0].endswith("(Welch): a loss.")
 
 
 def test_time_to_accuracy_says_which_goal_was_met_and_by_how_much_one_was_missed():

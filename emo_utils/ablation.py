@@ -140,14 +140,19 @@ def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[s
     return rows
 
 
+def seed_accuracies(seeds: list[dict]) -> list[float]:
+    """The PrivateTest accuracy of each seed in a seed_rows table, its mean, std and interval rows left out."""
+    return [row["test_private"] for row in seeds if row["run"].startswith("seed ")]
+
+
 def refit_lines(rows: list[dict], seeds: list[dict]) -> list[str]:
     """Each refit among the training rows (val blank: it trained on val) against the recipe trained on train
     alone: its PrivateTest beside the recipe's seeds' mean (seed_rows), in signed points, and whether it leaves
     the 95% prediction interval of one more train-only seed (a refit is one run, not a mean). With one seed of the
     recipe, its row in `rows` is the comparison, and nothing can be said about noise."""
-    seed_accuracies = [row["test_private"] for row in seeds if row["run"].startswith("seed ")]
-    if len(seed_accuracies) > 1:
-        stats, (low, high) = seed_interval(seed_accuracies), prediction_interval(seed_accuracies)
+    accuracies_by_seed = seed_accuracies(seeds)
+    if len(accuracies_by_seed) > 1:
+        stats, (low, high) = seed_interval(accuracies_by_seed), prediction_interval(accuracies_by_seed)
         base, against = stats["mean"], (f"{100 * stats['mean']:.2f}% +- {100 * stats['std']:.2f} (mean of "
                                          f"{stats['n']} seeds, each under the views chosen on its own val)")
     else:
@@ -155,12 +160,12 @@ def refit_lines(rows: list[dict], seeds: list[dict]) -> list[str]:
         against = f"{100 * base:.2f}% (one seed)"
     lines = []
     for row in (row for row in rows if row["val"] is None):
-        if len(seed_accuracies) < 2:
+        if len(accuracies_by_seed) < 2:
             verdict = "one seed of each, so seed-to-seed noise is not measured"
         else:
             where = "above" if row["test_private"] > high else "below" if row["test_private"] < low else "inside"
-            verdict = (f"{where} the 95% prediction interval of one more train-only seed "
-                       f"({100 * low:.2f}-{100 * high:.2f}%)" + (": not evidence of a difference" if where == "inside" else ""))
+            verdict = (f"{where} the 95% prediction interval of one more train-only seed ({100 * low:.2f}-"
+                       f"{100 * high:.2f}%)" + (": not evidence of a difference" if where == "inside" else ""))
         lines.append(f"- **{row['run']}** ({row['epochs']} epochs on train + val, its last epoch, under this "
                      f"recipe's views): PrivateTest {100 * row['test_private']:.2f}% against {against} for "
                      f"{MAIN_RUN} on train alone: {100 * (row['test_private'] - base):+.2f} points, {verdict}.")
@@ -171,11 +176,9 @@ def seed_comparison_lines(seeds: dict[str, list[dict]], comparisons: dict[str, s
     """For each {run: baseline run} whose seeds both were trained (seed_rows of each in `seeds`), the run's
     PrivateTest mean against the baseline's, in signed points, with the 95% interval of the difference (Welch):
     a gain or a loss only when the interval leaves zero. A pair with a single seed on a side is said to be one."""
-    def private_accuracies(name):
-        return [row["test_private"] for row in seeds.get(name, []) if row["run"].startswith("seed ")]
     lines = []
     for name, baseline in comparisons.items():
-        runs, bases = private_accuracies(name), private_accuracies(baseline)
+        runs, bases = seed_accuracies(seeds.get(name, [])), seed_accuracies(seeds.get(baseline, []))
         if not runs or not bases:
             continue  # not trained in this budget
         head = (f"- **{name}** against **{baseline}**: PrivateTest {100 * np.mean(runs):.2f}% against "

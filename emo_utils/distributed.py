@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -87,6 +88,22 @@ def wrap(model: torch.nn.Module, device: torch.device, sync_batchnorm: bool) -> 
                              "sync_batchnorm=False for gloo on CPU (each rank then normalises its own share).")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def end_rank(exit_code: int = 0):
+    """End a torchrun process: destroy the group, flush the output, and leave without interpreter teardown.
+
+    Why not return: once DistributedDataParallel has wrapped a model, torch (2.14, gloo) keeps the process group
+    alive past destroy_process_group (its C++ side holds references we cannot drop), so its threads (gloo_tcp_loop,
+    two pt_gloo_runloop) still run when Python tears down and C++ destroys its statics. On a loaded machine that
+    teardown aborted rank 0 with "terminate called without an active exception" (SIGABRT, exit -6) after a
+    finished run. Everything a rank writes is written and fsynced before this is called; os._exit skips only
+    the teardown."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
 
 
 # ---------------------------------------------------------------- the device

@@ -394,7 +394,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in result.meta.items()}, indent=1, default=str))
         print(f"model: {model_path}")
     if distributed.active():
-        torch.distributed.destroy_process_group()
+        distributed.end_rank(0)  # never returns: see end_rank for the abort it avoids
     return 0
 
 

@@ -86,6 +86,36 @@ def test_rank_zero_alone_writes_and_the_run_records_its_ranks(runs):
     assert meta["device"].startswith("2 x cpu") and "DDP" in meta["device"]
 
 
+def test_each_rank_ends_without_interpreter_teardown(runs):
+    # A finished two-rank job aborted at exit on a loaded machine (rank 0 SIGABRT, "terminate called without an
+    # active exception"): DDP keeps gloo's group and its threads alive past destroy_process_group, and the
+    # interpreter's teardown ran with them. distributed.end_rank, the training command line's exit under torchrun,
+    # leaves without that teardown; the worker's atexit hook would leave a marker if it ran.
+    assert not list(runs.glob("teardown_rank*"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from Linux's /proc")
+def test_gloo_threads_outlive_destroy_process_group_once_ddp_wrapped_a_model(tmp_path):
+    """Why end_rank exists: if this starts failing, torch frees the group on destroy and the hard exit can go."""
+    script = tmp_path / "threads_after_destroy.py"
+    script.write_text(
+        "import os, torch, torch.distributed as dist\n"
+        "dist.init_process_group('gloo')\n"
+        "net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))\n"
+        "del net\n"
+        "dist.destroy_process_group()\n"
+        "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
+        "print('GLOO', int(any('gloo' in n for n in names)), flush=True)\n"
+        "os._exit(0)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("GLOO 1") == 2, done.stdout
+
+
 def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     code = ("import sys; sys.path.insert(0, %r); import ddp_worker, dataclasses; from emo_utils.train import train; "

@@ -80,6 +80,12 @@ class TrainConfig:
     # Off by default, so every model trained before it existed keeps its exact fp32 recipe.
     cpu_bf16: bool = False
     sync_batchnorm: bool = False  # under torchrun on GPUs: batch norm over the global batch, not each rank's share
+    # The dataset trained on (datasets.py): it names the report folder (reports/<dataset>/<model> for all but
+    # FER2013) and the leaderboard section. Every model trained before the field existed trained on FER2013.
+    dataset: str = "fer2013"
+    # "majority": one label per face; "probability": FER+'s vote distributions as soft targets, cross-entropy
+    # against them (Barsoum et al. 2016), through the step's soft-target path that distillation uses.
+    label_mode: str = "majority"
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -90,9 +96,12 @@ class TrainConfig:
         return cls(**values)
 
 
-def config_from_recipe(model: str, recipe: dict, seed: int = 0, overrides: dict | None = None) -> TrainConfig:
-    """A notebook's recipe (its full_recipe or cpu_recipe parameter) with `overrides` on top, as a TrainConfig."""
-    return TrainConfig.from_dict({**recipe, **(overrides or {}), "model": model, "seed": seed})
+def config_from_recipe(model: str, recipe: dict, seed: int = 0, overrides: dict | None = None,
+                       dataset: str | None = None) -> TrainConfig:
+    """A notebook's recipe (its full_recipe or cpu_recipe parameter) with `overrides` on top, as a TrainConfig;
+    `dataset` (a notebook's parameter) when given, else the recipe's or FER2013."""
+    return TrainConfig.from_dict({**recipe, **(overrides or {}), "model": model, "seed": seed,
+                                  **({"dataset": dataset} if dataset is not None else {})})
 
 
 @dataclass

@@ -148,6 +148,24 @@ def leaderboard(records: list[dict]) -> str:
     return "\n".join([line for line in lead if line] + [""] + head + lines + notes)
 
 
+DATASET_TITLES = {"fer2013": "FER2013", "ferplus": "FER+", "rafdb": "RAF-DB (basic)", "affectnet": "AffectNet",
+                  "ckplus": "CK+"}
+
+
+def dataset_sections(reports_dir: Path = REPORTS_DIR) -> list[str]:
+    """A leaderboard section for each dataset other than FER2013: reports/<dataset>/<model>/metrics.json, whose
+    record names the dataset (datasets.report_subfolder puts them there), under the dataset's own headline split."""
+    lines = []
+    for folder in sorted(p for p in Path(reports_dir).iterdir() if p.is_dir()):
+        records = [r for r in load_model_metrics(folder) if r.get("dataset") == folder.name]
+        if not records:
+            continue
+        for record in records:
+            record["_dir"] = f"{folder.name}/{record['_dir']}"  # links from reports/README.md
+        lines += [f"## Leaderboard ({DATASET_TITLES.get(folder.name, folder.name)})", "", leaderboard(records), ""]
+    return lines
+
+
 def leaderboard_figure(records: list[dict], path: Path) -> Path:
     """Accuracy against parameters for every model, with the FER2013 figures the seeds published marked."""
     rows = leaderboard_rows(records)
@@ -168,6 +186,7 @@ def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS
     if records:
         figure = leaderboard_figure(records, reports_dir / "leaderboard.png")
         lines += [f"![{figure.stem}]({figure.name})", ""]
+    lines += dataset_sections(reports_dir)
     lines += ["## Notebooks", "", "| notebook | executed HTML | executed notebook |", "|---|---|---|"]
     for nb in sorted(Path(notebooks_dir).glob("*.ipynb")):
         html, executed = reports_dir / f"{nb.stem}.html", reports_dir / f"{nb.stem}.ipynb"

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from .checkpoint import REPORTS_DIR
-from .data import REPO_ROOT, FERData, load_dataset
+from .data import REPO_ROOT, FERData
+from .datasets import DEFAULT_DATASET, load_named, report_subfolder
 from .recipes import (FULL_SUFFIX, TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters,
                       report_folder)
 
@@ -21,15 +22,17 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 
 
 def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None,
-                 budget: str = "cpu", home_budget: str = "cpu") -> tuple[FERData, Path, Path]:
-    """A training notebook's opening: the dataset (data_path, else the finder's), and its report and run folders,
-    reports/<folder> and runs/<folder> unless the parameters name others: <model_name> for the budget the notebook
-    reports by default (`home_budget`), <model_name>_<budget> for the other (recipes.report_folder), where the
-    training command line and the zoo write them."""
-    folder = report_folder(model_name, budget, home_budget)
+                 budget: str = "cpu", home_budget: str = "cpu", dataset: str = DEFAULT_DATASET,
+                 label_mode: str = "majority") -> tuple[FERData, Path, Path]:
+    """A training notebook's opening: the dataset (datasets.load_named: FER2013 from data_path, else the finder's;
+    another dataset from data_path), and its report and run folders, reports/<folder> and runs/<folder> unless the
+    parameters name others: <model_name> for the budget the notebook reports by default (`home_budget`),
+    <model_name>_<budget> for the other (recipes.report_folder), under <dataset>/ for a dataset other than FER2013
+    (datasets.report_subfolder), where the training command line and the zoo write them."""
+    folder = report_subfolder(report_folder(model_name, budget, home_budget), dataset)
     report_dir = REPORTS_DIR / folder if report_dir is None else Path(report_dir)
     run_dir = REPO_ROOT / "runs" / folder if run_dir is None else Path(run_dir)
-    data = load_dataset(data_path)
+    data = load_named(dataset, data_path, label_mode)
     print(f"{data.source}: {len(data.images):,} images, {data.num_classes} classes {data.class_names}")
     return data, report_dir, run_dir
 

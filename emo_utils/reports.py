@@ -21,7 +21,7 @@ import pandas as pd
 
 from .checkpoint import REPORTS_DIR, TrainResult, load_checkpoint
 from .data import REPO_ROOT
-from .leaderboard import PUBLISHED, write_index
+from .leaderboard import DATASET_TITLES, PUBLISHED, write_index
 from .metrics import accuracy_interval, most_confused_pairs, summary
 from .models import build_model, count_flops
 from .notebooks import NOTEBOOKS, run_notebooks
@@ -197,8 +197,9 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
     params, flops = result.meta["params"], count_flops(result.model)
     converged, why = convergence(history, prov["stop_reason"], longer)
     prov = {**prov, "tta": views, "converged": converged, "convergence": why}
-    record = {"model": model_name, "params": int(params), "flops": int(flops),
-              "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}
+    dataset = result.config.dataset
+    record = {"model": model_name, "dataset": dataset, "label_mode": result.config.label_mode, "params": int(params),
+              "flops": int(flops), "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}
     (report_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
     m = metrics_by_split[headline]
@@ -212,6 +213,9 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
              f"min, {prov['epochs_run']} of {prov['epochs_asked']} epochs asked (stopped: {prov['stop_reason']}); "
              f"best validation epoch {prov['best_epoch']}. Converged: **{'yes' if converged else 'no'}** ({why})."
              + (" Weights re-evaluated from the committed model.pt, not retrained." if prov["reused_weights"] else ""),
+             f"- Dataset: **{DATASET_TITLES.get(dataset, dataset)}**"
+             + (f", trained on the annotators' vote distributions (label mode `{result.config.label_mode}`)"
+                if result.config.label_mode != "majority" else "") + ".",
              f"- {params:,} parameters, {flops / 1e6:.1f} MFLOPs per 48x48 image (forward).",
              f"- Commit `{prov['commit']}`, seed {prov['seed']}, data sha256 `{prov['data_sha256'][:16]}…`, "
              f"torch {prov['torch']}, evaluated {prov['evaluated_at']}.", ""]
@@ -233,10 +237,12 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
               "## Load the weights", "", f"This reproduces the {SPLIT_TITLES.get(headline, headline)} accuracy above.",
               "", "```python",
               "from emo_utils.checkpoint import load_trained",
-              "from emo_utils.data import load_dataset",
-              "from emo_utils.inference import predict_splits",
-              "data = load_dataset()",
-              f"result = load_trained('reports/{report_dir.name}/model.pt')  # TrainResult: .model, .config, .history",
+              *(["from emo_utils.data import load_dataset", "from emo_utils.inference import predict_splits",
+                 "data = load_dataset()"] if dataset == "fer2013" else
+                ["from emo_utils.datasets import load_named", "from emo_utils.inference import predict_splits",
+                 f"data = load_named({dataset!r}, 'path/to/{dataset}', {result.config.label_mode!r})"]),
+              f"result = load_trained('reports/{report_dir.name if dataset == 'fer2013' else f'{dataset}/{report_dir.name}'}"
+              "/model.pt')  # TrainResult: .model, .config, .history",
               f"probs = predict_splits(result.model, data, ['{headline}'], crop={result.crop}, tta='{views}')['{headline}']",
               f"print((probs.argmax(1) == data.split('{headline}')[1]).mean())  # {m['accuracy']:.4f}", "```", ""]
     readme = report_dir / "README.md"

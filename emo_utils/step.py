@@ -58,15 +58,18 @@ def epoch_generator(config: TrainConfig, epoch: int, device: torch.device) -> to
 
 
 def train_step(model, optimizer, loss_fn, config, policy, batch_u8, targets, gen, device, num_classes,
-               shard=slice(None), flip_mask=None, teacher=None):
+               shard=slice(None), flip_mask=None, teacher=None, teacher_weight=None):
     """One update. Augmentation (and mixup) runs on the global batch, then this rank keeps `shard` of it, so
     ranks draw the same random numbers as one process would and together see exactly its batch. `flip_mask`:
-    which faces of the batch to mirror, for derandomized flips (else a coin flip each). `teacher`: a teacher's
-    probabilities on the batch's faces, mixed into the targets with weight config.distill_weight (distillation)."""
+    which faces of the batch to mirror, for derandomized flips (else a coin flip each). `teacher`: a distribution
+    over the classes for each of the batch's faces, mixed into the targets with weight `teacher_weight`
+    (default config.distill_weight): a teacher's probabilities (distillation), or the annotators' votes (FER+'s
+    probability mode, weight 1: the votes alone are the target)."""
     x = augment_batch(batch_u8, policy, gen, flip_mask)
     soft = None
     if teacher is not None:
-        soft = torch.lerp(F.one_hot(targets, num_classes).float(), teacher.float(), config.distill_weight)
+        weight = config.distill_weight if teacher_weight is None else teacher_weight
+        soft = torch.lerp(F.one_hot(targets, num_classes).float(), teacher.float(), weight)
     if policy.mixup:
         x, soft = mixup(x, soft if soft is not None else F.one_hot(targets, num_classes).float(), policy.mixup, gen)
     if soft is not None:

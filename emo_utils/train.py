@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from . import data as fer
-from . import distributed
+from . import datasets, distributed
 from .augment import AugmentPolicy, alternate_flip_bits, crop_for_epoch, make_policy
 from .checkpoint import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, check_config, config_differences,
                          config_from_recipe, load_checkpoint, load_trained, load_weights, publish_model,
@@ -69,7 +69,7 @@ class Run:
     val_labels: np.ndarray
     policy: AugmentPolicy
     flip_bits: torch.Tensor | None  # each face's start for derandomized flips (policy.alternate_flips), else None
-    teacher: torch.Tensor | None  # a teacher's softened probabilities on the training faces (distillation), else None
+    teacher: torch.Tensor | None  # per training face: a teacher's softened probabilities, or FER+'s votes, else None
     model: torch.nn.Module
     net: torch.nn.Module  # what the training step calls: the model, wrapped for DDP and compiled as asked
     optimizer: torch.optim.Optimizer
@@ -77,6 +77,7 @@ class Run:
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
     ema_model: torch.nn.Module | None
     state: dict
+    teacher_weight: float | None = None  # how much of the target `teacher` is (None: config.distill_weight)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -86,6 +87,22 @@ class Run:
     @property
     def steps_per_epoch(self) -> int:
         return max(len(self.images) // self.config.batch_size, 1)  # drop the last partial batch: BN needs company
+
+
+def check_data(config: TrainConfig, data) -> None:
+    """The data is the dataset the config names, with the labels it asks for: checked before anything is written."""
+    if datasets.dataset_of(data) != config.dataset:
+        raise ValueError(f"the config trains on dataset {config.dataset!r} but the data is "
+                         f"{datasets.dataset_of(data)!r} ({data.source}): load it with "
+                         f"datasets.load_named({config.dataset!r}, path), or set dataset={datasets.dataset_of(data)!r}")
+    if config.label_mode not in datasets.LABEL_MODES:
+        raise ValueError(f"label_mode {config.label_mode!r}: choose one of {datasets.LABEL_MODES}")
+    if getattr(data, "label_mode", "majority") != config.label_mode:
+        raise ValueError(f"the config asks for label_mode={config.label_mode!r} but the data was loaded with "
+                         f"{getattr(data, 'label_mode', 'majority')!r}: load it with "
+                         f"datasets.load_named({config.dataset!r}, path, label_mode={config.label_mode!r})")
+    if config.label_mode == "probability" and config.distill_targets:
+        raise ValueError("label_mode='probability' and distillation both replace the targets: choose one")
 
 
 def setup(config: TrainConfig, device, compile_mode: str | None) -> tuple[torch.device, slice, str]:
@@ -134,16 +151,20 @@ def reuse_finished(config: TrainConfig, data, run_dir: Path, model_path, device)
     return None
 
 
-def per_face_extras(config: TrainConfig, policy: AugmentPolicy, data_sha256: str, num_faces: int, device
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def per_face_extras(config: TrainConfig, policy: AugmentPolicy, data, num_faces: int, device
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None, float | None]:
     """What a run holds for each training face besides its label: the start of its derandomized flips
-    (policy.alternate_flips) and a teacher's softened probabilities (config.distill_targets), each None if unused."""
+    (policy.alternate_flips), and a distribution the step mixes into its target with its weight: a teacher's
+    softened probabilities (config.distill_targets, weight config.distill_weight) or the annotators' vote
+    distribution (label_mode "probability", weight 1). Each None if unused."""
     flip_bits = alternate_flip_bits(num_faces, config.seed, device) if policy.alternate_flips else None
-    teacher = None
+    teacher, weight = None, None
     if config.distill_targets:  # a path relative to the repository, so a config reads the same on every machine
-        teacher = torch.from_numpy(read_teacher(fer.REPO_ROOT / config.distill_targets, data_sha256, num_faces,
+        teacher = torch.from_numpy(read_teacher(fer.REPO_ROOT / config.distill_targets, data.sha256, num_faces,
                                                 config.distill_temperature)).to(device)
-    return flip_bits, teacher
+    if config.label_mode == "probability":
+        teacher, weight = torch.from_numpy(datasets.training_soft_labels(data, config.refit)).to(device), 1.0
+    return flip_bits, teacher, weight
 
 
 def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compile_mode: str) -> Run:
@@ -178,9 +199,9 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
         net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode)
     state = dict(epoch=0, step=0, history=[], wall_seconds=0.0, planned_epochs=config.epochs,
                  best_metric=-1.0, best_epoch=0, stop_reason="")
-    flip_bits, teacher = per_face_extras(config, policy, data.sha256, len(images), device)
+    flip_bits, teacher, teacher_weight = per_face_extras(config, policy, data, len(images), device)
     return Run(config, device, shard, compile_mode, data.num_classes, images, labels, val_images, val_labels, policy,
-               flip_bits, teacher, model, net, optimizer, loss_fn, plateau, ema_model, state)
+               flip_bits, teacher, model, net, optimizer, loss_fn, plateau, ema_model, state, teacher_weight)
 
 
 def resume_or_plan(run: Run, last_path: Path) -> None:
@@ -230,7 +251,8 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
         flip_mask = run.flip_bits[idx] ^ bool(epoch % 2) if run.flip_bits is not None else None
         teacher = run.teacher[idx] if run.teacher is not None else None
         loss, logits = train_step(run.net, run.optimizer, run.loss_fn, config, policy, run.images[idx],
-                                  run.labels[idx], gen, device, run.num_classes, run.shard, flip_mask, teacher)
+                                  run.labels[idx], gen, device, run.num_classes, run.shard, flip_mask, teacher,
+                                  run.teacher_weight)
         if run.ema_model is not None:
             update_ema(run.ema_model, run.model, config.ema_decay)
         total_loss += loss
@@ -335,6 +357,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     Under torchrun (see distributed.py) every rank calls this; config.batch_size is the global batch, rank 0
     alone writes files, and every rank returns the same model.
     """
+    check_data(config, data)
     device, shard, compile_mode = setup(config, device, compile_mode)
     run_dir = Path(run_dir)
     start_clean(run_dir, retrain)
@@ -365,7 +388,10 @@ def main(argv=None) -> int:
     parser.add_argument("notebook", type=Path, help="a training notebook; its parameters cell gives the recipe")
     parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: the notebook's budget)")
     parser.add_argument("--seed", type=int, help="default: the notebook's seed")
-    parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the notebook's data_path, then the finder)")
+    parser.add_argument("--data", help="the dataset's file or folder (default: the notebook's data_path; for FER2013 "
+                        "then the finder)")
+    parser.add_argument("--dataset", help="which dataset (datasets.py: fer2013, ferplus, rafdb, affectnet, ckplus, or "
+                        "a name of your own for a train/ + test/ folder; default: the notebook's dataset, else fer2013)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field, VALUE a Python literal (e.g. --set epochs=5); repeatable")
     parser.add_argument("--report-dir", type=Path, help="where model.pt goes (default: reports/<model>)")
@@ -381,9 +407,12 @@ def main(argv=None) -> int:
     seed = params.get("seed", 0) if args.seed is None else args.seed
     overrides = {**(params.get("overrides") or {}), **parse_sets(args.set)}
     model_name = params["model_name"]
-    config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides)
-    data = fer.load_dataset(args.data or params.get("data_path"))
-    folder = report_folder(model_name, budget, params.get("budget", "cpu"))
+    dataset = args.dataset or params.get("dataset") or datasets.DEFAULT_DATASET
+    config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides,
+                                dataset)
+    data = datasets.load_named(dataset, args.data or params.get("data_path"), config.label_mode)
+    # FER2013's reports stay at reports/<model>; another dataset's go to reports/<dataset>/<model>.
+    folder = datasets.report_subfolder(report_folder(model_name, budget, params.get("budget", "cpu")), dataset)
     report_dir = args.report_dir or fer.REPO_ROOT / "reports" / folder
     run_dir = args.run_dir or fer.REPO_ROOT / "runs" / folder
     model_path = args.model_path or report_dir / "model.pt"

@@ -307,3 +307,33 @@ def test_the_leaderboard_has_a_section_per_dataset(tmp_path):
     assert "[tiny](tiny/README.md), 60.00% PrivateTest" in fer2013_part and "80.00%" not in fer2013_part
     assert "[ferplus/tiny](ferplus/tiny/README.md), 80.00% PrivateTest" in ferplus_part
     assert "[my_faces/tiny](my_faces/tiny/README.md), 70.00% Whole test folder" in own_part
+
+
+def test_the_readme_recipe_for_adding_a_dataset_ends_in_its_own_leaderboard_section(tmp_path, monkeypatch, capsys):
+    """README, "Add a dataset": class folders, the training command line under a name of our own, then its report
+    in reports/<dataset>/<model> and its section in reports/README.md, FER2013's table untouched."""
+    from emo_utils.reports import provenance, write_model_report
+    from emo_utils.checkpoint import load_trained
+    from emo_utils.views import evaluate
+    monkeypatch.setattr(fer, "REPO_ROOT", tmp_path)
+    notebook = write_notebook(tmp_path / "02_train_tiny.ipynb", "mini_xception",
+                              dict(model_kwargs={"widths": (8, 16)}, batch_size=16, epochs=1, augment="none"))
+    faces = make_fer_folder(tmp_path, name="my_faces", classes=("calm", "frown", "smile"), n_train=12, n_public=0,
+                            n_private=0, n_plain=3)
+    threads = torch.get_num_threads()
+    try:
+        assert train_module.main([str(notebook), "--dataset", "my_faces", "--data", str(faces)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    report_dir = tmp_path / "reports" / "my_faces" / "mini_xception"
+    data = datasets.load_named("my_faces", faces)
+    result = load_trained(report_dir / "model.pt", "cpu")
+    evaluation = evaluate(report_dir / "model.pt", data, "center", device="cpu")
+    readme = write_model_report(report_dir, "Tiny", result, evaluation, provenance(0, data.sha256, result.meta, "cpu"), {})
+    assert json.loads((report_dir / "metrics.json").read_text())["dataset"] == "my_faces"
+    assert "Dataset: **my_faces**" in readme.read_text()
+    assert "load_named('my_faces'" in readme.read_text() and "reports/my_faces/mini_xception/model.pt" in readme.read_text()
+    index = write_index(tmp_path / "reports", tmp_path / "no_notebooks").read_text()
+    fer2013_part, own_part = index.split("## Leaderboard (my_faces)")
+    assert "No trained model yet" in fer2013_part
+    assert "[my_faces/mini_xception](my_faces/mini_xception/README.md)" in own_part and "Whole test folder" in own_part

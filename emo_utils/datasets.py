@@ -59,6 +59,23 @@ def training_soft_labels(data: FERData, refit: bool) -> np.ndarray:
     return np.concatenate([soft, data.soft_split("val")]) if refit else soft
 
 
+def check_data(data: FERData, dataset: str, label_mode: str, distilling: bool = False) -> None:
+    """The data is the dataset a config names, loaded with the labels it asks for (train.train, before anything
+    is written): a mismatch is a ValueError naming the fix."""
+    if dataset_of(data) != dataset:
+        raise ValueError(f"the config trains on dataset {dataset!r} but the data is {dataset_of(data)!r} "
+                         f"({data.source}): load it with datasets.load_named({dataset!r}, path), or set "
+                         f"dataset={dataset_of(data)!r}")
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode {label_mode!r}: choose one of {LABEL_MODES}")
+    if getattr(data, "label_mode", "majority") != label_mode:
+        raise ValueError(f"the config asks for label_mode={label_mode!r} but the data was loaded with "
+                         f"{getattr(data, 'label_mode', 'majority')!r}: load it with "
+                         f"datasets.load_named({dataset!r}, path, label_mode={label_mode!r})")
+    if label_mode == "probability" and distilling:
+        raise ValueError("label_mode='probability' and distillation both replace the targets: choose one")
+
+
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name or ""):
         raise DataError(f"dataset name {name!r}: use lower-case letters, digits, '-' and '_' (it names the folder "

@@ -89,22 +89,6 @@ class Run:
         return max(len(self.images) // self.config.batch_size, 1)  # drop the last partial batch: BN needs company
 
 
-def check_data(config: TrainConfig, data) -> None:
-    """The data is the dataset the config names, with the labels it asks for: checked before anything is written."""
-    if datasets.dataset_of(data) != config.dataset:
-        raise ValueError(f"the config trains on dataset {config.dataset!r} but the data is "
-                         f"{datasets.dataset_of(data)!r} ({data.source}): load it with "
-                         f"datasets.load_named({config.dataset!r}, path), or set dataset={datasets.dataset_of(data)!r}")
-    if config.label_mode not in datasets.LABEL_MODES:
-        raise ValueError(f"label_mode {config.label_mode!r}: choose one of {datasets.LABEL_MODES}")
-    if getattr(data, "label_mode", "majority") != config.label_mode:
-        raise ValueError(f"the config asks for label_mode={config.label_mode!r} but the data was loaded with "
-                         f"{getattr(data, 'label_mode', 'majority')!r}: load it with "
-                         f"datasets.load_named({config.dataset!r}, path, label_mode={config.label_mode!r})")
-    if config.label_mode == "probability" and config.distill_targets:
-        raise ValueError("label_mode='probability' and distillation both replace the targets: choose one")
-
-
 def setup(config: TrainConfig, device, compile_mode: str | None) -> tuple[torch.device, slice, str]:
     """This process's device (its rank's under torchrun), its share of each global batch, and the compile mode."""
     if config.refit and config.distill_targets:
@@ -357,7 +341,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     Under torchrun (see distributed.py) every rank calls this; config.batch_size is the global batch, rank 0
     alone writes files, and every rank returns the same model.
     """
-    check_data(config, data)
+    datasets.check_data(data, config.dataset, config.label_mode, distilling=bool(config.distill_targets))
     device, shard, compile_mode = setup(config, device, compile_mode)
     run_dir = Path(run_dir)
     start_clean(run_dir, retrain)
@@ -405,7 +389,9 @@ def main(argv=None) -> int:
     params = notebook_parameters(args.notebook)
     budget = args.budget or params.get("budget", "cpu")
     seed = params.get("seed", 0) if args.seed is None else args.seed
-    overrides = {**(params.get("overrides") or {}), **parse_sets(args.set)}
+    # A notebook's label_mode parameter (FER+) is a recipe field as its overrides are; --set wins over both.
+    notebook_label_mode = {"label_mode": params["label_mode"]} if params.get("label_mode") else {}
+    overrides = {**notebook_label_mode, **(params.get("overrides") or {}), **parse_sets(args.set)}
     model_name = params["model_name"]
     dataset = args.dataset or params.get("dataset") or datasets.DEFAULT_DATASET
     config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides,

@@ -142,7 +142,8 @@ def per_class_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def interpretation(model_name: str, metrics_by_split: dict, history: list[dict], headline: str) -> list[str]:
+def interpretation(model_name: str, metrics_by_split: dict, history: list[dict], headline: str,
+                   dataset: str = "fer2013") -> list[str]:
     """A few sentences read off the numbers, so the text can never disagree with the tables."""
     m = metrics_by_split[headline]
     per_class = m["per_class"]
@@ -166,7 +167,7 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
         "confidences can be read almost as probabilities." if ece < 0.03 else
         "confidences are somewhat off; temperature scaling on the validation split would tighten them."
         if ece < 0.08 else "confidences are poorly calibrated; do not read them as probabilities."))
-    published = PUBLISHED.get(model_name)
+    published = PUBLISHED.get(model_name) if dataset == "fer2013" else None  # the seeds' figures are FER2013's
     if published:
         ours = metrics_by_split[published["split"]]
         verdict = []
@@ -224,7 +225,7 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
     lines += ["## Results", "", results_table(metrics_by_split), "",
               "Model, epoch and test-time views were selected on the validation split only; test splits were never "
               "looked at during training.", "", "## What the numbers say", ""]
-    lines += [f"- {note}" for note in interpretation(model_name, metrics_by_split, history, headline)]
+    lines += [f"- {note}" for note in interpretation(model_name, metrics_by_split, history, headline, dataset)]
     lines += ["", f"## Per class ({SPLIT_TITLES.get(headline, headline)})", "", per_class_table(metrics_by_split[headline]), ""]
     if evaluation.view_table:
         lines += ["## Test-time views", "", "Accuracy by split under each set of views; the row with the best "

@@ -332,6 +332,7 @@ def test_the_readme_recipe_for_adding_a_dataset_ends_in_its_own_leaderboard_sect
     readme = write_model_report(report_dir, "Tiny", result, evaluation, provenance(0, data.sha256, result.meta, "cpu"), {})
     assert json.loads((report_dir / "metrics.json").read_text())["dataset"] == "my_faces"
     assert "Dataset: **my_faces**" in readme.read_text()
+    assert "published figures" not in readme.read_text()  # the seeds published on FER2013, not on this dataset
     assert "load_named('my_faces'" in readme.read_text() and "reports/my_faces/mini_xception/model.pt" in readme.read_text()
     index = write_index(tmp_path / "reports", tmp_path / "no_notebooks").read_text()
     fer2013_part, own_part = index.split("## Leaderboard (my_faces)")

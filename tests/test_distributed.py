@@ -94,6 +94,30 @@ def test_each_rank_ends_without_interpreter_teardown(runs):
     assert not list(runs.glob("teardown_rank*"))
 
 
+def test_the_training_command_line_ends_a_torchrun_rank_through_end_rank(tmp_path, monkeypatch, capsys):
+    """The command line's distributed path, without the processes: once training returns under torchrun, main
+    hands the rank to distributed.end_rank instead of returning into interpreter teardown."""
+    import nbformat
+    from conftest import make_fer_folder
+    from emo_utils import distributed, train as train_module
+    from emo_utils.checkpoint import TrainResult
+    monkeypatch.setenv("EMO_CACHE", str(tmp_path / "cache"))
+    source = "model_name = 'mini_xception'\nbudget = 'cpu'\nseed = 0\nfull_recipe = {}\ncpu_recipe = {}\n"
+    notebook = tmp_path / "02_train_tiny.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]})]),
+                   notebook)
+    faces = make_fer_folder(tmp_path, n_train=2, n_public=1, n_private=1)
+    ended = []
+    monkeypatch.setattr(train_module, "train", lambda config, *a, **k: TrainResult(None, config, [], {"epochs_run": 1}))
+    monkeypatch.setattr(distributed, "active", lambda: True)  # as under torchrun, rank 0
+    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    monkeypatch.setattr(distributed, "end_rank", lambda code=0: ended.append(code) or (_ for _ in ()).throw(SystemExit(code)))
+    with pytest.raises(SystemExit):
+        train_module.main([str(notebook), "--data", str(faces), "--report-dir", str(tmp_path / "report"),
+                           "--run-dir", str(tmp_path / "run")])
+    assert ended == [0]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from Linux's /proc")
 def test_gloo_threads_outlive_destroy_process_group_once_ddp_wrapped_a_model(tmp_path):

@@ -326,8 +326,7 @@ def load_ckplus(path: Path, folds: int = 10, fold: int = 0) -> NamedData:
     for c, cls in enumerate(class_names):
         for rel in files[cls]:
             k = fold_of[subject_of(Path(rel).name)]
-            items.append((f"{root.name}/{rel.split('/', 1)[1]}", c, TEST_UNLABELLED_SPLIT if k == fold
-                          else ("val" if k == (fold + 1) % folds else TRAIN)))
+            items.append((rel, c, TEST_UNLABELLED_SPLIT if k == fold else "val" if k == (fold + 1) % folds else TRAIN))
     return folder_items("ckplus", root.parent, items, class_names)
 
 

@@ -9,6 +9,9 @@ back everywhere. The file is keyed by the sha256 of the weights, of the data and
 weights, other data or another validation split are scored again, never reused.
 
 The views a number was made with are chosen on the validation split (best_views) and always named with it.
+
+The deduplicated test splits (data.CLEAN_SPLITS) are subsets of the test folder, so their probabilities are cut
+from the stored test_all ones by masking: they add nothing to the key or the file, and nothing is predicted again.
 """
 from __future__ import annotations
 
@@ -31,8 +34,11 @@ from .inference import EVAL_SPLITS, predict_splits
 VIEW_TITLES = {"center": "centre crop", "flip": "centre + mirror", "full_flip": "whole face + mirror",
                "ten_crop": "ten crops"}
 SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
-                "val": "Validation (10% of train)"}
+                "val": "Validation (10% of train)", "test_private_clean": "PrivateTest, deduplicated",
+                "test_public_clean": "PublicTest, deduplicated", "test_all_clean": "Whole test folder, deduplicated"}
 SCORED_SPLITS = ("val", "test_private", "test_public")  # the splits a views table shows
+# Every split a model is scored on, in the order reports list them: each test split followed by its clean version.
+REPORTED_SPLITS = tuple(s for split in EVAL_SPLITS for s in (split, f"{split}_clean") if s != "val_clean")
 
 
 def headline_split(splits) -> str:
@@ -78,13 +84,15 @@ def load_for_scoring(model_path: Path, weights: str = "model", device=None):
 
 
 def _splits_from(stored: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
-    """val and test_all as stored, cut into every evaluation split (test halves from test_all)."""
+    """val and test_all as stored, cut into every evaluation split (test halves and clean splits from test_all)."""
     inside = data.split_mask("test_all")
     cut = {"val": stored["val"], "test_all": stored["test_all"]}
     for half in ("test_private", "test_public"):
         if half in data.available_splits():
             cut[half] = stored["test_all"][data.split_mask(half)[inside]]
-    return {s: cut[s] for s in EVAL_SPLITS if s in cut}
+    for clean in data.clean_splits():
+        cut[clean] = stored["test_all"][data.split_mask(clean)[inside]]
+    return {s: cut[s] for s in REPORTED_SPLITS if s in cut}
 
 
 def scored_views(model_path, data, weights: str = "model", device=None) -> dict[str, dict[str, np.ndarray]]:
@@ -153,3 +161,14 @@ def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "mo
 def view_table_frame(rows: list[dict]) -> pd.DataFrame:
     """view_rows as a notebook table, one row per view set."""
     return pd.DataFrame(rows).set_index("test-time views").round(4)
+
+
+def seen_gap(probs_by_split: dict[str, np.ndarray], data, split: str = "test_private") -> dict:
+    """Accuracy on the faces of a test split that have a copy in train or val (or are blank) against the rest
+    (its clean split): how much a model gains from faces it has, in effect, already seen."""
+    labels = data.split(split)[1]
+    seen = data.seen_in_training()[data.split_mask(split)]
+    right = probs_by_split[split].argmax(1) == labels
+    seen_acc, rest_acc = float(right[seen].mean()) if seen.any() else float("nan"), float(right[~seen].mean())
+    return {"seen faces": int(seen.sum()), "accuracy on seen": seen_acc, "other faces": int((~seen).sum()),
+            "accuracy on the rest": rest_acc, "gain (points)": 100 * (seen_acc - rest_acc)}

@@ -25,7 +25,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from .duplicates import CACHE_VERSION as DUPLICATES_VERSION, Duplicates, cached_duplicates, groups_touching
+from .duplicates import (CACHE_VERSION as DUPLICATES_VERSION, Duplicates, cached_duplicates, conflicting_groups,
+                         groups_touching)
 from .files import write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,16 @@ class FERData:
         dup, is_train = self.duplicates, self.source_split == TRAIN
         return (dup.near_blank | groups_touching(dup.group("exact"), is_train)
                 | groups_touching(dup.group("near"), is_train))
+
+    def dedup_removals(self, training: np.ndarray) -> dict[str, np.ndarray]:
+        """The faces of `training` (a mask) that a `dedup` run leaves out, by reason: an exact or near copy of a
+        held-out face (val or test: every face outside `training`), or a member of a group with two labels."""
+        copies, conflicts = np.zeros(len(self.labels), bool), np.zeros(len(self.labels), bool)
+        for kind in ("exact", "near"):
+            group = self.duplicates.group(kind)
+            copies |= groups_touching(group, ~training)
+            conflicts |= conflicting_groups(group, self.labels)
+        return {"copies of held-out faces": training & copies, "in groups with conflicting labels": training & conflicts}
 
     def split_mask(self, name: str) -> np.ndarray:
         if name in CLEAN_SPLITS:

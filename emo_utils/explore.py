@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 
 from .data import CLEAN_SPLITS, TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
-from .duplicates import NEAR_THRESHOLD, THRESHOLDS, conflicting_groups, groups_touching
+from .duplicates import CORRELATIONS, NEAR_CORRELATION, conflicting_groups, groups_touching
 
 
 def _group_counts(data: FERData, group: np.ndarray) -> dict:
-    """Groups within train (the Training folder), within test, across the two, and with two labels or more; how
+    """Groups within train/val (the Training folder), within test, across the two, and with two labels or more; how
     many val, PublicTest and PrivateTest faces have a copy in train (the 90% of the Training folder models fit)."""
     is_training_folder = data.source_split == TRAIN
     members = group >= 0
@@ -23,7 +23,7 @@ def _group_counts(data: FERData, group: np.ndarray) -> dict:
     train = data.split_mask("train")
     has_train_copy = groups_touching(group, train)
     counts = {"groups": len(ids), "faces in groups": int(members.sum()),
-              "groups within train": int((training_share == sizes).sum()),
+              "groups within train/val": int((training_share == sizes).sum()),
               "groups within test": int((training_share == 0).sum()),
               "groups across train/val and test": int(((training_share > 0) & (training_share < sizes)).sum()),
               "groups with conflicting labels": len(np.unique(group[conflicting])),
@@ -34,15 +34,15 @@ def _group_counts(data: FERData, group: np.ndarray) -> dict:
     return counts
 
 
-def duplicate_report(data: FERData, threshold: int = NEAR_THRESHOLD) -> pd.DataFrame:
-    """Exact copies (the same decoded bytes) and near copies (pHash within `threshold` bits, exact ones included),
+def duplicate_report(data: FERData, threshold: float = NEAR_CORRELATION) -> pd.DataFrame:
+    """Exact copies (the same decoded bytes) and near copies (correlating at `threshold` or more, exact ones included),
     one column each: groups within and across splits, groups with conflicting labels, faces with a copy in train.
 
     FER2013 is known to hold duplicates and blank frames; a copy across train and test leaks test answers into
     training, a copy across train and val inflates what every choice is made on, two labels are label noise."""
     dup = data.duplicates
     return pd.DataFrame({"exact": _group_counts(data, dup.group("exact")),
-                         f"near (pHash <= {threshold} bits)": _group_counts(data, dup.group("near", threshold))})
+                         f"near (correlation >= {threshold})": _group_counts(data, dup.group("near", threshold))})
 
 
 def blank_frames(data: FERData) -> pd.Series:
@@ -54,18 +54,19 @@ def blank_frames(data: FERData) -> pd.Series:
 
 
 def threshold_counts(data: FERData) -> pd.DataFrame:
-    """Per Hamming threshold: pairs at exactly that distance, near groups, faces in them, and the test faces a
-    clean split would lose to them, to show where unrelated faces start to pair up."""
+    """Per correlation threshold: candidate pairs from it up to the next threshold, near groups, faces in them, the
+    largest group, and the PrivateTest faces a clean split would lose, to show where unrelated faces start to pair up."""
     dup, rows = data.duplicates, []
     is_training_folder = data.source_split == TRAIN
-    for threshold in THRESHOLDS:
-        group = dup.near_group(threshold)
+    for low, high in zip(CORRELATIONS, CORRELATIONS[1:] + (1.01,)):
+        group = dup.near_group(low)
         seen = groups_touching(group, is_training_folder)
-        rows.append({"max bits apart": threshold, "pairs at this distance": int((dup.pair_distance == threshold).sum()),
+        in_band = (dup.pair_correlation >= low) & (dup.pair_correlation < high)
+        rows.append({"correlation at least": low, "pairs below the next threshold": int(in_band.sum()),
                      "groups": len(np.unique(group[group >= 0])), "faces in groups": int((group >= 0).sum()),
                      "largest group": int(np.bincount(group[group >= 0]).max()) if (group >= 0).any() else 0,
                      "PrivateTest faces with a copy in train/val": int((seen & (data.source_split == TEST_PRIVATE)).sum())})
-    return pd.DataFrame(rows).set_index("max bits apart")
+    return pd.DataFrame(rows).set_index("correlation at least")
 
 
 def clean_split_sizes(data: FERData) -> pd.DataFrame:
@@ -77,19 +78,21 @@ def clean_split_sizes(data: FERData) -> pd.DataFrame:
     return frame
 
 
-def pairs_at(data: FERData, distance: int, k: int = 6, seed: int = 0) -> list[tuple[int, int]]:
-    """Up to k random pairs of faces (indices) whose hashes are exactly `distance` bits apart."""
+def pairs_between(data: FERData, low: float, high: float, k: int = 6, seed: int = 0) -> list[tuple[int, int]]:
+    """Up to k random candidate pairs of faces (indices) that correlate in [low, high)."""
     dup = data.duplicates
-    at = np.flatnonzero(dup.pair_distance == distance)
-    chosen = np.random.default_rng(seed).choice(at, size=min(k, len(at)), replace=False) if len(at) else []
+    band = np.flatnonzero((dup.pair_correlation >= low) & (dup.pair_correlation < high))
+    chosen = np.random.default_rng(seed).choice(band, size=min(k, len(band)), replace=False) if len(band) else []
     return [(int(dup.pair_i[p]), int(dup.pair_j[p])) for p in chosen]
 
 
-def plot_pairs_by_distance(data: FERData, distances=THRESHOLDS, k: int = 6, seed: int = 0):
-    """One row per Hamming distance, k pairs side by side, each titled with its two labels. Faces: local only."""
-    fig, axes = plt.subplots(len(distances), 2 * k, squeeze=False, figsize=(1.0 * 2 * k + 1, 1.15 * len(distances)))
-    for row, distance in enumerate(distances):
-        pairs = pairs_at(data, distance, k, seed)
+def plot_pairs_by_threshold(data: FERData, thresholds=CORRELATIONS, k: int = 6, seed: int = 0):
+    """One row per correlation band (a threshold up to the next), k pairs side by side, each face titled with its
+    label. Faces: local only."""
+    bands = list(zip(thresholds, tuple(thresholds[1:]) + (1.01,)))
+    fig, axes = plt.subplots(len(bands), 2 * k, squeeze=False, figsize=(1.0 * 2 * k + 1, 1.15 * len(bands)))
+    for row, (low, high) in enumerate(bands):
+        pairs = pairs_between(data, low, high, k, seed)
         for col, ax in enumerate(axes[row]):
             ax.set_xticks([]), ax.set_yticks([])
             for spine in ax.spines.values():
@@ -98,7 +101,7 @@ def plot_pairs_by_distance(data: FERData, distances=THRESHOLDS, k: int = 6, seed
                 face = pairs[col // 2][col % 2]
                 ax.imshow(data.images[face], cmap="gray", vmin=0, vmax=255)
                 ax.set_title(data.class_names[data.labels[face]][:7], fontsize=7)
-        axes[row, 0].set_ylabel(f"{distance} bits", rotation=0, ha="right", va="center")
+        axes[row, 0].set_ylabel(f"{low:.2f}-{min(high, 1):.2f}", rotation=0, ha="right", va="center")
     fig.subplots_adjust(wspace=0.05, hspace=0.35)
     return fig
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .checkpoint import REPORTS_DIR, TrainResult, load_checkpoint
 from .data import REPO_ROOT
-from .duplicates import HASH, NEAR_BLANK_STD, NEAR_THRESHOLD
+from .duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
 from .leaderboard import PUBLISHED, write_index
 from .metrics import accuracy_interval, most_confused_pairs, summary
 from .models import build_model, count_flops
@@ -59,6 +59,7 @@ def provenance(seed: int, data_sha256: str, meta: dict, budget: str) -> dict:
             "epochs_run": meta.get("epochs_run", 0), "epochs_asked": meta.get("epochs_asked", 0),
             "best_epoch": meta.get("best_epoch", 0), "stop_reason": meta.get("stop_reason", ""), "budget": budget,
             "reused_weights": bool(meta.get("reused", False)),
+            **({"dedup_removed": meta["dedup_removed"]} if meta.get("dedup_removed") else {}),
             "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -135,12 +136,23 @@ def results_table(metrics_by_split: dict) -> str:
     return "\n".join(lines)
 
 
+def dedup_lines(prov: dict) -> list[str]:
+    """A bullet saying which training faces a `dedup` run left out (train.dedup_keep), if it was one."""
+    removed = prov.get("dedup_removed")
+    if not removed:
+        return []
+    reasons = ", ".join(f"{n:,} {why}" for why, n in removed.items() if why not in ("faces before", "faces left out"))
+    return [f"- Deduplicated training (`dedup=True`): {removed['faces left out']:,} of {removed['faces before']:,} "
+            f"training faces left out ({reasons}; a face may have both reasons)."]
+
+
 def clean_definition(metrics_by_split: dict) -> dict:
     """What the *_clean splits of a metrics.json left out, so a reader can rebuild them."""
     if not any(split.endswith("_clean") for split in metrics_by_split):
         return {}
-    return {"clean_splits": f"test faces without an exact or near copy ({HASH}, <= {NEAR_THRESHOLD} bits) in train or "
-                            f"val and without blank frames (pixel std < {NEAR_BLANK_STD})"}
+    return {"clean_splits": f"test faces without an exact or near copy in train or val (candidates {HASH} within "
+                            f"{CANDIDATE_BITS} bits, correlating at {NEAR_CORRELATION} or more over 1-px shifts) and "
+                            f"without blank frames (pixel std < {NEAR_BLANK_STD})"}
 
 
 def clean_lines(metrics_by_split: dict, headline: str) -> list[str]:
@@ -237,6 +249,7 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
              f"min, {prov['epochs_run']} of {prov['epochs_asked']} epochs asked (stopped: {prov['stop_reason']}); "
              f"best validation epoch {prov['best_epoch']}. Converged: **{'yes' if converged else 'no'}** ({why})."
              + (" Weights re-evaluated from the committed model.pt, not retrained." if prov["reused_weights"] else ""),
+             *dedup_lines(prov),
              f"- {params:,} parameters, {flops / 1e6:.1f} MFLOPs per 48x48 image (forward).",
              f"- Commit `{prov['commit']}`, seed {prov['seed']}, data sha256 `{prov['data_sha256'][:16]}…`, "
              f"torch {prov['torch']}, evaluated {prov['evaluated_at']}.", ""]

@@ -151,7 +151,7 @@ def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(s
     found = {name.strip(): (int(exact), int(near)) for name, exact, near in
              re.findall(r"^([a-zA-Z/() ]+?)\s+(\d+)\s+(\d+)$", cell_output(executed, "duplicates = "), re.M)}
     assert {k: exact for k, (exact, near) in found.items()} == {
-        "groups": 1, "faces in groups": 2, "groups within train": 0, "groups within test": 0,
+        "groups": 1, "faces in groups": 2, "groups within train/val": 0, "groups within test": 0,
         "groups across train/val and test": 1, "groups with conflicting labels": 1, "train/val groups (val inflated)": 0,
         "val faces with a copy in train": 0, "PublicTest faces with a copy in train": 0,
         "PrivateTest faces with a copy in train": int(train_face_is_in_train)}

@@ -130,3 +130,25 @@ def test_the_duplicate_record_is_cached_by_file_name_and_read_back(tmp_path, mon
     assert path.exists() and "f13" in path.read_text() and record["count"] == 17
     monkeypatch.setattr(dups, "find_duplicates", lambda *a: pytest.fail("found again although cached"))
     assert dups.cached_duplicates(data.images, data.names, path) == record
+
+
+def test_a_dedup_run_trains_without_the_copy_of_a_test_face_and_says_so(tmp_path):
+    from synthetic import FAST, make_learnable_data
+    from emo_utils.train import train
+    data = make_learnable_data(train_per_class=10, test_per_class=4)
+    train_faces = np.flatnonzero(data.split_mask("train"))
+    test_face = np.flatnonzero(data.split_mask("test_private"))[0]
+    data.images[train_faces[3]] = resaved_copy(data.images[test_face])  # a training face that copies a test face
+    data.labels[train_faces[3]] = data.labels[test_face]
+    expected_left_out = int(np.logical_or.reduce(list(data.dedup_removals(data.split_mask("train")).values())).sum())
+    assert expected_left_out >= 1
+    result = train(TrainConfig(**FAST, epochs=1, dedup=True), data, tmp_path / "run", device="cpu", progress=False)
+    assert result.meta["num_train"] == len(train_faces) - expected_left_out
+    assert result.meta["dedup_removed"]["faces left out"] == expected_left_out
+    assert result.meta["dedup_removed"]["copies of held-out faces"] >= 1
+    plain = train(TrainConfig(**FAST, epochs=1), data, tmp_path / "plain", device="cpu", progress=False)
+    assert plain.meta["num_train"] == len(train_faces) and "dedup_removed" not in plain.meta
+    from emo_utils.reports import dedup_lines, provenance
+    line, = dedup_lines(provenance(0, data.sha256, result.meta, "cpu"))  # the run's README says what it left out
+    assert f"{expected_left_out:,} of {len(train_faces):,} training faces left out" in line
+    assert dedup_lines(provenance(0, data.sha256, plain.meta, "cpu")) == []

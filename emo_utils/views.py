@@ -27,7 +27,7 @@ from .augment import TTA_VIEWS
 from .checkpoint import load_checkpoint, load_trained
 from .data import file_sha256
 from .files import write_atomically
-from .metrics import compute_metrics
+from .metrics import accuracy_interval, compute_metrics
 from .inference import EVAL_SPLITS, predict_splits
 
 # What each view set averages, in words for tables and figure titles.
@@ -172,3 +172,35 @@ def seen_gap(probs_by_split: dict[str, np.ndarray], data, split: str = "test_pri
     seen_acc, rest_acc = float(right[seen].mean()) if seen.any() else float("nan"), float(right[~seen].mean())
     return {"seen faces": int(seen.sum()), "accuracy on seen": seen_acc, "other faces": int((~seen).sum()),
             "accuracy on the rest": rest_acc, "gain (points)": 100 * (seen_acc - rest_acc)}
+
+
+def clean_comparison(evaluations: dict[str, Evaluation], data) -> pd.DataFrame:
+    """Per model, under its own views: the headline split raw and deduplicated (with the clean accuracy's 95%
+    Wilson interval), accuracy on the faces with a copy in train or val against the rest, and each model's rank
+    by the raw and by the clean accuracy. Best raw first."""
+    rows = {}
+    for model, evaluation in evaluations.items():
+        split = evaluation.headline
+        clean = evaluation.metrics.get(f"{split}_clean")
+        if clean is None:
+            continue
+        low, high = accuracy_interval(clean["accuracy"], clean["n"])
+        gap = seen_gap(evaluation.probs, data, split)
+        rows[model] = {"views": evaluation.views, "raw": evaluation.metrics[split]["accuracy"],
+                       "deduplicated": clean["accuracy"], "95% low": low, "95% high": high,
+                       "seen faces": gap["seen faces"], "accuracy on seen": gap["accuracy on seen"],
+                       "accuracy on the rest": gap["accuracy on the rest"], "gain on seen (points)": gap["gain (points)"]}
+    frame = pd.DataFrame(rows).T.sort_values("raw", ascending=False)
+    frame["raw rank"] = range(1, len(frame) + 1)
+    frame["clean rank"] = frame["deduplicated"].astype(float).rank(ascending=False, method="min").astype(int)
+    return frame.infer_objects().round(4)
+
+
+def ranking_change(frame: pd.DataFrame) -> str:
+    """One sentence: whether the deduplicated split orders the models as the raw one does, and who moves."""
+    moved = frame[frame["raw rank"] != frame["clean rank"]]
+    if moved.empty:
+        return f"The deduplicated split ranks all {len(frame)} models as the raw split does."
+    return (f"The deduplicated split reorders {len(moved)} of {len(frame)} models: "
+            + ", ".join(f"{m} {r['raw rank']} -> {r['clean rank']}" for m, r in moved.iterrows())
+            + " (raw rank -> clean rank). Models closer than the 95% intervals are not ranked by either split.")

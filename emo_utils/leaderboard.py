@@ -114,12 +114,14 @@ def clean_note(rows: list[dict], split_title: str) -> str:
     by_raw = [r["model"] for r in with_clean]
     moved = [m for m, k in zip(by_raw, by_clean) if m != k]
     change = [100 * (r["clean"]["accuracy"] - r["accuracy"]) for r in with_clean]
+    partial = (f" Only {len(with_clean)} of {len(rows)} reports have it yet (the others predate it)."
+               if len(with_clean) < len(rows) else "")
+    ranking = ("" if len(with_clean) < 2 else " It ranks the models as the raw split does." if not moved else
+               " It ranks them differently: " + ", ".join(f"{m} {by_clean.index(m) + 1} (raw {by_raw.index(m) + 1})"
+                                                          for m in moved) + ".")
     return (f"**{split_title}, deduplicated** (after the ·): the {with_clean[0]['clean']['n']:,} faces with no exact or "
             f"near copy in train or val and no blank frame (notebook 01), under the same views; it moves each model "
-            f"{min(change):+.1f} to {max(change):+.1f} points. "
-            + ("It ranks the models as the raw split does." if not moved else
-               "It ranks them differently: " + ", ".join(f"{m} {by_clean.index(m) + 1} (raw {by_raw.index(m) + 1})"
-                                                         for m in moved) + "."))
+            f"{min(change):+.1f} to {max(change):+.1f} points." + ranking + partial)
 
 
 def within_noise(rows: list[dict]) -> list[tuple[str, str]]:

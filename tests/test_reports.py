@@ -476,3 +476,4 @@ def test_leaderboard_and_model_readme_show_the_deduplicated_headline_beside_the_
     assert "PrivateTest, deduplicated accuracy 68.00%" in lines[0] and f"{low:.1%} to {high:.1%}" in lines[0]
     assert "-4.00 points from the raw 72.00%" in lines[0]
     assert clean_lines(records[2]["splits"], "test_private") == []
+    assert "Only 2 of 3 reports have it yet" in index

@@ -177,7 +177,8 @@ def test_mini_xception_notebook_smoke_run_writes_a_full_report(synthetic_env, cl
     run_reports(only=["02"], parameters=params, kernel=KERNEL, reports_dir=reports, progress=False)
     record = json.loads((report_dir / "metrics.json").read_text())
     assert record["model"] == "mini_xception" and record["params"] > 0 and record["flops"] > 0
-    assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val"}
+    assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val", "test_private_clean",
+                                     "test_public_clean", "test_all_clean"}
     for split in record["splits"].values():
         assert set(split) == {"accuracy", "macro_f1", "auc_micro", "auc_macro", "ece", "n"}
     assert record["splits"]["test_private"]["n"] == 3 * len(classes)

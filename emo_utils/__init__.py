@@ -3,7 +3,7 @@
 The modules stand in layers, and a module imports only from its own layer or those below, never in a circle
 (tests/test_layers.py reads every import and holds them to LAYERS):
 
-    0  data datasets explore files augment models losses metrics distributed recipes tracking plots
+    0  data datasets duplicates explore files augment models losses metrics distributed recipes tracking plots
     1  checkpoint inference step whitening distill faces
     2  train views ablation ensemble export classifier inputs video notebooks leaderboard progress
     3  predict reports zoo zoo_plan all
@@ -15,7 +15,8 @@ exports and runs notebooks; 3 is the command lines, the reports, and `all`, what
 __version__ = "0.1.0"
 
 LAYERS = {
-    "data": 0, "datasets": 0, "explore": 0, "files": 0, "augment": 0, "models": 0, "losses": 0, "metrics": 0, "distributed": 0,
+    "data": 0, "datasets": 0, "duplicates": 0, "explore": 0, "files": 0, "augment": 0, "models": 0, "losses": 0,
+    "metrics": 0, "distributed": 0,
     "recipes": 0, "tracking": 0, "plots": 0,
     "checkpoint": 1, "inference": 1, "faces": 1, "step": 1, "whitening": 1, "distill": 1,
     "train": 2, "views": 2, "ablation": 2, "ensemble": 2, "export": 2, "classifier": 2, "inputs": 2, "video": 2,

@@ -72,6 +72,9 @@ class TrainConfig:
     # once the recipe and its length were chosen on val by a train-only run. Nothing is chosen on the refit
     # itself: its val numbers are training numbers, so no early stop and no plateau schedule.
     refit: bool = False
+    # Deduplicated training (issue 29): leave out every training face with an exact or near copy among the held-out
+    # faces (val and test; test alone under refit) and every group with conflicting labels (data.dedup_removals).
+    dedup: bool = False
     seed: int = 0
     time_budget_min: float = 0.0  # 0: no limit
     channels_last: bool = True

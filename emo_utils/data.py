@@ -25,6 +25,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from .duplicates import (CACHE_VERSION as DUPLICATES_VERSION, Duplicates, cached_duplicates, conflicting_groups,
+                         groups_touching)
 from .files import write_atomically
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,9 @@ CACHE_VERSION = 1
 # Source-split codes stored per image. Training images become train or val later.
 TRAIN, TEST_PUBLIC, TEST_PRIVATE, TEST_UNLABELLED_SPLIT = 0, 1, 2, 3
 SPLITS = ("train", "val", "test_public", "test_private", "test_all")
+# Each test split without the faces that have an exact or near copy in the Training folder (train or val) and
+# without blank frames (duplicates.py): what a model does on faces it cannot have seen.
+CLEAN_SPLITS = {"test_private_clean": "test_private", "test_public_clean": "test_public", "test_all_clean": "test_all"}
 
 # FER2013 as Kaggle ships it; a file with this name and another digest is refused.
 KNOWN_SHA256 = {"fer2013.zip": "a74203b5def525775166f8d9c2f766764cb6d52fbbeacf03bd84db2eadc37ba8"}
@@ -67,7 +72,9 @@ class FERData:
     source: str
     val_fraction: float = 0.1
     val_seed: int = 0
+    duplicates_path: Path | None = None  # where the duplicate record is cached; None: found in memory, not kept
     _val_mask: np.ndarray | None = field(default=None, repr=False)
+    _duplicates: Duplicates | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -85,7 +92,36 @@ class FERData:
         return (["train", "val"] + (["test_public"] if TEST_PUBLIC in present else [])
                 + (["test_private"] if TEST_PRIVATE in present else []) + ["test_all"])
 
+    @property
+    def duplicates(self) -> Duplicates:
+        """Exact and near copies and blank frames (duplicates.py), found on first use and cached with the data."""
+        if self._duplicates is None:
+            self._duplicates = Duplicates(cached_duplicates(self.images, self.names, self.duplicates_path), self.names)
+        return self._duplicates
+
+    def clean_splits(self) -> list[str]:
+        """The deduplicated test splits this dataset has (CLEAN_SPLITS)."""
+        return [clean for clean, raw in CLEAN_SPLITS.items() if raw in self.available_splits()]
+
+    def seen_in_training(self) -> np.ndarray:
+        """Per face: an exact or near copy of it is in the Training folder (train or val), or it is a blank frame."""
+        dup, is_train = self.duplicates, self.source_split == TRAIN
+        return (dup.near_blank | groups_touching(dup.group("exact"), is_train)
+                | groups_touching(dup.group("near"), is_train))
+
+    def dedup_removals(self, training: np.ndarray) -> dict[str, np.ndarray]:
+        """The faces of `training` (a mask) that a `dedup` run leaves out, by reason: an exact or near copy of a
+        held-out face (val or test: every face outside `training`), or a member of a group with two labels."""
+        copies, conflicts = np.zeros(len(self.labels), bool), np.zeros(len(self.labels), bool)
+        for kind in ("exact", "near"):
+            group = self.duplicates.group(kind)
+            copies |= groups_touching(group, ~training)
+            conflicts |= conflicting_groups(group, self.labels)
+        return {"copies of held-out faces": training & copies, "in groups with conflicting labels": training & conflicts}
+
     def split_mask(self, name: str) -> np.ndarray:
+        if name in CLEAN_SPLITS:
+            return self.split_mask(CLEAN_SPLITS[name]) & ~self.seen_in_training()
         is_train = self.source_split == TRAIN
         masks = {
             "train": is_train & ~self.val_mask,
@@ -95,7 +131,7 @@ class FERData:
             "test_all": ~is_train,
         }
         if name not in masks:
-            raise KeyError(f"unknown split {name!r}; choose one of {SPLITS}")
+            raise KeyError(f"unknown split {name!r}; choose one of {SPLITS + tuple(CLEAN_SPLITS)}")
         if name in ("test_public", "test_private") and name not in self.available_splits():
             raise DataError(f"{self.source} has no PublicTest_/PrivateTest_ file-name prefixes, so it has "
                             f"no {name} split; use 'test_all'.")
@@ -406,4 +442,5 @@ def load_dataset(path: str | os.PathLike | None = None, val_fraction: float = 0.
                                                         class_names=np.array(class_names)))
     images, labels, splits, names, class_names = arrays
     return FERData(images=images, labels=labels, source_split=splits, names=names, class_names=class_names,
-                   sha256=sha, source=str(source), val_fraction=val_fraction, val_seed=val_seed)
+                   sha256=sha, source=str(source), val_fraction=val_fraction, val_seed=val_seed,
+                   duplicates_path=cache_dir() / f"{sha}.duplicates.v{DUPLICATES_VERSION}.json" if use_cache else None)

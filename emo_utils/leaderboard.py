@@ -75,12 +75,53 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
                      "accuracy": m["accuracy"], "n": m["n"],
                      "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
                      "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
+                     "clean": clean_of(r, split),
                      "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
                      "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
                      "device": short_device(p.get("device", "")), "converged": p.get("converged"),
                      "convergence": p.get("convergence", ""),
                      "published": PUBLISHED.get(r["model"]) if r["_dir"] == r["model"] else None})
     return sorted(rows, key=lambda row: -row["accuracy"])
+
+
+def clean_of(record: dict, split: str) -> dict | None:
+    """The headline split's deduplicated version in a metrics.json (accuracy, n, Wilson interval), or None for a
+    report written before the clean splits existed or data without them."""
+    m = record["splits"].get(f"{split}_clean")
+    if not m:
+        return None
+    return {"accuracy": m["accuracy"], "n": m["n"], "interval": accuracy_interval(m["accuracy"], m["n"])}
+
+
+def _clean_heading(rows: list[dict]) -> str:
+    # The deduplicated accuracy shares the headline's cell: a column of its own would make the table too wide.
+    return " · deduplicated" if any(r["clean"] for r in rows) else ""
+
+
+def _clean_cell(row: dict) -> str:
+    if not row["clean"]:
+        return ""
+    low, high = row["clean"]["interval"]
+    return f" · {row['clean']['accuracy']:.4f} ({low:.3f}-{high:.3f})"
+
+
+def clean_note(rows: list[dict], split_title: str) -> str:
+    """What the deduplicated test says about the table: its size, and whether it orders the models differently."""
+    with_clean = [r for r in rows if r["clean"]]
+    if not with_clean:
+        return ""
+    by_clean = [r["model"] for r in sorted(with_clean, key=lambda r: -r["clean"]["accuracy"])]
+    by_raw = [r["model"] for r in with_clean]
+    moved = [m for m, k in zip(by_raw, by_clean) if m != k]
+    change = [100 * (r["clean"]["accuracy"] - r["accuracy"]) for r in with_clean]
+    partial = (f" Only {len(with_clean)} of {len(rows)} reports have it yet (the others predate it)."
+               if len(with_clean) < len(rows) else "")
+    ranking = ("" if len(with_clean) < 2 else " It ranks the models as the raw split does." if not moved else
+               " It ranks them differently: " + ", ".join(f"{m} {by_clean.index(m) + 1} (raw {by_raw.index(m) + 1})"
+                                                          for m in moved) + ".")
+    return (f"**{split_title}, deduplicated** (after the ·): the {with_clean[0]['clean']['n']:,} faces with no exact or "
+            f"near copy in train or val and no blank frame (notebook 01), under the same views; it moves each model "
+            f"{min(change):+.1f} to {max(change):+.1f} points." + ranking + partial)
 
 
 def within_noise(rows: list[dict]) -> list[tuple[str, str]]:
@@ -118,14 +159,14 @@ def leaderboard(records: list[dict]) -> str:
     ensembles = [r for r in rows if r["ensemble"]]
     lead = [f"Best single model: {named(singles[0])}." if singles else "",
             f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
-    head = ["| model | views | " + f"{split_title} (95% interval)" + " | whole test | macro-F1 | params | trained | converged |",
+    head = ["| model | views | " + f"{split_title} (95% interval){_clean_heading(rows)}" + " | whole test | macro-F1 | params | trained | converged |",
             "|---|---|---:|---:|---:|---:|---|---|"]
     best = rows[0]["accuracy"]
     lines = []
     for row in rows:
         low, high = row["interval"]
         acc = f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f})"
-        acc = f"**{acc}**" if row["accuracy"] == best else acc
+        acc = (f"**{acc}**" if row["accuracy"] == best else acc) + _clean_cell(row)
         whole = f"{row['whole']:.4f}" if row["whole"] is not None else "—"
         lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
                      f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
@@ -142,6 +183,8 @@ def leaderboard(records: list[dict]) -> str:
              "same model, loss and optimizer family fitted to 2 CPU cores, what differs is in each README), epochs "
              "run of those asked, minutes and device. **converged**: "
              "early stopping fired, or the last 10 epochs raised the best val accuracy by under half a point."]
+    if clean_note(rows, split_title):
+        notes += ["", clean_note(rows, split_title)]
     published = [f"[{r['model']}]({r['dir']}/README.md) {published_text(r['published'])}" for r in rows if r["published"]]
     if published:
         notes += ["", "Figures the seeds published (their README compares): " + "; ".join(published) + "."]

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .checkpoint import REPORTS_DIR, TrainResult, load_checkpoint
 from .data import REPO_ROOT
+from .duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
 from .leaderboard import DATASET_TITLES, PUBLISHED, write_index
 from .metrics import accuracy_interval, most_confused_pairs, summary
 from .models import build_model, count_flops
@@ -58,6 +59,7 @@ def provenance(seed: int, data_sha256: str, meta: dict, budget: str) -> dict:
             "epochs_run": meta.get("epochs_run", 0), "epochs_asked": meta.get("epochs_asked", 0),
             "best_epoch": meta.get("best_epoch", 0), "stop_reason": meta.get("stop_reason", ""), "budget": budget,
             "reused_weights": bool(meta.get("reused", False)),
+            **({"dedup_removed": meta["dedup_removed"]} if meta.get("dedup_removed") else {}),
             "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -134,6 +136,40 @@ def results_table(metrics_by_split: dict) -> str:
     return "\n".join(lines)
 
 
+def dedup_lines(prov: dict) -> list[str]:
+    """A bullet saying which training faces a `dedup` run left out (train.dedup_keep), if it was one."""
+    removed = prov.get("dedup_removed")
+    if not removed:
+        return []
+    reasons = ", ".join(f"{n:,} {why}" for why, n in removed.items() if why not in ("faces before", "faces left out"))
+    return [f"- Deduplicated training (`dedup=True`): {removed['faces left out']:,} of {removed['faces before']:,} "
+            f"training faces left out ({reasons}; a face may have both reasons)."]
+
+
+def clean_definition(metrics_by_split: dict) -> dict:
+    """What the *_clean splits of a metrics.json left out, so a reader can rebuild them."""
+    if not any(split.endswith("_clean") for split in metrics_by_split):
+        return {}
+    return {"clean_splits": f"test faces without an exact or near copy in train or val (candidates {HASH} within "
+                            f"{CANDIDATE_BITS} bits, correlating at {NEAR_CORRELATION} or more over 1-px shifts) and "
+                            f"without blank frames (pixel std < {NEAR_BLANK_STD})"}
+
+
+def clean_lines(metrics_by_split: dict, headline: str) -> list[str]:
+    """The headline split without the faces that have a copy in train or val (data.CLEAN_SPLITS), with its 95%
+    interval, beside the raw number: what the model does on faces it cannot have seen. Nothing where the data
+    has no clean split."""
+    clean = f"{headline}_clean"
+    if clean not in metrics_by_split:
+        return []
+    m, raw = metrics_by_split[clean], metrics_by_split[headline]
+    low, high = accuracy_interval(m["accuracy"], m["n"])
+    return [f"**{SPLIT_TITLES.get(clean, clean)} accuracy {m['accuracy']:.2%}** (95% interval {low:.1%} to {high:.1%}, "
+            f"{m['n']:,} faces: those with no exact or near copy in train or val and no blank frame), "
+            f"{100 * (m['accuracy'] - raw['accuracy']):+.2f} points from the raw {raw['accuracy']:.2%}, under the same "
+            f"views.", ""]
+
+
 def per_class_table(metrics: dict) -> str:
     lines = ["| class | precision | recall | F1 | AUC | support |", "|---|---:|---:|---:|---:|---:|"]
     for name, c in metrics["per_class"].items():
@@ -197,7 +233,7 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
     metrics_by_split, headline, views = evaluation.metrics, evaluation.headline, evaluation.views
     params, flops = result.meta["params"], count_flops(result.model)
     converged, why = convergence(history, prov["stop_reason"], longer)
-    prov = {**prov, "tta": views, "converged": converged, "convergence": why}
+    prov = {**prov, "tta": views, "converged": converged, "convergence": why, **clean_definition(metrics_by_split)}
     dataset = result.config.dataset
     record = {"model": model_name, "dataset": dataset, "label_mode": result.config.label_mode, "params": int(params),
               "flops": int(flops), "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}
@@ -210,6 +246,7 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
              f"**{SPLIT_TITLES.get(headline, headline)} accuracy {m['accuracy']:.2%}** (95% interval {low:.1%} to "
              f"{high:.1%}, {m['n']:,} faces), macro-F1 {m['macro_f1']:.3f}; test-time views: **{VIEW_TITLES.get(views, views)}** "
              f"(`{views}`, chosen on the validation split). Every number on this page uses these views.", "",
+             *clean_lines(metrics_by_split, headline),
              f"- Budget: **{prov['budget']}** recipe, trained on {prov['device']} for {prov['wall_seconds'] / 60:.1f} "
              f"min, {prov['epochs_run']} of {prov['epochs_asked']} epochs asked (stopped: {prov['stop_reason']}); "
              f"best validation epoch {prov['best_epoch']}. Converged: **{'yes' if converged else 'no'}** ({why})."
@@ -217,6 +254,7 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
              f"- Dataset: **{DATASET_TITLES.get(dataset, dataset)}**"
              + (f", trained on the annotators' vote distributions (label mode `{result.config.label_mode}`)"
                 if result.config.label_mode != "majority" else "") + ".",
+             *dedup_lines(prov),
              f"- {params:,} parameters, {flops / 1e6:.1f} MFLOPs per 48x48 image (forward).",
              f"- Commit `{prov['commit']}`, seed {prov['seed']}, data sha256 `{prov['data_sha256'][:16]}…`, "
              f"torch {prov['torch']}, evaluated {prov['evaluated_at']}.", ""]

@@ -151,6 +151,20 @@ def per_face_extras(config: TrainConfig, policy: AugmentPolicy, data, num_faces:
     return flip_bits, teacher, weight
 
 
+def dedup_keep(config: TrainConfig, data) -> tuple[np.ndarray, dict[str, int]]:
+    """Which training faces (train, then val under refit, in that order) a run keeps, and how many `dedup` left
+    out for each reason (data.dedup_removals; a face with both reasons counts under each): all kept without it."""
+    parts = ["train", "val"] if config.refit else ["train"]
+    training = np.logical_or.reduce([data.split_mask(s) for s in parts])
+    if not config.dedup:
+        return np.ones(int(training.sum()), bool), {}
+    removals = data.dedup_removals(training)
+    left_out = np.logical_or.reduce(list(removals.values()))
+    keep = np.concatenate([~left_out[data.split_mask(s)] for s in parts])
+    return keep, {"faces before": int(training.sum()), **{why: int(m.sum()) for why, m in removals.items()},
+                  "faces left out": int(left_out.sum())}
+
+
 def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compile_mode: str) -> Run:
     """The data on the device; the model (seeded from config.seed), its optimizer, loss, schedule and EMA, and
     what the run holds per face besides its label."""
@@ -159,6 +173,8 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
     if config.refit:  # val joins training; it is still scored each epoch, as a training split
         train_images = np.concatenate([train_images, val_images])
         train_labels = np.concatenate([train_labels, val_labels])
+    keep, removed = dedup_keep(config, data)
+    train_images, train_labels = train_images[keep], train_labels[keep]
     images = torch.from_numpy(train_images).to(device)
     labels = torch.from_numpy(train_labels).to(device)
     policy = make_policy(config.augment)
@@ -183,7 +199,12 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
         net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode)
     state = dict(epoch=0, step=0, history=[], wall_seconds=0.0, planned_epochs=config.epochs,
                  best_metric=-1.0, best_epoch=0, stop_reason="")
-    flip_bits, teacher, teacher_weight = per_face_extras(config, policy, data, len(images), device)
+    flip_bits, teacher, teacher_weight = per_face_extras(config, policy, data, len(keep), device)
+    if teacher is not None:
+        teacher = teacher[torch.from_numpy(keep).to(device)]
+    if flip_bits is not None:
+        flip_bits = flip_bits[torch.from_numpy(keep).to(device)]
+    state["dedup_removed"] = removed
     return Run(config, device, shard, compile_mode, data.num_classes, images, labels, val_images, val_labels, policy,
                flip_bits, teacher, model, net, optimizer, loss_fn, plateau, ema_model, state, teacher_weight)
 
@@ -310,6 +331,7 @@ def finish(run: Run, data, run_dir: Path, model_path) -> TrainResult:
                 planned_epochs=state["planned_epochs"], stop_reason=state["stop_reason"],
                 best_epoch=state["best_epoch"], best_val_acc=state["best_metric"], params=count_params(eval_model),
                 num_train=len(run.images), num_val=len(run.val_images),
+                **({"dedup_removed": state["dedup_removed"]} if state.get("dedup_removed") else {}),
                 **({"compile": run.compile_mode} if run.compile_mode != "off" else {}))
     # With an EMA, the raw weights of the last epoch travel along, so a report can measure what the EMA adds.
     raw = {"raw_model": run.model.state_dict()} if run.ema_model is not None else {}

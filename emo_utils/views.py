@@ -9,6 +9,9 @@ back everywhere. The file is keyed by the sha256 of the weights, of the data and
 weights, other data or another validation split are scored again, never reused.
 
 The views a number was made with are chosen on the validation split (best_views) and always named with it.
+
+The deduplicated test splits (data.CLEAN_SPLITS) are subsets of the test folder, so their probabilities are cut
+from the stored test_all ones by masking: they add nothing to the key or the file, and nothing is predicted again.
 """
 from __future__ import annotations
 
@@ -24,15 +27,18 @@ from .augment import TTA_VIEWS
 from .checkpoint import load_checkpoint, load_trained
 from .data import file_sha256
 from .files import write_atomically
-from .metrics import compute_metrics
+from .metrics import accuracy_interval, compute_metrics
 from .inference import EVAL_SPLITS, predict_splits
 
 # What each view set averages, in words for tables and figure titles.
 VIEW_TITLES = {"center": "centre crop", "flip": "centre + mirror", "full_flip": "whole face + mirror",
                "ten_crop": "ten crops"}
 SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
-                "val": "Validation (10% of train)"}
+                "val": "Validation (10% of train)", "test_private_clean": "PrivateTest, deduplicated",
+                "test_public_clean": "PublicTest, deduplicated", "test_all_clean": "Whole test folder, deduplicated"}
 SCORED_SPLITS = ("val", "test_private", "test_public")  # the splits a views table shows
+# Every split a model is scored on, in the order reports list them: each test split followed by its clean version.
+REPORTED_SPLITS = tuple(s for split in EVAL_SPLITS for s in (split, f"{split}_clean") if s != "val_clean")
 
 
 def headline_split(splits) -> str:
@@ -78,13 +84,15 @@ def load_for_scoring(model_path: Path, weights: str = "model", device=None):
 
 
 def _splits_from(stored: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
-    """val and test_all as stored, cut into every evaluation split (test halves from test_all)."""
+    """val and test_all as stored, cut into every evaluation split (test halves and clean splits from test_all)."""
     inside = data.split_mask("test_all")
     cut = {"val": stored["val"], "test_all": stored["test_all"]}
     for half in ("test_private", "test_public"):
         if half in data.available_splits():
             cut[half] = stored["test_all"][data.split_mask(half)[inside]]
-    return {s: cut[s] for s in EVAL_SPLITS if s in cut}
+    for clean in data.clean_splits():
+        cut[clean] = stored["test_all"][data.split_mask(clean)[inside]]
+    return {s: cut[s] for s in REPORTED_SPLITS if s in cut}
 
 
 def scored_views(model_path, data, weights: str = "model", device=None) -> dict[str, dict[str, np.ndarray]]:
@@ -153,3 +161,46 @@ def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "mo
 def view_table_frame(rows: list[dict]) -> pd.DataFrame:
     """view_rows as a notebook table, one row per view set."""
     return pd.DataFrame(rows).set_index("test-time views").round(4)
+
+
+def seen_gap(probs_by_split: dict[str, np.ndarray], data, split: str = "test_private") -> dict:
+    """Accuracy on the faces of a test split that have a copy in train or val (or are blank) against the rest
+    (its clean split): how much a model gains from faces it has, in effect, already seen."""
+    labels = data.split(split)[1]
+    seen = data.seen_in_training()[data.split_mask(split)]
+    right = probs_by_split[split].argmax(1) == labels
+    seen_acc, rest_acc = float(right[seen].mean()) if seen.any() else float("nan"), float(right[~seen].mean())
+    return {"seen faces": int(seen.sum()), "accuracy on seen": seen_acc, "other faces": int((~seen).sum()),
+            "accuracy on the rest": rest_acc, "gain (points)": 100 * (seen_acc - rest_acc)}
+
+
+def clean_comparison(evaluations: dict[str, Evaluation], data) -> pd.DataFrame:
+    """Per model, under its own views: the headline split raw and deduplicated (with the clean accuracy's 95%
+    Wilson interval), accuracy on the faces with a copy in train or val against the rest, and each model's rank
+    by the raw and by the clean accuracy. Best raw first."""
+    rows = {}
+    for model, evaluation in evaluations.items():
+        split = evaluation.headline
+        clean = evaluation.metrics.get(f"{split}_clean")
+        if clean is None:
+            continue
+        low, high = accuracy_interval(clean["accuracy"], clean["n"])
+        gap = seen_gap(evaluation.probs, data, split)
+        rows[model] = {"views": evaluation.views, "raw": evaluation.metrics[split]["accuracy"],
+                       "deduplicated": clean["accuracy"], "95% low": low, "95% high": high,
+                       "seen faces": gap["seen faces"], "accuracy on seen": gap["accuracy on seen"],
+                       "accuracy on the rest": gap["accuracy on the rest"], "gain on seen (points)": gap["gain (points)"]}
+    frame = pd.DataFrame(rows).T.sort_values("raw", ascending=False)
+    frame["raw rank"] = range(1, len(frame) + 1)
+    frame["clean rank"] = frame["deduplicated"].astype(float).rank(ascending=False, method="min").astype(int)
+    return frame.infer_objects().round(4)
+
+
+def ranking_change(frame: pd.DataFrame) -> str:
+    """One sentence: whether the deduplicated split orders the models as the raw one does, and who moves."""
+    moved = frame[frame["raw rank"] != frame["clean rank"]]
+    if moved.empty:
+        return f"The deduplicated split ranks all {len(frame)} models as the raw split does."
+    return (f"The deduplicated split reorders {len(moved)} of {len(frame)} models: "
+            + ", ".join(f"{m} {r['raw rank']} -> {r['clean rank']}" for m, r in moved.iterrows())
+            + " (raw rank -> clean rank). Models closer than the 95% intervals are not ranked by either split.")

@@ -12,7 +12,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import make_fer_files, make_fer_zip, make_image_bytes
-from emo_utils.data import REPO_ROOT
+from emo_utils.data import REPO_ROOT, load_dataset
 from emo_utils.reports import NOTEBOOKS, NotebookError, run_reports, write_index
 
 KERNEL = "python3"  # the running interpreter's own kernel: the tests need no registered kernel
@@ -134,6 +134,8 @@ def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(s
     files[test_face] = files[train_face]  # one face in train and in test, under two labels
     files[next(p for p in files if p.startswith("train/angry/"))] = make_image_bytes(color=128)  # a blank frame
     zip_path = make_fer_zip(synthetic_env / "data", files=files)
+    data = load_dataset(zip_path)
+    train_face_is_in_train = data.split_mask("train")[list(data.names).index(train_face)]
     reports = synthetic_env / "reports"
     run_reports(only=["01"], parameters={"data_path": str(zip_path), "samples_per_class": 3}, kernel=KERNEL,
                 reports_dir=reports, progress=False)
@@ -146,13 +148,22 @@ def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(s
     assert dict(zip(splits, map(int, total))) == {"train": 35, "val": 7, "test_public": 14, "test_private": 14,
                                                   "test_all": 28}
 
-    found = {name: int(n) for name, n in re.findall(r"^(\w+)\s+(\d+)$", cell_output(executed, "duplicates = "), re.M)}
-    assert found == {"duplicate_groups": 1, "images_in_groups": 2, "groups_within_train": 0, "groups_within_test": 0,
-                     "groups_across_train_test": 1, "groups_with_conflicting_labels": 1, "blank_images": 1}
+    found = {name.strip(): (int(exact), int(near)) for name, exact, near in
+             re.findall(r"^([a-zA-Z/() ]+?)\s+(\d+)\s+(\d+)$", cell_output(executed, "duplicates = "), re.M)}
+    assert {k: exact for k, (exact, near) in found.items()} == {
+        "groups": 1, "faces in groups": 2, "groups within train/val": 0, "groups within test": 0,
+        "groups across train/val and test": 1, "groups with conflicting labels": 1, "train/val groups (val inflated)": 0,
+        "val faces with a copy in train": 0, "PublicTest faces with a copy in train": 0,
+        "PrivateTest faces with a copy in train": int(train_face_is_in_train)}
+    assert all(near >= exact for exact, near in found.values())  # near copies include the exact ones
+    assert re.search(r"^blank\s+1$", cell_output(executed, "explore.blank_frames"), re.M)
     assert {Path(train_face).name, Path(test_face).name} <= set(re.split(r"[ =/\n]+", cell_output(executed, "for group")))
+    sizes = {row.split()[0]: row.split()[1:3] for row in cell_output(executed, "explore.clean_split_sizes").splitlines()[2:]}
+    assert sizes["test_private"] == ["14", "13"]  # the copy of a training face is out
     figures = {c.source.split("(")[0] for c in nbformat.read(executed, as_version=4).cells
                for o in c.get("outputs", []) if "image/png" in o.get("data", {})}
-    assert figures == {"plots.plot_class_counts", "plots.plot_mean_faces"}  # the sample grid of faces is local-only
+    # the sample grid and the duplicate pairs show faces: local-only
+    assert figures == {"plots.plot_class_counts", "plots.plot_mean_faces"}
 
 
 @pytest.mark.parametrize("classes", [("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
@@ -166,7 +177,8 @@ def test_mini_xception_notebook_smoke_run_writes_a_full_report(synthetic_env, cl
     run_reports(only=["02"], parameters=params, kernel=KERNEL, reports_dir=reports, progress=False)
     record = json.loads((report_dir / "metrics.json").read_text())
     assert record["model"] == "mini_xception" and record["params"] > 0 and record["flops"] > 0
-    assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val"}
+    assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val", "test_private_clean",
+                                     "test_public_clean", "test_all_clean"}
     for split in record["splits"].values():
         assert set(split) == {"accuracy", "macro_f1", "auc_micro", "auc_macro", "ece", "n"}
     assert record["splits"]["test_private"]["n"] == 3 * len(classes)
@@ -442,3 +454,27 @@ def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit
                            "vgg_gap_full/refit_on_train_val/seed1"]
     assert [name for name, path in found.items() if trained_on_val(path)] == ["vgg_gap_full/refit_on_train_val",
                                                                                "vgg_gap_full/refit_on_train_val/seed1"]
+
+
+def test_leaderboard_and_model_readme_show_the_deduplicated_headline_beside_the_raw_one(tmp_path):
+    from emo_utils.metrics import accuracy_interval
+    from emo_utils.reports import clean_lines
+    reports = tmp_path / "reports"
+    records = [model_record("flagship", 0.72, views="ten_crop"), model_record("runner_up", 0.71),
+               model_record("old_report", 0.60)]  # written before the clean splits: no clean number, no error
+    for record, clean_accuracy in zip(records[:2], (0.68, 0.69)):  # the clean split swaps the first two
+        record["splits"]["test_private_clean"] = {**record["splits"]["test_private"], "accuracy": clean_accuracy,
+                                                  "n": 3145}
+    write_records(reports, records)
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    rows = leaderboard_rows_of(index)
+    low, high = accuracy_interval(0.68, 3145)
+    assert f"· {0.68:.4f} ({low:.3f}-{high:.3f}) |" in rows[0] and "· deduplicated |" in index
+    assert "·" not in rows[2]  # the report without a clean split shows its raw number alone
+    assert all(row.count(" | ") + 1 <= 8 for row in rows)
+    assert "3,145 faces" in index and "flagship 2 (raw 1), runner_up 1 (raw 2)" in index
+    lines = clean_lines(records[0]["splits"], "test_private")
+    assert "PrivateTest, deduplicated accuracy 68.00%" in lines[0] and f"{low:.1%} to {high:.1%}" in lines[0]
+    assert "-4.00 points from the raw 72.00%" in lines[0]
+    assert clean_lines(records[2]["splits"], "test_private") == []
+    assert "Only 2 of 3 reports have it yet" in index

@@ -52,7 +52,7 @@ def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(gene
 
     record = json.loads((report_dir / "metrics.json").read_text())
     assert record["model"] == model_name and record["params"] > 0 and record["flops"] > 0
-    assert set(record["splits"]) == {"test_all", "val"}
+    assert set(record["splits"]) == {"test_all", "val", "test_all_clean"}  # no PublicTest_/PrivateTest_ prefixes
     assert record["splits"]["test_all"]["n"] == 3 * len(CLASSES)
     prov = record["provenance"]
     assert prov["epochs_run"] == 1 and prov["epochs_asked"] == 1 and prov["budget"] == "cpu"

@@ -82,7 +82,8 @@ def test_ensembling_notebook_writes_the_ensemble_report(zoo):
                             "include_ablations": False})
     record = json.loads((reports / "ensemble" / "metrics.json").read_text())
     assert record["model"] == "ensemble" and set(record["provenance"]["members"]) <= {"model_x", "model_y"}
-    assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val"}
+    assert set(record["splits"]) == {"test_private", "test_public", "test_all", "val", "test_private_clean",
+                                     "test_public_clean", "test_all_clean"}
     # Parameters are those of the members that run: a member weighted 0 is left out of the count.
     used = [m for m, w in record["provenance"]["members"].items() if w > 1e-6]
     member_params = {m: json.loads((reports / m / "metrics.json").read_text())["params"] for m in used}

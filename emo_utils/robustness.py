@@ -13,8 +13,10 @@ the views it was fitted with.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +24,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
 from .checkpoint import REPORTS_DIR, trained_models
 from .corruptions import CORRUPTIONS, SEVERITIES, SUITE_SEED, SUITE_VERSION, condition_name, conditions, corrupt
-from .data import file_sha256
+from .data import DataError, file_sha256, load_dataset
 from .ensemble import ensemble_probs
 from .files import write_atomically
 from .inference import predict_logits, softmax
@@ -84,6 +87,7 @@ def scored_corruptions(model_path, data, views: str = SUITE_VIEWS, device=None) 
     names = [CLEAN] + [condition_name(*c) for c in conditions()]
     if all(f"{views}/{name}" in stored for name in names):
         return {name: stored[f"{views}/{name}"].astype(np.float32) for name in names}
+    started = time.perf_counter()
     model, crop = load_for_scoring(model_path, device=device)
     for name in names:
         corrupted = suite_faces(data, split, name)
@@ -91,6 +95,8 @@ def scored_corruptions(model_path, data, views: str = SUITE_VIEWS, device=None) 
         # float32 would not already call a tie (the stored mix is what every table reads, ensemble included).
         stored[f"{views}/{name}"] = softmax(predict_logits(model, corrupted, crop=crop, tta=views)).astype(np.float16)
     write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **stored))
+    print(f"scored {model_path} on the corruption suite under {views} ({len(names)} conditions of "
+          f"{len(data.split(split)[1]):,} faces, {time.perf_counter() - started:.0f} s): {path}", flush=True)
     return {name: stored[f"{views}/{name}"].astype(np.float32) for name in names}
 
 
@@ -238,3 +244,30 @@ def plot_corruption_curves(result: SuiteResult, models: list[str] | None = None)
                  f"({result.faces:,} faces), suite v{SUITE_VERSION} seed {SUITE_SEED}", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def main(argv=None) -> int:
+    """Score every leaderboard model and the ensemble's members on the suite, writing each one's
+    model_corruptions.npz, so that notebook 10 only reads them (minutes on a GPU; hours on 2 CPU cores)."""
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.robustness", description=main.__doc__)
+    parser.add_argument("--data", default=None, help="the dataset (default: $EMO_DATA, data/, ../shared/data/)")
+    parser.add_argument("--reports-dir", default=None, help="default: reports/")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    args = parser.parse_args(argv)
+    if args.device not in (None, "cpu", "cuda"):
+        parser.error(f"--device {args.device!r}: choose cuda or cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine has no CUDA device; leave --device out to use the CPU")
+    device = torch.device(args.device) if args.device else None
+    try:
+        data = load_dataset(args.data)
+    except DataError as e:
+        parser.error(str(e).splitlines()[0])
+    result = corruption_suite(trained_models(args.reports_dir), data, reports_dir=args.reports_dir, device=device)
+    print(result.note)
+    print(result.summary.to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ from emo_utils.corruptions import condition_name, conditions, corrupt
 from emo_utils.ensemble import ensemble_probs
 from emo_utils.inference import predict_logits, softmax
 from emo_utils.checkpoint import load_trained
+from conftest import make_fer_zip
 from synthetic import make_learnable_data
 from tiny_model import tiny_model
 
@@ -144,3 +145,17 @@ def test_an_ensemble_fitted_on_other_data_or_with_a_member_missing(model_file, d
     write_ensemble(reports_dir, data, {"tiny": 0.5, "gone": 0.5})
     with pytest.raises(FileNotFoundError, match="names members without weights .*: gone; run notebook 11 again"):
         robustness.ensemble_mix(data, reports_dir)
+
+
+def test_the_command_line_scores_every_model_and_names_a_bad_argument(model_file, tmp_path, capsys):
+    archive = make_fer_zip(tmp_path, n_train=4, n_public=2, n_private=2)
+    reports_dir = model_file.parents[1]
+    assert robustness.main(["--data", str(archive), "--reports-dir", str(reports_dir), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "PrivateTest (test_private, 14 faces)" in out and "tiny" in out
+    assert robustness.cache_path(model_file).exists()
+    for argv, message in ((["--data", str(tmp_path / "missing.zip")], "missing.zip (the path given) holds no dataset"),
+                          (["--device", "tpu"], "--device 'tpu': choose cuda or cpu")):
+        with pytest.raises(SystemExit) as stop:
+            robustness.main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err

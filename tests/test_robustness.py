@@ -134,7 +134,7 @@ def test_the_summary_and_the_figure_say_what_they_hold(model_file, data):
     assert row["relative robustness"] == round(corrupted.mean() / row["clean"], 4)
     assert "PrivateTest (test_private, 35 faces); every model under centre + mirror (flip)" in result.note
     figure = robustness.plot_corruption_curves(result)
-    assert "tiny on PrivateTest (35 faces)" in figure._suptitle.get_text()
+    assert "tiny (flip) on PrivateTest (35 faces)" in figure._suptitle.get_text()
     assert [t.get_text() for t in figure.legends[0].get_texts()] == ["tiny (flip)"]
 
 

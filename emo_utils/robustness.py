@@ -201,13 +201,16 @@ class SuiteResult:
 def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEWS, reports_dir=None,
                      device=None) -> SuiteResult:
     """Every model in `model_files` and notebook 11's ensemble on the suite, under one view set."""
+    mix = ensemble_mix(data, reports_dir)
+    if not model_files and mix is None:
+        raise FileNotFoundError(f"{reports_dir or REPORTS_DIR} holds no trained model and no ensemble to score on the "
+                                "corruption suite; `make reports` trains them")
     split = suite_split(data)
     labels = data.split(split)[1]
     probs = {model: scored_corruptions(path, data, views, device) for model, path in model_files.items()}
     view_of = dict.fromkeys(probs, view_name(views))
     note = (f"{SPLIT_TITLES.get(split, split)} ({split}, {len(labels):,} faces); every model under "
             f"{VIEW_TITLES.get(view_name(views), views)} ({view_name(views)}); suite v{SUITE_VERSION}, seed {SUITE_SEED}.")
-    mix = ensemble_mix(data, reports_dir)
     if mix is not None:
         probs["ensemble"], view_of["ensemble"] = ensemble_corruptions(mix, data, device), mix.views
         note += (f" The ensemble: notebook 11's weights on its {len(mix.weights)} members over "
@@ -266,7 +269,10 @@ def main(argv=None) -> int:
         data = load_dataset(args.data)
     except DataError as e:
         parser.error(str(e).splitlines()[0])
-    result = corruption_suite(trained_models(args.reports_dir), data, reports_dir=args.reports_dir, device=device)
+    try:
+        result = corruption_suite(trained_models(args.reports_dir), data, reports_dir=args.reports_dir, device=device)
+    except (FileNotFoundError, ValueError) as e:  # no model, or an ensemble this suite cannot mix
+        parser.error(str(e))
     print(result.note)
     print(result.summary.to_string())
     return 0

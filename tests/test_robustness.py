@@ -155,7 +155,9 @@ def test_the_command_line_scores_every_model_and_names_a_bad_argument(model_file
     assert "PrivateTest (test_private, 14 faces)" in out and "tiny" in out
     assert robustness.cache_path(model_file).exists()
     for argv, message in ((["--data", str(tmp_path / "missing.zip")], "missing.zip (the path given) holds no dataset"),
-                          (["--device", "tpu"], "--device 'tpu': choose cuda or cpu")):
+                          (["--device", "tpu"], "--device 'tpu': choose cuda or cpu"),
+                          (["--data", str(archive), "--reports-dir", str(tmp_path / "empty")],
+                           "empty holds no trained model and no ensemble to score on the corruption suite")):
         with pytest.raises(SystemExit) as stop:
             robustness.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err

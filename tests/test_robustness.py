@@ -1,0 +1,163 @@
+"""Models on the corruption suite: scored once and kept beside the weights, reused only for the same weights, data
+and suite; the ensemble's rows are the weighted mix of its members' stored probabilities, never a new prediction."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from emo_utils import robustness
+from emo_utils.corruptions import condition_name, conditions, corrupt
+from emo_utils.ensemble import ensemble_probs
+from emo_utils.inference import predict_logits, softmax
+from emo_utils.checkpoint import load_trained
+from conftest import make_fer_zip
+from synthetic import make_learnable_data
+from tiny_model import tiny_model
+
+NAMES = [robustness.CLEAN] + [condition_name(*c) for c in conditions()]
+
+
+@pytest.fixture
+def data():
+    return make_learnable_data(train_per_class=30)
+
+
+def other_weights(source, target, shift: float):
+    """A copy of a model file with every weight moved by `shift`: another model, as far as a cache can tell."""
+    checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    checkpoint["model"] = {k: v + shift if v.is_floating_point() else v for k, v in checkpoint["model"].items()}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, target)
+    return target
+
+
+@pytest.fixture
+def model_file(tmp_path_factory, tmp_path):
+    path = tmp_path / "reports" / "tiny" / "model.pt"  # a copy of its own: the suite's file is written beside it
+    path.parent.mkdir(parents=True)
+    shutil.copy(tiny_model(tmp_path_factory), path)
+    return path
+
+
+def test_the_suite_is_the_models_predictions_on_each_corrupted_split_and_is_kept_beside_it(model_file, data):
+    scored = robustness.scored_corruptions(model_file, data)
+    assert list(scored) == NAMES
+    assert robustness.cache_path(model_file) == model_file.with_name("model_corruptions.npz")
+    assert robustness.cache_path(model_file).exists()
+    faces = data.split("test_private")[0]
+    model = load_trained(model_file).model
+    for name in (robustness.CLEAN, "jpeg/3", "eyes_occluded/2"):
+        shown = faces if name == robustness.CLEAN else corrupt(faces, *name.split("/")[:1], int(name[-1]))
+        direct = softmax(predict_logits(model, shown, crop=44, tta="flip"))
+        np.testing.assert_allclose(scored[name], direct, atol=1e-3)  # stored as float16
+
+
+def test_the_suite_is_read_back_for_the_same_weights_and_scored_again_for_others(model_file, data, monkeypatch):
+    first = robustness.scored_corruptions(model_file, data)
+    real_loader = robustness.load_for_scoring
+    calls = []
+    monkeypatch.setattr(robustness, "load_for_scoring", lambda *a, **k: calls.append(a) or real_loader(*a, **k))
+    again = robustness.scored_corruptions(model_file, data)
+    assert calls == []
+    for name in NAMES:
+        np.testing.assert_array_equal(again[name], first[name])
+
+    other_weights(model_file, model_file, shift=0.05)  # other weights at the same path
+    moved = robustness.scored_corruptions(model_file, data)
+    assert len(calls) == 1
+    assert not np.array_equal(moved[robustness.CLEAN], first[robustness.CLEAN])
+    robustness.scored_corruptions(model_file, make_learnable_data(train_per_class=30, seed=3))  # other data
+    assert len(calls) == 2
+    robustness.scored_corruptions(model_file, make_learnable_data(train_per_class=30, seed=3), views="center")
+    assert len(calls) == 3  # another view set is scored and kept beside the first
+    with np.load(robustness.cache_path(model_file)) as saved:
+        assert {f"flip/{n}" for n in NAMES} | {f"center/{n}" for n in NAMES} <= set(saved.files)
+
+
+def test_a_corrupt_suite_file_is_scored_again(model_file, data):
+    robustness.cache_path(model_file).write_bytes(b"not a zip")
+    assert robustness.scored_corruptions(model_file, data)["jpeg/1"].shape == (len(data.split("test_private")[1]), 7)
+
+
+def test_the_split_is_privatetest_clean_where_the_data_has_it(data):
+    assert robustness.suite_split(data) == "test_private"
+
+    class WithClean:
+        def available_splits(self):
+            return ["train", "val", "test_private", "test_private_clean", "test_all"]
+
+    assert robustness.suite_split(WithClean()) == "test_private_clean"
+
+
+def write_ensemble(reports_dir, data, members: dict[str, float], views="flip"):
+    folder = reports_dir / "ensemble"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps({"model": "ensemble", "provenance": {
+        "data_sha256": data.sha256, "tta": views, "members": members}}))
+
+
+def test_the_ensemble_is_the_weighted_mix_of_its_members_stored_probabilities(model_file, data, monkeypatch):
+    reports_dir = model_file.parents[1]
+    other = other_weights(model_file, reports_dir / "other" / "model.pt", shift=0.03)
+    other_weights(model_file, reports_dir / "tiny" / "seeds" / "1" / "model.pt", shift=-0.03)
+    write_ensemble(reports_dir, data, {"tiny": 0.6, "other": 0.3999, "tiny/seed1": 0.0001})
+    files = {"tiny": model_file, "other": other}
+    result = robustness.corruption_suite(files, data, reports_dir=reports_dir)
+
+    mix = robustness.ensemble_mix(data, reports_dir)
+    assert mix.left_out == {"tiny/seed1": 0.0001} and mix.weights == {"tiny": 0.6 / 0.9999, "other": 0.3999 / 0.9999}
+    labels = data.split("test_private")[1]
+    stored = {}
+    for member, path in files.items():
+        with np.load(robustness.cache_path(path)) as saved:
+            stored[member] = {name: saved[f"flip/{name}"].astype(np.float32) for name in NAMES}
+    table = result.table.set_index(["model", "corruption", "severity"])
+    for name in NAMES:
+        mixed = ensemble_probs([stored["tiny"][name], stored["other"][name]], [0.6, 0.3999])
+        corruption, severity = (name, 0) if name == robustness.CLEAN else (name.split("/")[0], int(name[-1]))
+        assert table.loc[("ensemble", corruption, severity), "accuracy"] == (mixed.argmax(1) == labels).mean()
+    assert "the 1 left out weigh 0.01% in all" in result.note
+
+    # The mix reads what is stored: with every member scored, the ensemble predicts nothing.
+    monkeypatch.setattr(robustness, "load_for_scoring", lambda *a, **k: pytest.fail("predicted again"))
+    again = robustness.corruption_suite(files, data, reports_dir=reports_dir)
+    assert again.table.equals(result.table)
+
+
+def test_the_summary_and_the_figure_say_what_they_hold(model_file, data):
+    result = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1])
+    row = result.summary.loc["tiny"]
+    corrupted = result.table[result.table.corruption != robustness.CLEAN].accuracy
+    assert row["views"] == "flip" and row["mean corruption accuracy"] == round(corrupted.mean(), 4)
+    assert row["relative robustness"] == round(corrupted.mean() / row["clean"], 4)
+    assert "PrivateTest (test_private, 35 faces); every model under centre + mirror (flip)" in result.note
+    figure = robustness.plot_corruption_curves(result)
+    assert "tiny (flip) on PrivateTest (35 faces)" in figure._suptitle.get_text()
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["tiny (flip)"]
+
+
+def test_an_ensemble_fitted_on_other_data_or_with_a_member_missing(model_file, data):
+    reports_dir = model_file.parents[1]
+    write_ensemble(reports_dir, make_learnable_data(train_per_class=30, seed=5), {"tiny": 1.0})
+    assert robustness.ensemble_mix(data, reports_dir) is None  # its weights say nothing about this data
+    write_ensemble(reports_dir, data, {"tiny": 0.5, "gone": 0.5})
+    with pytest.raises(FileNotFoundError, match="names members without weights .*: gone; run notebook 11 again"):
+        robustness.ensemble_mix(data, reports_dir)
+
+
+def test_the_command_line_scores_every_model_and_names_a_bad_argument(model_file, tmp_path, capsys):
+    archive = make_fer_zip(tmp_path, n_train=4, n_public=2, n_private=2)
+    reports_dir = model_file.parents[1]
+    assert robustness.main(["--data", str(archive), "--reports-dir", str(reports_dir), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "PrivateTest (test_private, 14 faces)" in out and "tiny" in out
+    assert robustness.cache_path(model_file).exists()
+    for argv, message in ((["--data", str(tmp_path / "missing.zip")], "missing.zip (the path given) holds no dataset"),
+                          (["--device", "tpu"], "--device 'tpu': choose cuda or cpu"),
+                          (["--data", str(archive), "--reports-dir", str(tmp_path / "empty")],
+                           "empty holds no trained model and no ensemble to score on the corruption suite")):
+        with pytest.raises(SystemExit) as stop:
+            robustness.main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err

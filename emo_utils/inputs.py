@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .faces import FACE_MARGIN, Face, FaceDetector, SkipFile, annotate, extract_faces, read_image
+from .faces import FACE_MARGIN, Aligner, Face, FaceDetector, SkipFile, annotate, extract_faces, read_image
 from .files import write_csv as write_rows
 from .metrics import compute_metrics
 from .video import is_video
@@ -135,10 +135,13 @@ class PredictionRun:
 
 def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None = None, margin: float = FACE_MARGIN,
                    annotate_dir: str | os.PathLike | None = None, batch_size: int = 256,
-                   log: Callable[[str], None] | None = None, class_map: dict[str, str] | None = None) -> PredictionRun:
+                   log: Callable[[str], None] | None = None, class_map: dict[str, str] | None = None,
+                   aligner: Aligner | None = None, boxes_by_file: dict[str, np.ndarray] | None = None) -> PredictionRun:
     """Classify every image under `paths` (images, folders, zips); a file that cannot be used is logged and
     skipped, and the run goes on. Faces are classified in batches across images. A face's label is its
-    folder's name when that names a class, after `class_map` (folder name -> class, e.g. fearful -> fear)."""
+    folder's name when that names a class, after `class_map` (folder name -> class, e.g. fearful -> fear).
+    `boxes_by_file` (file name as listed, or its base name -> boxes x, y, w, h): the user's own face boxes,
+    cut instead of detecting faces; an image it does not list is skipped."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     run = PredictionRun(list(classifier.class_names))
     pending: list[tuple[InputFile, np.ndarray, np.ndarray | None, Image.Image | None]] = []
@@ -190,7 +193,12 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
             for note in notes:
                 run.notes.append((item.name, note))
                 log(f"note {item.name}: {note}")
-            faces, boxes = extract_faces(img, detector, margin)
+            given = None
+            if boxes_by_file is not None:
+                given = boxes_by_file.get(item.name, boxes_by_file.get(PurePosixPath(item.name).name))
+                if given is None:
+                    raise SkipFile("no box for it in --boxes (rows are file, x, y, w, h)")
+            faces, boxes = extract_faces(img, detector, margin, aligner, given)
         except SkipFile as e:
             skip(item.name, str(e))
             continue
@@ -201,8 +209,8 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
             skip(item.name, f"unexpected error ({type(e).__name__}: {e})")
             continue
         if len(faces) == 0:
-            skip(item.name, f"no face found (Haar cascade, faces of {detector.min_face} px and larger); if the "
-                            "image is already a face crop, run without --detect-faces")
+            skip(item.name, f"no face found ({detector.kind} detector, faces of {detector.min_face} px and larger); "
+                            "if the image is already a face crop, run without --detect-faces")
             if annotate_dir is None:
                 continue
         pending.append((item, faces, boxes, img if annotate_dir is not None else None))

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from tqdm import tqdm
 
-from .faces import FACE_MARGIN, PALETTE, Face, FaceDetector, PredictError, crop_faces, draw_faces
+from .faces import FACE_MARGIN, PALETTE, Aligner, Face, PredictError, cut_faces, draw_faces
 from .files import write_csv
 from .tracking import IouTracker
 
@@ -47,6 +47,16 @@ EVERY = 2
 # last from half a second to four seconds.
 SMOOTH_SECONDS = 0.5
 FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
+# emo-predict's detector settings for photos (--detect-faces), video files and a camera; any flag overrides
+# one entry. Chosen on benchmarks/pipeline_frames.py (reports/benchmarks.md, "Faces in frames"): see there.
+SETTINGS = {
+    "photo": dict(detector="haar", upsample=1, scale_factor=1.1, min_face=48, detect_size=1600, every=1,
+                  align=False),
+    "video": dict(detector="haar", upsample=0, scale_factor=1.1, min_face=48, detect_size=DETECT_SIZE, every=EVERY,
+                  align=False),
+    "webcam": dict(detector="haar", upsample=0, scale_factor=1.1, min_face=48, detect_size=DETECT_SIZE,
+                   every=EVERY, align=False),
+}
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -58,11 +68,23 @@ def open_video(path: str | os.PathLike):
     import cv2
 
     capture = cv2.VideoCapture(str(path))
+    size = Path(path).stat().st_size
+    # A writer closed before its first frame leaves an MP4 of a few hundred bytes: its header (the moov atom)
+    # and no frames, which FFmpeg declines to open. A cut-off file has no moov atom.
+    if not capture.isOpened() and size < 1024 and b"moov" in Path(path).read_bytes():
+        raise PredictError(f"{path}: an empty video: {size} bytes, a header and no frames. Record or export it "
+                           "again.")
     if not capture.isOpened():
         raise PredictError(f"{path}: OpenCV cannot open it as a video (not a video, truncated, or a codec its "
                            f"bundled FFmpeg lacks). Convert it, e.g. `ffmpeg -i {path} -c:v mpeg4 clip.mp4`.")
     fps = capture.get(cv2.CAP_PROP_FPS)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    if count == 0 and not capture.grab():
+        capture.release()
+        raise PredictError(f"{path}: an empty video: it opens but holds no frames. Record or export it again.")
+    if count == 0:  # the grab above took the first frame: start again
+        capture.release()
+        capture = cv2.VideoCapture(str(path))
     return capture, (fps if fps and fps > 0 else FALLBACK_FPS), (count if count > 0 else None)
 
 
@@ -184,8 +206,9 @@ class VideoRun:
                 + [f"p_{name}" for name in self.class_names])
 
 
-def predict_video(capture, classifier: Classifier, detector: FaceDetector, *, fps: float = FALLBACK_FPS,
+def predict_video(capture, classifier: Classifier, detector, *, fps: float = FALLBACK_FPS,
                   every: int = EVERY, smooth: float = SMOOTH_SECONDS, margin: float = FACE_MARGIN,
+                  aligner: Aligner | None = None,
                   annotate: str | os.PathLike | None = None, window: Window | None = None,
                   clock: Callable[[], float] | None = None, total: int | None = None, progress: bool = True,
                   source: str = "video") -> VideoRun:
@@ -214,8 +237,8 @@ def predict_video(capture, classifier: Classifier, detector: FaceDetector, *, fp
             tracks = tracker.update(boxes, seconds)
             # Crops come from the colour frame (RGB, as a photo is read) so a face is converted exactly as in
             # a photo; the detector's gray may differ from it by one level here and there.
-            probs = classifier.predict_proba(crop_faces(gray if frame.ndim == 2 else frame[..., ::-1],
-                                                        [t.box for t in tracks], margin))
+            probs = classifier.predict_proba(cut_faces(gray if frame.ndim == 2 else frame[..., ::-1], gray,
+                                                       [t.box for t in tracks], margin, aligner))
             faces = []
             for track, p in zip(tracks, probs):
                 smoothed = track.smooth(seconds, p, smooth)

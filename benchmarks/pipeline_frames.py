@@ -23,6 +23,7 @@ only (and is timed on a few), and its rows say so.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing
 import os
@@ -139,6 +140,85 @@ def match(truth, found) -> tuple[np.ndarray, int]:
     return matched, int(len(found) - (matched >= 0).sum())
 
 
+def fmt(value, digits=3):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner) -> dict:
+    """Per setting: recall, false detections, and per model and crop (square, aligned) pipeline accuracy.
+    Untimed: it may run beside other work."""
+    accuracy = {}
+    for name, keywords, _ in CANDIDATES:
+        if args.only and args.only not in name:
+            continue
+        keywords = dict(keywords)
+        detector = face_ops.make_detector(keywords.pop("detector"), **keywords)
+        seen = list(range(min(args.cnn_frames, len(frames)) if detector.kind == "cnn" else len(frames)))
+        found_all = [detector.detect(grays[i]) for i in seen]
+        faces_seen = np.concatenate([which[i] for i in seen])
+        false_face = false_empty = 0
+        matched_all = []
+        for i, found in zip(seen, found_all):
+            matched, extra = match(truth[i], found)
+            matched_all.append(matched)
+            if len(truth[i]):
+                false_face += extra
+            else:
+                false_empty += extra
+        pipeline = {}
+        for align in (False, True):  # every detection cut (square, or aligned), one batch per model
+            crops = [face_ops.cut_faces(frames[i], grays[i], found, aligner=aligner if align else None)
+                     for i, found in zip(seen, found_all)]
+            for model, classifier in classifiers.items():
+                predicted = classifier.predict_proba(np.concatenate(crops)).argmax(1)
+                ok, at = [], 0
+                for i, found, matched in zip(seen, found_all, matched_all):
+                    own = predicted[at:at + len(found)]
+                    at += len(found)
+                    ok += [bool(m >= 0 and own[m] == labels[f]) for m, f in zip(matched, which[i])]
+                pipeline[f"{model}|{align}"] = float(np.mean(ok))
+        frames_with = sum(len(truth[i]) > 0 for i in seen)
+        frames_without = len(seen) - frames_with
+        accuracy[name] = dict(kind=detector.kind, frames=len(seen), faces=len(faces_seen), pipeline=pipeline,
+                              crop={m: float(c[faces_seen].mean()) for m, c in crop_correct.items()},
+                              recall=float((np.concatenate(matched_all) >= 0).mean()),
+                              false_face=false_face / max(frames_with, 1),
+                              false_empty=false_empty / frames_without if frames_without else None)
+        print(f"{name}: recall {accuracy[name]['recall']:.3f} on {len(seen)} frames", flush=True)
+    return accuracy
+
+
+def timing_pass(args, name, keywords, frames, grays, classifiers, aligner) -> dict:
+    """Seconds per frame of detection and of cut + classify per model and crop, frame by frame as the CLI works,
+    idle and with a busy-loop process pinned to core 0, on the first --timed-frames frames (fewer for cnn)."""
+    detector = face_ops.make_detector(keywords.pop("detector"), **keywords)
+    timed = list(range(max(2, args.timed_frames // 20) if detector.kind == "cnn" else args.timed_frames))
+    found_all = [detector.detect(grays[i]) for i in timed]
+    seconds = {}
+    for load in ("idle", "busy"):
+        busy = multiprocessing.Process(target=busy_loop, daemon=True) if load == "busy" else None
+        if busy:
+            busy.start()
+            time.sleep(0.2)
+        try:
+            t0 = time.perf_counter()
+            for i in timed:
+                detector.detect(grays[i])
+            seconds[load, "detect"] = (time.perf_counter() - t0) / len(timed)
+            for model, classifier in classifiers.items():
+                for align in (False, True):
+                    t0 = time.perf_counter()
+                    for i, found in zip(timed, found_all):
+                        classifier.predict_proba(face_ops.cut_faces(frames[i], grays[i], found,
+                                                                    aligner=aligner if align else None))
+                    seconds[load, model, align] = (time.perf_counter() - t0) / len(timed)
+        finally:
+            if busy:
+                busy.terminate()
+                busy.join()
+    return seconds
+
+
 def busy_loop():
     os.sched_setaffinity(0, {0})
     while True:
@@ -155,6 +235,10 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", help="run only the settings whose name contains this")
     parser.add_argument("--write", action="store_true", help="write the table into reports/benchmarks.md")
+    parser.add_argument("--accuracy-to", help="save the accuracy pass (untimed) to this JSON file")
+    parser.add_argument("--accuracy-from", help="read the accuracy pass from this JSON file (made with the same "
+                                                "arguments) and only time: e.g. under with-training-paused")
+    parser.add_argument("--no-timing", action="store_true", help="skip the timing pass")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     set_threads(1)
@@ -175,106 +259,65 @@ def main(argv=None):
     crop_correct = {name: c.predict_proba(faces_u8).argmax(1) == labels for name, c in classifiers.items()}
     aligner = face_ops.make_aligner()
 
+    accuracy = (json.loads(Path(args.accuracy_from).read_text()) if args.accuracy_from else
+                accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner))
+    if args.accuracy_to:
+        Path(args.accuracy_to).write_text(json.dumps(dict(accuracy, _made_at=git_state()), indent=1))
+    made_at = accuracy.pop("_made_at", git_state())
     rows = []
     for name, keywords, everies in CANDIDATES:
-        if args.only and args.only not in name:
+        if name not in accuracy:
             continue
-        keywords = dict(keywords)
-        detector = face_ops.make_detector(keywords.pop("detector"), **keywords)
-        seen = list(range(min(args.cnn_frames, len(frames)) if detector.kind == "cnn" else len(frames)))
-        found_all = [detector.detect(grays[i]) for i in seen]
-        faces_seen = np.concatenate([which[i] for i in seen])
-        false_face = false_empty = 0
-        matched_all = []
-        for i, found in zip(seen, found_all):
-            matched, extra = match(truth[i], found)
-            matched_all.append(matched)
-            if len(truth[i]):
-                false_face += extra
-            else:
-                false_empty += extra
-        hits = np.concatenate(matched_all) >= 0
-        # accuracy: every detection cut (square, or aligned) and classified in one batch per model
-        right = {}
-        for align in (False, True):
-            crops = [face_ops.cut_faces(frames[i], grays[i], found, aligner=aligner if align else None)
-                     for i, found in zip(seen, found_all)]
-            for model, classifier in classifiers.items():
-                predicted = classifier.predict_proba(np.concatenate(crops)).argmax(1)
-                ok, at = [], 0
-                for i, found, matched in zip(seen, found_all, matched_all):
-                    own = predicted[at:at + len(found)]
-                    at += len(found)
-                    ok.append(np.array([m >= 0 and own[m] == labels[f] for m, f in zip(matched, which[i])], bool))
-                right[model, align] = np.concatenate(ok)
-        # frames/s: detect + cut + classify frame by frame, as the CLI does, idle and with one core busy
-        timed = seen[:max(3, args.timed_frames // 10) if detector.kind == "cnn" else args.timed_frames]
-        seconds = {}
-        for load in ("idle", "busy"):
-            busy = multiprocessing.Process(target=busy_loop, daemon=True) if load == "busy" else None
-            if busy:
-                busy.start()
-                time.sleep(0.2)
-            try:
-                t0 = time.perf_counter()
-                for i in timed:
-                    detector.detect(grays[i])
-                seconds[load, "detect"] = (time.perf_counter() - t0) / len(timed)
-                for model, classifier in classifiers.items():
-                    for align in (False, True):
-                        t0 = time.perf_counter()
-                        for i, found in zip(timed, found_all):
-                            classifier.predict_proba(face_ops.cut_faces(frames[i], grays[i], found,
-                                                                        aligner=aligner if align else None))
-                        seconds[load, model, align] = (time.perf_counter() - t0) / len(timed)
-            finally:
-                if busy:
-                    busy.terminate()
-                    busy.join()
-        frames_with = sum(len(truth[i]) > 0 for i in seen)
-        frames_without = len(seen) - frames_with
+        a = accuracy[name]
+        seconds = ({} if args.no_timing else
+                   timing_pass(args, name, dict(keywords), frames, grays, classifiers, aligner))
         for every in everies:
             for model in classifiers:
                 for align in (False, True):
                     fps = {load: 1 / (seconds[load, "detect"] / every + seconds[load, model, align])
-                           for load in ("idle", "busy")}
-                    r = dict(setting=name + (f", every {every}" if every > 1 else ""), kind=detector.kind,
-                             frames=len(seen), faces=len(faces_seen), model=model, align=align,
-                             pipeline=float(right[model, align].mean()), crop=float(crop_correct[model][faces_seen].mean()),
-                             recall=float(hits.mean()), false_face=false_face / max(frames_with, 1),
-                             false_empty=false_empty / frames_without if frames_without else None,
+                           for load in ("idle", "busy")} if seconds else {"idle": None, "busy": None}
+                    r = dict(a, setting=name + (f", every {every}" if every > 1 else ""), model=model, align=align,
+                             pipeline=a["pipeline"][f"{model}|{align}"], crop=a["crop"][model],
                              fps_idle=fps["idle"], fps_busy=fps["busy"], every=every)
                     rows.append(r)
                     print(f"{r['setting']:50s} {model:19s} align {'on ' if align else 'off'}: pipeline "
                           f"{r['pipeline']:.3f} (crops {r['crop']:.3f}, {r['pipeline'] / r['crop']:.2f}x), recall "
                           f"{r['recall']:.3f}, false/frame {r['false_face']:.3f} with faces, "
                           f"{'n/a' if r['false_empty'] is None else format(r['false_empty'], '.3f')} without; "
-                          f"{fps['idle']:.1f} frames/s idle, {fps['busy']:.1f} busy ({len(seen)} frames)", flush=True)
+                          f"frames/s {fmt(fps['idle'], 1)} idle, {fmt(fps['busy'], 1)} busy ({r['frames']} frames)",
+                          flush=True)
     wall = time.perf_counter() - started
     print(f"wall time {wall / 60:.1f} min")
     if args.write:
-        write(args, argv, rows, split, len(chosen), len(frames), with_faces, data.sha256, wall)
+        write(args, argv, rows, split, len(chosen), len(frames), with_faces, data.sha256, wall, made_at)
 
 
-def write(args, argv, rows, split, n_faces, n_frames, with_faces, checksum, wall):
+def git_state() -> str:
+    """This checkout's commit, and whether tracked files differ from it."""
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
                            cwd=REPO_ROOT).stdout.strip()
+    return f"`{commit}`" + (" (with uncommitted changes)" if dirty else "")
+
+
+def write(args, argv, rows, split, n_faces, n_frames, with_faces, checksum, wall, made_at):
     from emo_utils.distributed import cpu_name
 
-    def fmt(v):
-        return "n/a" if v is None else f"{v:.3f}"
     table = "".join(
         f"| {r['setting']}{' (' + str(r['frames']) + ' frames)' if r['kind'] == 'cnn' else ''} | {r['model']} | "
         f"{'on' if r['align'] else 'off'} | **{r['pipeline']:.3f}** | {r['crop']:.3f} | {r['recall']:.3f} | "
-        f"{r['false_face']:.3f} | {fmt(r['false_empty'])} | {r['fps_idle']:.1f} | {r['fps_busy']:.1f} |\n"
+        f"{r['false_face']:.3f} | {fmt(r['false_empty'])} | {fmt(r['fps_idle'], 1)} | {fmt(r['fps_busy'], 1)} |\n"
         for r in rows)
     chosen = "; ".join(f"{k}: {v['detector']}" + (f" upsample {v['upsample']}" if v["detector"] != "haar" else "")
                        + f", align {'on' if v['align'] else 'off'}, every {v['every']}" for k, v in SETTINGS.items())
     body = (f"`python benchmarks/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}` on {cpu_name()}, 1 thread "
-            f"(torch, OpenCV, dlib), torch {torch.__version__}, opencv {cv2.__version__}; commit `{commit}`"
-            f"{' (with uncommitted changes)' if dirty else ''}; data sha256 `{checksum[:12]}`; seed {args.seed}; "
-            f"wall time {wall / 60:.1f} min.\n\n"
+            f"(torch, OpenCV, dlib), torch {torch.__version__}, opencv {cv2.__version__}; commit {git_state()}; data sha256 `{checksum[:12]}`; seed {args.seed}; "
+            f"wall time {wall / 60:.1f} min; 1-minute load average {os.getloadavg()[0]:.1f} at the end (the machine "
+            "is shared). "
+            + (f"Accuracy, recall and false detections from an untimed pass with the same arguments at commit "
+               f"{made_at} (`--accuracy-to`, run beside other work); frames/s from this run's timing pass. "
+               if args.accuracy_from else "")
+            + "\n\n"
             f"{n_faces} faces of split `{split}` (seeded sample), 40-200 px, turned by up to {args.max_rotation:g} "
             f"degrees, 1-4 a frame on three kinds of background, in {with_faces} frames of {FRAME_SIZE[0]}x"
             f"{FRAME_SIZE[1]}, and {n_frames - with_faces} frames with no face. Pipeline accuracy counts a missed "

@@ -195,7 +195,9 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
                 log(f"note {item.name}: {note}")
             given = None
             if boxes_by_file is not None:
-                given = boxes_by_file.get(item.name, boxes_by_file.get(PurePosixPath(item.name).name))
+                keys = dict.fromkeys([item.name, PurePosixPath(item.name).name])  # as listed, and its base name
+                rows = [boxes_by_file[k] for k in keys if k in boxes_by_file]
+                given = np.concatenate(rows) if rows else None
                 if given is None:
                     raise SkipFile("no box for it in --boxes (rows are file, x, y, w, h)")
             faces, boxes = extract_faces(img, detector, margin, aligner, given)

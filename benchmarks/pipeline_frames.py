@@ -149,7 +149,7 @@ def accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_c
     Untimed: it may run beside other work."""
     accuracy = {}
     for name, keywords, _ in CANDIDATES:
-        if args.only and args.only not in name:
+        if args.only and not any(part in name for part in args.only.split("|")):
             continue
         keywords = dict(keywords)
         detector = face_ops.make_detector(keywords.pop("detector"), **keywords)
@@ -233,11 +233,12 @@ def main(argv=None):
     parser.add_argument("--cnn-frames", type=int, default=25, help="frames the slow dlib CNN detector runs on")
     parser.add_argument("--timed-frames", type=int, default=40, help="frames timed idle and busy per setting")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", help="run only the settings whose name contains this")
+    parser.add_argument("--only", help="run only the settings whose name contains this (or one of a|b|c)")
     parser.add_argument("--write", action="store_true", help="write the table into reports/benchmarks.md")
     parser.add_argument("--accuracy-to", help="save the accuracy pass (untimed) to this JSON file")
-    parser.add_argument("--accuracy-from", help="read the accuracy pass from this JSON file (made with the same "
-                                                "arguments) and only time: e.g. under with-training-paused")
+    parser.add_argument("--accuracy-from", help="read the accuracy pass from this JSON file, or files a|b (made "
+                                                "with the same arguments) and only time: e.g. under "
+                                                "with-training-paused")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing pass")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -259,8 +260,12 @@ def main(argv=None):
     crop_correct = {name: c.predict_proba(faces_u8).argmax(1) == labels for name, c in classifiers.items()}
     aligner = face_ops.make_aligner()
 
-    accuracy = (json.loads(Path(args.accuracy_from).read_text()) if args.accuracy_from else
-                accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner))
+    if args.accuracy_from:  # one file, or several (a|b) made by runs with --only, side by side
+        accuracy = {}
+        for part in args.accuracy_from.split("|"):
+            accuracy.update(json.loads(Path(part).read_text()))
+    else:
+        accuracy = accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner)
     if args.accuracy_to:
         Path(args.accuracy_to).write_text(json.dumps(dict(accuracy, _made_at=git_state()), indent=1))
     made_at = accuracy.pop("_made_at", git_state())

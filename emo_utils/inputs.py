@@ -5,6 +5,7 @@ line; a video or a camera is video.py's.
 """
 from __future__ import annotations
 
+import csv
 import difflib
 import os
 import sys
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .faces import FACE_MARGIN, Aligner, Face, FaceDetector, SkipFile, annotate, extract_faces, read_image
+from .faces import (FACE_MARGIN, Aligner, Face, FaceDetector, PredictError, SkipFile, annotate, extract_faces,
+                    read_image)
 from .files import write_csv as write_rows
 from .metrics import compute_metrics
 from .video import is_video
@@ -101,6 +103,48 @@ def iter_inputs(paths, skip: Callable[[str, str], None]) -> Iterator[InputFile]:
                                     _read_member(archive, info))
         else:
             yield InputFile(str(path), PurePosixPath(path.name), path.resolve().parent.name, _read_file(path))
+
+
+def input_folders(paths) -> set[str]:
+    """The names of the folders holding files under the inputs (zips by their member paths, read from the
+    zip's directory, no image decoded): what a --class-map folder must be one of."""
+    names = set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            names.update(p.parent.name for p in path.rglob("*") if p.is_file())
+        elif path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names.update(Path(n).parent.name for n in archive.namelist() if not n.endswith("/"))
+        else:
+            names.add(path.resolve().parent.name)
+    return names
+
+
+def read_boxes(path: str) -> dict[str, np.ndarray]:
+    """--boxes: file -> boxes (n, 4: x, y, w, h) from a CSV with columns file, x, y, w, h."""
+    boxes: dict[str, list] = {}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"file", "x", "y", "w", "h"} - set(reader.fieldnames or [])
+            if missing:
+                raise PredictError(f"--boxes {path}: no column {', '.join(sorted(missing))}; the header must be "
+                                   "file,x,y,w,h (one row per face)")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    box = [int(float(row[k])) for k in ("x", "y", "w", "h")]
+                except (TypeError, ValueError):
+                    raise PredictError(f"--boxes {path}, line {line}: x, y, w, h must be numbers (pixels), got "
+                                       f"{[row[k] for k in ('x', 'y', 'w', 'h')]}") from None
+                if box[2] < 1 or box[3] < 1:
+                    raise PredictError(f"--boxes {path}, line {line}: width and height must be 1 or more, got "
+                                       f"w={box[2]}, h={box[3]}")
+                boxes.setdefault(row["file"], []).append(box)
+    except (OSError, UnicodeDecodeError) as e:
+        raise PredictError(f"--boxes {path}: cannot read it as a CSV ({e}); give a CSV file file,x,y,w,h") from None
+    if not boxes:
+        raise PredictError(f"--boxes {path}: no rows; give one row per face: file,x,y,w,h")
+    return {name: np.array(rows, np.int64) for name, rows in boxes.items()}
 
 
 def annotation_path(out_dir: Path, relative: PurePosixPath) -> Path:

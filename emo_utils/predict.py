@@ -16,11 +16,9 @@ below, the only ones in emo_utils): `--help` and a mistyped argument answer at o
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -161,50 +159,6 @@ def parse_class_map(text: str | None) -> dict[str, str]:
                                f"{folder}={cls}); give each folder one class.")
         mapping[folder] = cls
     return mapping
-
-
-def input_folders(paths) -> set[str]:
-    """The names of the folders holding files under the inputs (zips by their member paths, read from the
-    zip's directory, no image decoded): what a --class-map folder must be one of."""
-    names = set()
-    for path in map(Path, paths):
-        if path.is_dir():
-            names.update(p.parent.name for p in path.rglob("*") if p.is_file())
-        elif path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                names.update(Path(n).parent.name for n in archive.namelist() if not n.endswith("/"))
-        else:
-            names.add(path.resolve().parent.name)
-    return names
-
-
-def read_boxes(path: str) -> dict[str, "np.ndarray"]:
-    """--boxes: file -> boxes (n, 4: x, y, w, h) from a CSV with columns file, x, y, w, h."""
-    import numpy as np
-
-    boxes: dict[str, list] = {}
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"file", "x", "y", "w", "h"} - set(reader.fieldnames or [])
-            if missing:
-                raise PredictError(f"--boxes {path}: no column {', '.join(sorted(missing))}; the header must be "
-                                   "file,x,y,w,h (one row per face)")
-            for line, row in enumerate(reader, start=2):
-                try:
-                    box = [int(float(row[k])) for k in ("x", "y", "w", "h")]
-                except (TypeError, ValueError):
-                    raise PredictError(f"--boxes {path}, line {line}: x, y, w, h must be numbers (pixels), got "
-                                       f"{[row[k] for k in ('x', 'y', 'w', 'h')]}") from None
-                if box[2] < 1 or box[3] < 1:
-                    raise PredictError(f"--boxes {path}, line {line}: width and height must be 1 or more, got "
-                                       f"w={box[2]}, h={box[3]}")
-                boxes.setdefault(row["file"], []).append(box)
-    except (OSError, UnicodeDecodeError) as e:
-        raise PredictError(f"--boxes {path}: cannot read it as a CSV ({e}); give a CSV file file,x,y,w,h") from None
-    if not boxes:
-        raise PredictError(f"--boxes {path}: no rows; give one row per face: file,x,y,w,h")
-    return {name: np.array(rows, np.int64) for name, rows in boxes.items()}
 
 
 def writable(path: Path) -> bool:
@@ -378,6 +332,7 @@ def main(argv=None) -> int:
         check_arguments(args)
         outputs = plan_outputs(args)
         class_map = parse_class_map(args.class_map)
+        from .inputs import input_folders, read_boxes  # scikit-learn, once past --help
         if class_map:
             folders = input_folders(args.inputs)
             unknown = [f for f in class_map if f not in folders]

@@ -27,7 +27,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -256,7 +255,6 @@ def main(argv=None):
     grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
 
     classifiers = {name: load_classifier(REPO_ROOT / path, device="cpu") for name, path in MODELS.items()}
-    class_names = next(iter(classifiers.values())).class_names
     crop_correct = {name: c.predict_proba(faces_u8).argmax(1) == labels for name, c in classifiers.items()}
     aligner = face_ops.make_aligner()
 

@@ -136,7 +136,8 @@ def found(pasted, boxes) -> int:
 def settings_detector(setting: str):
     """emo-predict's detector for a setting (video.SETTINGS), as the command line makes it."""
     s = video.SETTINGS[setting]
-    return predict.make_detector(s["detector"], scale_factor=s["scale_factor"], min_face=s["min_face"],
+    return predict.make_detector(s["detector"], scale_factor=s["scale_factor"],
+                                 min_face=video.min_face_for(s["detector"], s["min_face"]),
                                  max_side=s["detect_size"] or float("inf"), upsample=s["upsample"])
 
 

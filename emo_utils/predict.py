@@ -122,7 +122,7 @@ def build_parser():
                              "which frames a face as FER2013 does)")
     parser.add_argument("--min-face", type=int, default=None,
                         help="smallest face to find, in pixels (default: " +
-                             "; ".join(f"{k} {v['min_face']}" for k, v in SETTINGS.items()) + ")")
+                             f"haar {MIN_FACE}; hog and cnn: any size their window finds)")
     parser.add_argument("--scale-factor", type=float, default=None,
                         help="Haar pyramid step, over 1: larger is faster and misses more faces (default: " +
                              "; ".join(f"{k} {v['scale_factor']}" for k, v in SETTINGS.items()) + ")")
@@ -181,6 +181,7 @@ def resolve_settings(args):
     for name in ("detector", "upsample", "scale_factor", "min_face", "detect_size", "every", "align"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
+    args.min_face = video.min_face_for(args.detector, args.min_face)
     if args.threads is None:
         args.threads = default_threads()
 

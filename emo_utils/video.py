@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from tqdm import tqdm
 
-from .faces import FACE_MARGIN, PALETTE, Aligner, Face, PredictError, cut_faces, draw_faces
+from .faces import (DETECT_MAX_SIDE, FACE_MARGIN, MIN_FACE, PALETTE, Aligner, Face, PredictError, cut_faces,
+                    draw_faces)
 from .files import write_csv
 from .tracking import IouTracker
 
@@ -47,16 +48,31 @@ EVERY = 2
 # last from half a second to four seconds.
 SMOOTH_SECONDS = 0.5
 FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
-# emo-predict's detector settings for photos (--detect-faces), video files and a camera; any flag overrides
-# one entry. Chosen on benchmarks/pipeline_frames.py (reports/benchmarks.md, "Faces in frames"): see there.
+# emo-predict's detector settings for photos (--detect-faces), video files and a camera; any flag overrides one
+# entry. Chosen on benchmarks/pipeline_frames.py (reports/benchmarks.md, "Faces in frames": 1,000 PrivateTest
+# faces of 40-200 px, some turned, in 640x480 frames; 1 thread, a shared 2-core machine):
+# - photo: dlib's HOG, upsampled once, aligned: the best pipeline accuracy of every setting (flagship 0.449,
+#   Mini-Xception 0.471, against 0.391 and 0.373 with the old Haar default), recall 0.725 against 0.600, 0.024
+#   false detections per frame and none on the 100 face-free frames; about 8 frames/s, enough for photos. The
+#   CNN detector found fewer of these faces (0.557 on 25 frames) at 0.3 frames/s.
+# - video: the photo detector on the same frame, so it finds every face the photo path finds (the issue's
+#   condition; tests/test_detectors.py checks it), on every 2nd frame: 15 frames/s on that machine, short of the
+#   30 frames/s target. `--upsample 0` (faces of 80 px and more) ran at 47 frames/s.
+# - webcam: a face before a webcam is large, so HOG without upsampling (faces >= 80 px) on every 2nd frame, the
+#   fastest setting at 30+ frames/s idle with the better pipeline accuracy (0.32 against Haar's 0.24 at step 1.2).
+# min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE).
 SETTINGS = {
-    "photo": dict(detector="haar", upsample=1, scale_factor=1.1, min_face=48, detect_size=1600, every=1,
-                  align=False),
-    "video": dict(detector="haar", upsample=0, scale_factor=1.1, min_face=48, detect_size=DETECT_SIZE, every=EVERY,
-                  align=False),
-    "webcam": dict(detector="haar", upsample=0, scale_factor=1.1, min_face=48, detect_size=DETECT_SIZE,
-                   every=EVERY, align=False),
+    "photo": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+                  every=1, align=True),
+    "video": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+                  every=EVERY, align=True),
+    "webcam": dict(detector="hog", upsample=0, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+                   every=EVERY, align=True),
 }
+
+
+def min_face_for(detector: str, min_face: int | None) -> int:
+    return min_face if min_face is not None else (MIN_FACE if detector == "haar" else 1)
 
 
 def is_video(path: str | os.PathLike) -> bool:

@@ -146,7 +146,8 @@ def test_ids_survive_a_detector_that_misses_frames_with_every_2(classifier):
 def test_video_default_finds_every_face_the_photo_default_finds():
     def settings_detector(name):
         s = video.SETTINGS[name]
-        return faces.make_detector(s["detector"], scale_factor=s["scale_factor"], min_face=s["min_face"],
+        return faces.make_detector(s["detector"], scale_factor=s["scale_factor"],
+                                   min_face=video.min_face_for(s["detector"], s["min_face"]),
                                    max_side=s["detect_size"] or float("inf"), upsample=s["upsample"])
     photo, film = settings_detector("photo"), settings_detector("video")
     rng = np.random.default_rng(3)

@@ -255,7 +255,8 @@ def test_camera_command_line_writes_what_it_has_after_ctrl_c(model_path, tmp_pat
     monkeypatch.setattr(video, "open_camera", lambda index: (FakeCapture(frames, interrupt_at=5), 30.0))
     monkeypatch.setattr(video, "open_window", lambda: None)  # as on a machine with no display
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, "--camera", 0, "--model", model_path, "--annotate", tmp_path)
+    # --upsample 1: the drawn faces are 64 px, under the webcam default's 80 px (HOG without upsampling)
+    code, _, err = run_cli(capsys, "--camera", 0, "--model", model_path, "--annotate", tmp_path, "--upsample", 1)
     assert code == 0, err
     assert "note: no window" in err and f"annotated video goes to {tmp_path / 'camera0_annotated.mp4'}" in err
     assert "stopped early: interrupted (Ctrl-C)" in err

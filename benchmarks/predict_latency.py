@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import argparse
 import io
+import multiprocessing
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +42,7 @@ from emo_utils import predict, video
 from emo_utils.data import CSV_EMOTIONS, REPO_ROOT, DataError, find_dataset
 from emo_utils.reports import replace_section
 from emo_utils.checkpoint import load_trained
-from emo_utils.classifier import onnx_classifier
+from emo_utils.classifier import onnx_classifier, set_threads
 from emo_utils.export import export_onnx
 from emo_utils.inference import Classifier, predict_logits
 from emo_utils.models import build_model
@@ -130,11 +133,50 @@ def found(pasted, boxes) -> int:
     return sum(max([predict.box_iou(p, b) for b in boxes], default=0) >= 0.3 for p in pasted)
 
 
+def settings_detector(setting: str):
+    """emo-predict's detector for a setting (video.SETTINGS), as the command line makes it."""
+    s = video.SETTINGS[setting]
+    return predict.make_detector(s["detector"], scale_factor=s["scale_factor"],
+                                 min_face=video.min_face_for(s["detector"], s["min_face"]),
+                                 max_side=s["detect_size"] or float("inf"), upsample=s["upsample"])
+
+
 def video_run(frames, classifier):
     """The video path with its command-line defaults over frames in memory."""
-    detector = predict.FaceDetector(max_side=video.DETECT_SIZE)
-    return video.predict_video(video.FrameList(frames), classifier, detector, fps=30.0, every=video.EVERY,
-                               smooth=video.SMOOTH_SECONDS, progress=False)
+    s = video.SETTINGS["video"]
+    aligner = predict.make_aligner() if s["align"] else None
+    return video.predict_video(video.FrameList(frames), classifier, settings_detector("video"), fps=30.0,
+                               every=s["every"], smooth=video.SMOOTH_SECONDS, aligner=aligner, progress=False)
+
+
+def busy_loop():
+    os.sched_setaffinity(0, {0})
+    while True:
+        pass
+
+
+def video_fps_busy(clip, classifier, threads: int) -> dict[str, float]:
+    """frames/s of the video defaults on `threads` threads, idle and with a busy-loop process pinned to core 0
+    beside it, one after the other in this run."""
+    before = set_threads(threads)
+    rates = {}
+    try:
+        for load in ("idle", "one core busy"):
+            busy = multiprocessing.Process(target=busy_loop, daemon=True) if load != "idle" else None
+            if busy:
+                busy.start()
+                time.sleep(0.2)
+            try:
+                video_run(clip[:10], classifier)  # warm-up
+                run = video_run(clip, classifier)
+                rates[load] = run.frames / run.seconds
+            finally:
+                if busy:
+                    busy.terminate()
+                    busy.join()
+    finally:
+        set_threads(*before)
+    return rates
 
 
 def main(argv=None):
@@ -146,14 +188,16 @@ def main(argv=None):
     parser.add_argument("--collages", type=int, default=50, help="pictures of four faces for the recall measurement")
     parser.add_argument("--write", action="store_true", help="write the result into reports/benchmarks.md, replacing the earlier one")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     warmup = max(2, min(20, args.iters // 5))
 
     eager, model, model_name = torch_classifier(args.model)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", eager.class_names, eager.crop, source=model_name)
-        ort = onnx_classifier(onnx_path, threads=args.threads)
+    tmp = tempfile.TemporaryDirectory()
+    onnx_path_kept = export_onnx(model, Path(tmp.name) / "model.onnx", eager.class_names, eager.crop,
+                                 source=model_name)
+    ort = onnx_classifier(onnx_path_kept, threads=args.threads)
     print(f"model {model_name}; {args.threads} threads; torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, opencv {cv2.__version__}; {platform.processor() or platform.machine()}")
 
@@ -174,8 +218,8 @@ def main(argv=None):
     frame, _ = predict.make_collage(faces, face_px=120, seed=0, size=FRAME_SIZE)
     frame_rgb = np.asarray(frame)  # what a camera hands over: an RGB array
     pictures, pictures_from = collage_set(args.collages)
-    presets = {"photo defaults": predict.FaceDetector(),
-               "webcam (step 1.2, faces >= 80 px)": predict.FaceDetector(scale_factor=1.2, min_face=80)}
+    presets = {f"photo defaults ({video.SETTINGS['photo']['detector']})": settings_detector("photo"),
+               "Haar, step 1.2, faces >= 80 px": predict.FaceDetector(scale_factor=1.2, min_face=80)}
     frame_iters = max(3, args.iters // 3)
     fps, recall = {}, {}
     print(f"frame {FRAME_SIZE[0]}x{FRAME_SIZE[1]} with {faces_from}; recall on {pictures_from}:")
@@ -193,7 +237,9 @@ def main(argv=None):
                   f"detection {detect_only * 1e3:5.1f} ms); recall {format_recall(recall[preset])}")
 
     # The video path: the detector on every EVERY-th frame at DETECT_SIZE px, the tracker in between.
-    video_preset = f"video defaults (every {video.EVERY}, {video.DETECT_SIZE} px, tracked)"
+    v = video.SETTINGS["video"]
+    video_preset = (f"video defaults ({v['detector']}, every {v['every']}, {v['detect_size'] or 'whole'} px, "
+                    "tracked)")
     clip = still_clip(frame_rgb, max(2 * video.EVERY, args.iters // 2))
     clip_hits = 0
     for k, (picture, boxes) in enumerate(pictures):  # each picture as a still clip of two detections' length
@@ -201,6 +247,7 @@ def main(argv=None):
         clip_hits += sum(found(boxes, [(r["x"], r["y"], r["w"], r["h"]) for r in run.rows if r["frame"] == f])
                          for f in range(run.frames))
     recall[video_preset] = clip_hits / (4 * 2 * video.EVERY * len(pictures)) if pictures else None
+    busy_rows = {}  # (backend, threads) -> {idle, one core busy}
     for name, classifier in (("onnxruntime", ort), ("torch eager", eager)):
         video_run(clip[:10], classifier)  # warm-up
         run = video_run(clip, classifier)
@@ -208,21 +255,40 @@ def main(argv=None):
         print(f"  {video_preset:42s} {name:12s} {rate:6.1f} frames/s ({len(run.rows) / run.frames:.1f} faces per "
               f"frame); recall {format_recall(recall[video_preset])} -> {'meets' if rate >= TARGET_FPS else 'misses'} "
               f"the {TARGET_FPS:.0f} fps target")
+    for name, classifier in (("onnxruntime", ort), ("torch eager", eager)):
+        for threads in (1, 2):
+            if name == "onnxruntime":  # its threads are the session's own
+                classifier = onnx_classifier(onnx_path_kept, threads=threads)
+            rates = busy_rows[name, threads] = video_fps_busy(clip, classifier, threads)
+            print(f"  video defaults, {name}, {threads} thread(s): {rates['idle']:.1f} frames/s idle, "
+                  f"{rates['one core busy']:.1f} with a busy-loop process on one core "
+                  f"({rates['one core busy'] / rates['idle']:.2f}x)")
 
     if args.write:
         backend_rows = "".join(f"| {k} | {v['latency_ms']:.3f} | {v['faces_per_s']:.0f} |\n"
                                for k, v in results.items())
+        busy_table = "".join(f"| {name} | {threads} | {r['idle']:.1f} | {r['one core busy']:.1f} | "
+                             f"{r['one core busy'] / r['idle']:.2f}x |\n" for (name, threads), r in busy_rows.items())
         frame_rows = "".join(f"| {p} | {fps[p, 'onnxruntime']:.1f} | {fps[p, 'torch eager']:.1f} | "
                              f"{format_recall(recall[p])} |\n" for p in [*presets, video_preset])
+        from emo_utils.distributed import cpu_name
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=REPO_ROOT).stdout.strip()
         out = replace_section(REPO_ROOT / "reports" / "benchmarks.md", "Prediction latency",
                     f"`python benchmarks/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}` on "
-                    f"{platform.machine()} CPU, {args.threads} threads, torch {torch.__version__}, onnxruntime "
-                    f"{onnxruntime.__version__}, model {model_name}.\n\n"
+                    f"{cpu_name()}, {args.threads} threads (below, 1 and 2), torch {torch.__version__}, onnxruntime "
+                    f"{onnxruntime.__version__}, opencv {cv2.__version__}, model {model_name}; commit `{commit}`; "
+                    f"wall time {(time.perf_counter() - started) / 60:.1f} min.\n\n"
                     f"| backend | batch 1 (ms/face) | batch {args.batch} (faces/s) |\n|---|---:|---:|\n{backend_rows}"
                     f"\nonnxruntime vs torch eager at batch 1: **{speedup:.2f}x** (target {TARGET_ORT_SPEEDUP}x).\n\n"
                     f"Detect + classify on a {FRAME_SIZE[0]}x{FRAME_SIZE[1]} frame ({faces_from}), frames/s "
                     f"(target {TARGET_FPS:.0f} with the video defaults), and recall on {pictures_from}:\n\n"
-                    f"| detector | onnxruntime | torch eager | recall |\n|---|---:|---:|---:|\n{frame_rows}")
+                    f"| detector | onnxruntime | torch eager | recall |\n|---|---:|---:|---:|\n{frame_rows}"
+                    f"\nThe video defaults on the same clip with 1 and 2 threads (torch's, onnxruntime's and "
+                    f"OpenCV's), idle and with a busy-loop process pinned to one of the cores beside it, one after "
+                    f"the other in this run (emo-predict's default is 1 thread; target {TARGET_FPS:.0f} frames/s "
+                    f"both ways):\n\n| backend | threads | frames/s idle | frames/s, one core busy | busy / idle |\n"
+                    f"|---|---:|---:|---:|---:|\n{busy_table}")
         print(f"written to {out}")
 
 if __name__ == "__main__":

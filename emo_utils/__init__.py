@@ -5,7 +5,7 @@ The modules stand in layers, and a module imports only from its own layer or tho
 
     0  data datasets duplicates explore files augment models losses metrics distributed recipes tracking plots
        corruptions
-    1  checkpoint inference step whitening distill faces
+    1  checkpoint inference step whitening distill detectors faces
     2  train views ablation ensemble export classifier inputs video notebooks leaderboard progress robustness
     3  predict reports zoo zoo_plan all
 
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 LAYERS = {
     "data": 0, "datasets": 0, "duplicates": 0, "explore": 0, "files": 0, "augment": 0, "models": 0, "losses": 0,
     "metrics": 0, "distributed": 0, "recipes": 0, "tracking": 0, "plots": 0, "corruptions": 0,
-    "checkpoint": 1, "inference": 1, "faces": 1, "step": 1, "whitening": 1, "distill": 1,
+    "checkpoint": 1, "inference": 1, "detectors": 1, "faces": 1, "step": 1, "whitening": 1, "distill": 1,
     "train": 2, "views": 2, "ablation": 2, "ensemble": 2, "export": 2, "classifier": 2, "inputs": 2, "video": 2,
     "notebooks": 2, "leaderboard": 2, "progress": 2, "robustness": 2,
     "predict": 3, "reports": 3, "zoo": 3, "zoo_plan": 3, "all": 3,

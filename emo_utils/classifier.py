@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,17 @@ def normalize_faces(faces_u8: np.ndarray, crop: int = 0) -> np.ndarray:
         top, left = (x.shape[-2] - crop) // 2, (x.shape[-1] - crop) // 2
         x = x[..., top:top + crop, left:left + crop]
     return np.ascontiguousarray(x)
+
+
+def set_threads(threads: int, cv2_threads: int | None = None) -> tuple[int, int]:
+    """Set torch's and OpenCV's thread counts for this process; returns the earlier ones, to set back.
+    onnxruntime's are per session (make_session)."""
+    import cv2
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads if cv2_threads is None else cv2_threads)
+    return before
 
 
 def make_session(model_bytes_or_path, threads: int | None = None):
@@ -72,14 +84,25 @@ def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | No
     """A report's model by name, a finished checkpoint (.pt) or an exported model (.onnx), ready to classify;
     a PredictError names what cannot be used and the fix.
 
-    `tta` averages each face with its mirror image; `threads` sets onnxruntime's intra-op threads."""
+    `tta` averages each face with its mirror image; `threads` sets onnxruntime's intra-op threads (torch's
+    are process-wide: set_threads)."""
     try:
         path = resolve_model_path(spec, reports_dir)
         if path.suffix == ".onnx":
             return onnx_classifier(path, tta=tta, threads=threads)
+        if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip; checked before unpickling
+            raise PredictError(f"{path}: unreadable checkpoint: not a PyTorch checkpoint (a model.pt is a zip "
+                               "archive; this one is truncated, corrupt or another kind of file). Use a model.pt "
+                               "from reports/<model>/ or a .onnx export; for your own run, delete it to start "
+                               "again, or retrain (retrain=True, `make reports RETRAIN=1`).")
         result = load_trained(path, torch.device(device) if device is not None else None)
     except CheckpointError as e:
         raise PredictError(str(e)) from e
+    except PredictError:
+        raise
+    except (RuntimeError, KeyError, ValueError, EOFError, OSError) as e:  # torch.load on a file not ours
+        raise PredictError(f"{path}: unreadable checkpoint ({type(e).__name__}): not a checkpoint emo_utils "
+                           "wrote. Use a model.pt from reports/<model>/ or a .onnx export.") from None
     model, crop = result.model, result.crop
 
     def logits_fn(faces_u8):

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .data import IMAGE_SIZE, to_gray, to_gray_48
+from .detectors import DETECTORS, Aligner, DetectorError, DlibDetector
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
     from .inference import Classifier
@@ -96,6 +97,7 @@ def face_box_with_margin(box, image_size: tuple[int, int], margin: float = FACE_
 
 class FaceDetector:
     """Frontal faces with OpenCV's bundled Haar cascade (Viola & Jones 2001): offline, no download."""
+    kind = "haar"
 
     def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_face: int = MIN_FACE,
                  max_side: int = DETECT_MAX_SIDE):
@@ -124,17 +126,52 @@ class FaceDetector:
         return boxes[np.argsort(boxes[:, 0], kind="stable")]
 
 
-def extract_faces(img: Image.Image, detector: FaceDetector | None = None,
-                  margin: float = FACE_MARGIN) -> tuple[np.ndarray, np.ndarray | None]:
+def make_detector(name: str = "haar", *, scale_factor: float = 1.1, min_face: int = MIN_FACE,
+                  max_side: float = DETECT_MAX_SIDE, upsample: int = 1):
+    """A detector by name (DETECTORS), each with detect(gray) -> boxes (n, 4: x, y, w, h).
+
+    haar: OpenCV's cascade, `scale_factor` its pyramid step; hog, cnn: dlib's, the image doubled `upsample`
+    times first (HOG's smallest face is 80 px at 0, 40 px at 1). Faces under `min_face` px are dropped."""
+    if name == "haar":
+        return FaceDetector(scale_factor, min_face=min_face, max_side=max_side)
+    if name in DETECTORS:
+        try:
+            return DlibDetector(name, upsample=upsample, min_face=min_face, max_side=max_side)
+        except DetectorError as e:
+            raise PredictError(str(e)) from None
+    raise PredictError(f"--detector {name}: unknown; use one of {', '.join(DETECTORS)}")
+
+
+def make_aligner() -> Aligner:
+    try:
+        return Aligner()
+    except DetectorError as e:
+        raise PredictError(f"--align: {e}") from None
+
+
+def cut_faces(pixels: np.ndarray, gray: np.ndarray, boxes, margin: float = FACE_MARGIN,
+              aligner: Aligner | None = None) -> np.ndarray:
+    """The crops emo-predict classifies, (n, 48, 48) uint8: aligned on the eyes from `gray` with an aligner,
+    else squares with `margin` cut from `pixels` (crop_faces)."""
+    if aligner is not None:
+        return aligner.crop(gray, boxes)
+    return crop_faces(pixels, boxes, margin)
+
+
+def extract_faces(img: Image.Image, detector=None, margin: float = FACE_MARGIN, aligner: Aligner | None = None,
+                  boxes=None) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 faces (n, 48, 48) as the model was trained on, and their boxes (n, 4: x, y, w, h) or None.
 
-    Without a detector the whole image is one face (a crop like FER2013's), converted exactly as the
-    training data loader converts an image that is not 48x48 grayscale."""
-    if detector is None:
+    Without a detector or boxes the whole image is one face (a crop like FER2013's), converted exactly as the
+    training data loader converts an image that is not 48x48 grayscale. `boxes` (the user's own, --boxes)
+    are cut as given, with no detection."""
+    if detector is None and boxes is None:
         return np.asarray(to_gray_48(img), dtype=np.uint8)[None], None
     gray = np.asarray(to_gray(img))
-    boxes = detector.detect(gray)
-    return crop_faces(gray, boxes, margin), boxes
+    if boxes is None:
+        boxes = detector.detect(gray)
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    return cut_faces(gray, gray, boxes, margin, aligner), boxes
 
 
 def crop_faces(pixels: np.ndarray, boxes, margin: float = FACE_MARGIN) -> np.ndarray:
@@ -166,10 +203,10 @@ class Face:
         return float(self.probs.max())
 
 
-def classify_image(img: Image.Image, classifier: Classifier, detector: FaceDetector | None = None,
-                   margin: float = FACE_MARGIN) -> list[Face]:
+def classify_image(img: Image.Image, classifier: Classifier, detector=None, margin: float = FACE_MARGIN,
+                   aligner: Aligner | None = None) -> list[Face]:
     """Every face in one image (or the image as one face without a detector), classified."""
-    faces, boxes = extract_faces(img, detector, margin)
+    faces, boxes = extract_faces(img, detector, margin, aligner)
     probs = classifier.predict_proba(faces)
     return [Face(None if boxes is None else tuple(int(v) for v in boxes[i]), probs[i], classifier.class_names)
             for i in range(len(faces))]

@@ -5,6 +5,7 @@ line; a video or a camera is video.py's.
 """
 from __future__ import annotations
 
+import csv
 import difflib
 import os
 import sys
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .faces import FACE_MARGIN, Face, FaceDetector, SkipFile, annotate, extract_faces, read_image
+from .faces import (FACE_MARGIN, Aligner, Face, FaceDetector, PredictError, SkipFile, annotate, extract_faces,
+                    read_image)
 from .files import write_csv as write_rows
 from .metrics import compute_metrics
 from .video import is_video
@@ -103,6 +105,48 @@ def iter_inputs(paths, skip: Callable[[str, str], None]) -> Iterator[InputFile]:
             yield InputFile(str(path), PurePosixPath(path.name), path.resolve().parent.name, _read_file(path))
 
 
+def input_folders(paths) -> set[str]:
+    """The names of the folders holding files under the inputs (zips by their member paths, read from the
+    zip's directory, no image decoded): what a --class-map folder must be one of."""
+    names = set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            names.update(p.parent.name for p in path.rglob("*") if p.is_file())
+        elif path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names.update(Path(n).parent.name for n in archive.namelist() if not n.endswith("/"))
+        else:
+            names.add(path.resolve().parent.name)
+    return names
+
+
+def read_boxes(path: str) -> dict[str, np.ndarray]:
+    """--boxes: file -> boxes (n, 4: x, y, w, h) from a CSV with columns file, x, y, w, h."""
+    boxes: dict[str, list] = {}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"file", "x", "y", "w", "h"} - set(reader.fieldnames or [])
+            if missing:
+                raise PredictError(f"--boxes {path}: no column {', '.join(sorted(missing))}; the header must be "
+                                   "file,x,y,w,h (one row per face)")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    box = [int(float(row[k])) for k in ("x", "y", "w", "h")]
+                except (TypeError, ValueError):
+                    raise PredictError(f"--boxes {path}, line {line}: x, y, w, h must be numbers (pixels), got "
+                                       f"{[row[k] for k in ('x', 'y', 'w', 'h')]}") from None
+                if box[2] < 1 or box[3] < 1:
+                    raise PredictError(f"--boxes {path}, line {line}: width and height must be 1 or more, got "
+                                       f"w={box[2]}, h={box[3]}")
+                boxes.setdefault(row["file"], []).append(box)
+    except (OSError, UnicodeDecodeError) as e:
+        raise PredictError(f"--boxes {path}: cannot read it as a CSV ({e}); give a CSV file file,x,y,w,h") from None
+    if not boxes:
+        raise PredictError(f"--boxes {path}: no rows; give one row per face: file,x,y,w,h")
+    return {name: np.array(rows, np.int64) for name, rows in boxes.items()}
+
+
 def annotation_path(out_dir: Path, relative: PurePosixPath) -> Path:
     keep = relative.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
     return Path(out_dir, *relative.parts[:-1], relative.name if keep else relative.name + ".png")
@@ -135,10 +179,13 @@ class PredictionRun:
 
 def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None = None, margin: float = FACE_MARGIN,
                    annotate_dir: str | os.PathLike | None = None, batch_size: int = 256,
-                   log: Callable[[str], None] | None = None, class_map: dict[str, str] | None = None) -> PredictionRun:
+                   log: Callable[[str], None] | None = None, class_map: dict[str, str] | None = None,
+                   aligner: Aligner | None = None, boxes_by_file: dict[str, np.ndarray] | None = None) -> PredictionRun:
     """Classify every image under `paths` (images, folders, zips); a file that cannot be used is logged and
     skipped, and the run goes on. Faces are classified in batches across images. A face's label is its
-    folder's name when that names a class, after `class_map` (folder name -> class, e.g. fearful -> fear)."""
+    folder's name when that names a class, after `class_map` (folder name -> class, e.g. fearful -> fear).
+    `boxes_by_file` (file name as listed, or its base name -> boxes x, y, w, h): the user's own face boxes,
+    cut instead of detecting faces; an image it does not list is skipped."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     run = PredictionRun(list(classifier.class_names))
     pending: list[tuple[InputFile, np.ndarray, np.ndarray | None, Image.Image | None]] = []
@@ -190,7 +237,14 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
             for note in notes:
                 run.notes.append((item.name, note))
                 log(f"note {item.name}: {note}")
-            faces, boxes = extract_faces(img, detector, margin)
+            given = None
+            if boxes_by_file is not None:
+                keys = dict.fromkeys([item.name, PurePosixPath(item.name).name])  # as listed, and its base name
+                rows = [boxes_by_file[k] for k in keys if k in boxes_by_file]
+                given = np.concatenate(rows) if rows else None
+                if given is None:
+                    raise SkipFile("no box for it in --boxes (rows are file, x, y, w, h)")
+            faces, boxes = extract_faces(img, detector, margin, aligner, given)
         except SkipFile as e:
             skip(item.name, str(e))
             continue
@@ -201,8 +255,8 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
             skip(item.name, f"unexpected error ({type(e).__name__}: {e})")
             continue
         if len(faces) == 0:
-            skip(item.name, f"no face found (Haar cascade, faces of {detector.min_face} px and larger); if the "
-                            "image is already a face crop, run without --detect-faces")
+            skip(item.name, f"no face found ({detector.kind} detector, faces of {detector.min_face} px and larger); "
+                            "if the image is already a face crop, run without --detect-faces")
             if annotate_dir is None:
                 continue
         pending.append((item, faces, boxes, img if annotate_dir is not None else None))

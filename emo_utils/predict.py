@@ -16,6 +16,7 @@ below, the only ones in emo_utils): `--help` and a mistyped argument answer at o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,9 +25,25 @@ from typing import TYPE_CHECKING, Callable
 
 from . import video
 # faces.py's names are also answered here, where they lived before (predict.make_collage, predict.FaceDetector).
-from .faces import (ANNOTATE_MIN_SIDE, DETECT_MAX_SIDE, FACE_MARGIN, MAX_PIXELS, MIN_FACE, Face,  # noqa: F401
-                    FaceDetector, PredictError, SkipFile, annotate, box_iou, classify_image, extract_faces,
-                    face_box_with_margin, make_collage, match_faces, read_image, to_gray)
+from .faces import (ANNOTATE_MIN_SIDE, DETECT_MAX_SIDE, DETECTORS, FACE_MARGIN, MAX_PIXELS, MIN_FACE,  # noqa: F401
+                    Face, FaceDetector, PredictError, SkipFile, annotate, box_iou, classify_image, extract_faces,
+                    face_box_with_margin, make_aligner, make_collage, make_detector, match_faces, read_image,
+                    to_gray)
+from .video import SETTINGS
+
+# A margin below -0.25 cuts a face to less than half its box, and the crop stops holding a face (at -0.6 every
+# face got the same prediction); above 1 a face is under a third of its crop.
+MARGIN_RANGE = (-0.25, 1.0)
+# Inference on a few faces at a time gains little from more threads, and torch's all-cores default stalls when
+# another process holds a core (issue 30: 32.5 frames/s idle, 11.2 with one busy core beside it, 22.7 with one
+# thread under the same load). EMO_THREADS or --threads changes it.
+THREADS_ENV = "EMO_THREADS"
+DEFAULT_THREADS = 1
+
+
+def default_threads() -> int:
+    text = os.environ.get(THREADS_ENV, "")
+    return int(text) if text.strip().isdigit() and int(text) > 0 else DEFAULT_THREADS
 
 if TYPE_CHECKING:
     from .inference import Classifier
@@ -74,8 +91,26 @@ def build_parser():
     parser.add_argument("--force", action="store_true",
                         help="overwrite the CSV, plot or annotated video if they exist (else the run refuses to start)")
     parser.add_argument("--detect-faces", action="store_true",
-                        help="find faces with OpenCV's Haar cascade and classify each (for photos; always on for a "
-                             "video or a camera); without it each image is taken to be one face crop, like FER2013's")
+                        help="find faces and classify each (for photos; always on for a video or a camera); without "
+                             "it each image is taken to be one face crop, like FER2013's")
+    parser.add_argument("--detector", choices=DETECTORS,
+                        help="haar: OpenCV's cascade; hog: dlib's HOG detector; cnn: dlib's CNN detector (slow on a "
+                             "CPU). Default: " + "; ".join(f"{k} {v['detector']}" for k, v in SETTINGS.items()))
+    parser.add_argument("--upsample", type=int, metavar="N",
+                        help="hog and cnn: double the image N times before detection (1 finds faces down to about "
+                             "40 px, at four times the work). Default: " +
+                             "; ".join(f"{k} {v['upsample']}" for k, v in SETTINGS.items()))
+    parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                        help="rotate each face so its eyes are level and crop it with FER2013's framing, from dlib's "
+                             "5 landmarks. Default: " + "; ".join(f"{k} {'on' if v['align'] else 'off'}"
+                                                                 for k, v in SETTINGS.items()))
+    parser.add_argument("--boxes", metavar="CSV",
+                        help="classify your own face boxes, no detection: a CSV with columns file, x, y, w, h (one "
+                             "row per face; file as given on the command line or its base name)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=f"threads for torch, onnxruntime and OpenCV (default: ${THREADS_ENV} or "
+                             f"{DEFAULT_THREADS}: a few faces at a time gain little from more, and all cores stall "
+                             "when another program holds one)")
     parser.add_argument("--annotate", metavar="PATH",
                         help="write each image with its boxes and labels under this folder; for a video or a camera, "
                              "the annotated video to this .mp4 or .avi file (or into this folder)")
@@ -85,10 +120,12 @@ def build_parser():
     parser.add_argument("--margin", type=float, default=FACE_MARGIN,
                         help="share of the face box added on each side before cropping (default: %(default).3f, "
                              "which frames a face as FER2013 does)")
-    parser.add_argument("--min-face", type=int, default=MIN_FACE,
-                        help="smallest face to find, in pixels (default: %(default)s)")
-    parser.add_argument("--scale-factor", type=float, default=1.1,
-                        help="Haar pyramid step: larger is faster and misses more faces (default: %(default)s)")
+    parser.add_argument("--min-face", type=int, default=None,
+                        help="smallest face to find, in pixels (default: " +
+                             f"haar {MIN_FACE}; hog and cnn: any size their window finds)")
+    parser.add_argument("--scale-factor", type=float, default=None,
+                        help="Haar pyramid step, over 1: larger is faster and misses more faces (default: " +
+                             "; ".join(f"{k} {v['scale_factor']}" for k, v in SETTINGS.items()) + ")")
     parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
     parser.add_argument("--device", help="torch device for a .pt model (default: CUDA when present, else CPU)")
     parser.add_argument("--batch-size", type=positive_int, default=256,
@@ -97,11 +134,13 @@ def build_parser():
     group = parser.add_argument_group("video and camera")
     group.add_argument("--camera", type=int, metavar="N",
                        help="read live from camera N (0 is the first); q in the window or Ctrl-C stops it")
-    group.add_argument("--every", type=positive_int, default=video.EVERY, metavar="K",
-                       help="find faces on every K-th frame and follow them in between (default: %(default)s)")
-    group.add_argument("--detect-size", type=int, default=video.DETECT_SIZE, metavar="PX",
+    group.add_argument("--every", type=positive_int, default=None, metavar="K",
+                       help="find faces on every K-th frame and follow them in between (default: " +
+                            "; ".join(f"{k} {v['every']}" for k, v in SETTINGS.items() if k != "photo") + ")")
+    group.add_argument("--detect-size", type=int, default=None, metavar="PX",
                        help="find faces on a copy of the frame scaled down to this longer side; faces are still "
-                            "cropped from the full frame. 0: the whole frame (default: %(default)s)")
+                            "cropped from the full frame. 0: the whole frame (default: " +
+                            "; ".join(f"{k} {v['detect_size']}" for k, v in SETTINGS.items()) + ")")
     group.add_argument("--smooth", type=non_negative, default=video.SMOOTH_SECONDS, metavar="SECONDS",
                        help="average each face's probabilities over this many seconds; 0 for none "
                             "(default: %(default)s)")
@@ -115,8 +154,82 @@ def parse_class_map(text: str | None) -> dict[str, str]:
         if not (sep and folder and cls):
             raise PredictError(f"--class-map: {pair!r} is not FOLDER=CLASS; give pairs separated by commas, e.g. "
                                "--class-map fearful=fear,surprised=surprise")
+        if folder in mapping:
+            raise PredictError(f"--class-map: folder {folder!r} is given twice ({folder}={mapping[folder]} and "
+                               f"{folder}={cls}); give each folder one class.")
         mapping[folder] = cls
     return mapping
+
+
+def writable(path: Path) -> bool:
+    """Whether `path` can be created: its nearest existing folder is a folder we may write in."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+
+
+def setting_of(args) -> str:
+    if args.camera is not None:
+        return "webcam"
+    return "video" if args.inputs and video.is_video(args.inputs[0]) else "photo"
+
+
+def resolve_settings(args):
+    """Fill every detector flag the user left out from the setting's defaults (video.SETTINGS)."""
+    defaults = SETTINGS[setting_of(args)]
+    for name in ("detector", "upsample", "scale_factor", "min_face", "detect_size", "every", "align"):
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[name])
+    args.min_face = video.min_face_for(args.detector, args.min_face)
+    if args.threads is None:
+        args.threads = default_threads()
+
+
+def check_arguments(args):
+    """Every argument checked before a model is loaded or an image read; a PredictError names the problem and
+    the fix."""
+    if args.camera is not None and args.camera < 0:
+        raise PredictError(f"--camera {args.camera}: a camera number is 0 or more (0 is the first camera)")
+    for flag, value, least in (("--min-face", args.min_face, 1), ("--detect-size", args.detect_size, 0),
+                               ("--upsample", args.upsample, 0), ("--threads", args.threads, 1)):
+        if value < least:
+            raise PredictError(f"{flag} {value}: must be {least} or more" + (" (0: the whole frame)"
+                                                                             if flag == "--detect-size" else ""))
+    if args.upsample > 3:
+        raise PredictError(f"--upsample {args.upsample}: at most 3 (each doubles the image; 1 finds 40 px faces)")
+    if not MARGIN_RANGE[0] <= args.margin <= MARGIN_RANGE[1]:
+        raise PredictError(f"--margin {args.margin}: must be between {MARGIN_RANGE[0]} and {MARGIN_RANGE[1]} (a "
+                           f"share of the face box added on each side; {FACE_MARGIN:.3f} frames a face as FER2013 does)")
+    if args.scale_factor <= 1:
+        raise PredictError(f"--scale-factor {args.scale_factor}: must be over 1 (each step of the Haar pyramid "
+                           "shrinks the image by it; 1.1 is thorough, 1.2 faster)")
+    if args.device is not None:
+        check_device(args.device)
+    if args.boxes is not None:
+        if args.camera is not None or video.is_video(args.inputs[0] if args.inputs else ""):
+            raise PredictError("--boxes is for images: a video or a camera finds its faces on every frame; run "
+                               "without --boxes")
+        if not Path(args.boxes).is_file():
+            raise PredictError(f"--boxes {args.boxes}: no such file; give a CSV file,x,y,w,h")
+    videos = [p for p in args.inputs if video.is_video(p) and Path(p).is_file()]
+    if len(videos) == 1 and len(args.inputs) == 1:  # empty or unreadable: said before the model is loaded
+        video.open_video(videos[0])[0].release()
+
+
+def check_device(device: str):
+    """A torch device that exists here; torch is imported for it (only when --device is given)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise PredictError(f"--device {device}: not a torch device name; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise PredictError(f"--device {device}: no such CUDA device here ({torch.cuda.device_count()} found); use "
+                           "--device cpu, or leave --device out")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise PredictError(f"--device {device}: MPS is not available here; use --device cpu, or leave it out")
 
 
 @dataclass
@@ -156,6 +269,12 @@ def plan_outputs(args) -> Outputs:
         outputs = Outputs(csv_path, csv_path.with_suffix(".png"), annotated)
     if outputs.csv.is_dir():
         raise PredictError(f"--csv {outputs.csv} is a folder; give a file name, e.g. {outputs.csv / 'predictions.csv'}")
+    targets = [*outputs.files(), *([Path(args.annotate) / "x"] if args.annotate and outputs.plot is None else [])]
+    for path in targets:
+        if not writable(path):
+            raise PredictError(f"{path.parent if path.name == 'x' else path}: cannot be written (its folder is "
+                               "missing a write permission, or a file stands where a folder should); choose "
+                               "another path with --csv or --annotate")
     existing = [str(p) for p in outputs.files() if p.exists()]
     if existing and not args.force:
         raise PredictError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}: pass --force to "
@@ -164,9 +283,17 @@ def plan_outputs(args) -> Outputs:
     return outputs
 
 
+def make_face_finder(args, setting: str):
+    """(detector, aligner) for the run from the resolved flags."""
+    max_side = args.detect_size or float("inf")
+    detector = make_detector(args.detector, scale_factor=args.scale_factor, min_face=args.min_face,
+                             max_side=max_side, upsample=args.upsample)
+    return detector, (make_aligner() if args.align else None)
+
+
 def run_video(args, classifier: Classifier, outputs: Outputs, log: Callable[[str], None]) -> int:
     """A video file or a camera through video.predict_video, then its CSV, plot and summary."""
-    detector = FaceDetector(args.scale_factor, min_face=args.min_face, max_side=args.detect_size or float("inf"))
+    detector, aligner = make_face_finder(args, setting_of(args))
     if args.camera is not None:
         capture, fps = video.open_camera(args.camera)
         source, total, clock = f"camera {args.camera}", None, time.monotonic
@@ -182,8 +309,8 @@ def run_video(args, classifier: Classifier, outputs: Outputs, log: Callable[[str
         capture, fps, total = video.open_video(source)
         clock, window = None, None
     run = video.predict_video(capture, classifier, detector, fps=fps, every=args.every, smooth=args.smooth,
-                              margin=args.margin, annotate=outputs.annotated_video, window=window, clock=clock,
-                              total=total, source=source)
+                              margin=args.margin, aligner=aligner, annotate=outputs.annotated_video, window=window,
+                              clock=clock, total=total, source=source)
     written = []
     if run.rows:
         written.append(f"predictions in {video.write_video_csv(run, outputs.csv)}")
@@ -202,29 +329,58 @@ def main(argv=None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     try:
+        resolve_settings(args)
+        check_arguments(args)
         outputs = plan_outputs(args)
         class_map = parse_class_map(args.class_map)
+        from .inputs import input_folders, read_boxes  # scikit-learn, once past --help
+        if class_map:
+            folders = input_folders(args.inputs)
+            unknown = [f for f in class_map if f not in folders]
+            if unknown:
+                raise PredictError(f"--class-map: no folder named {', '.join(map(repr, unknown))} among the inputs "
+                                   f"(folders: {', '.join(sorted(folders)[:12]) or 'none'}); check the spelling")
+        boxes_by_file = read_boxes(args.boxes) if args.boxes else None
     except PredictError as e:
         log(f"emo-predict: {e}")
         return 2
+    from .classifier import set_threads  # torch, once the arguments are checked
+
+    threads_before = set_threads(args.threads)
+    try:
+        classifier = load_classifier(args.model, tta=args.tta, device=args.device, threads=args.threads)
+        return classify(args, classifier, outputs, class_map, boxes_by_file, log)
+    except PredictError as e:
+        log(f"emo-predict: {e}")
+        return 2
+    finally:  # this process's thread counts as they were (tests and notebooks call main in-process)
+        set_threads(*threads_before)
+
+
+def classify(args, classifier: Classifier, outputs: Outputs, class_map, boxes_by_file, log) -> int:
+    """The run itself, once everything is checked and the model loaded."""
     from .inputs import evaluation_text, predict_inputs, summary_text, write_csv  # scikit-learn, once past --help
 
     try:
-        classifier = load_classifier(args.model, tta=args.tta, device=args.device)
         unknown = {folder: cls for folder, cls in class_map.items() if cls not in classifier.class_names}
         if unknown:
             raise PredictError(f"--class-map {','.join(f'{f}={c}' for f, c in unknown.items())}: "
                                f"{', '.join(repr(c) for c in unknown.values())} not among the model's classes "
                                f"({', '.join(classifier.class_names)})")
-        log(f"model {classifier.source} ({classifier.backend}, classes {', '.join(classifier.class_names)})")
+        log(f"model {classifier.source} ({classifier.backend}, classes {', '.join(classifier.class_names)}; "
+            f"{args.threads} thread(s))")
         if args.camera is not None or video.is_video(args.inputs[0]):
             return run_video(args, classifier, outputs, log)
-        detector = FaceDetector(args.scale_factor, min_face=args.min_face) if args.detect_faces else None
+        detector, aligner = None, None
+        if boxes_by_file is not None:  # the user's boxes: no detector
+            aligner = make_aligner() if args.align else None
+        elif args.detect_faces:
+            detector, aligner = make_face_finder(args, "photo")
     except PredictError as e:
         log(f"emo-predict: {e}")
         return 2
     run = predict_inputs(args.inputs, classifier, detector, args.margin, args.annotate, args.batch_size, log,
-                         class_map)
+                         class_map, aligner, boxes_by_file)
     csv_path = write_csv(run, outputs.csv) if run.rows else None
     evaluation = evaluation_text(run)
     if evaluation:

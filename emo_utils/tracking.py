@@ -2,8 +2,10 @@
 
 Each detection joins the track whose box it overlaps most, greedily from the largest overlap down (SORT,
 Bewley et al. 2016, without its Kalman filter: at video frame rates a face moves a few pixels between frames).
-A detection that overlaps no track starts a new one with the next id; a track that no detection matches keeps
-its last box for KEEP_SECONDS, so a face the detector misses for a frame or two keeps its id.
+A detection that overlaps no track starts a new one with the next id. A track that no detection matches is
+lost: it is held, out of sight, for KEEP_SECONDS, so a face the detector misses for a few frames comes back
+with its id, but it is not handed out (nor classified) while lost: a face that has left the picture gets no
+rows classified on the background where it was.
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ import numpy as np
 # Haar's boxes for one face in consecutive frames overlap far more than this (IoU 0.8-1.0 on a still face);
 # 0.3 is the threshold at which faces.match_faces counts a detection as a face.
 MIN_IOU = 0.3
-# A blink, a turn of the head or motion blur loses a face for a frame or two; half a second bridges that
-# without following a face that has left for longer.
-KEEP_SECONDS = 0.5
+# A blink, a turn of the head or motion blur loses a face for a few frames; a lost track is only held (no rows,
+# no classification), so holding it a second costs nothing visible and keeps its id through a longer miss.
+KEEP_SECONDS = 1.0
 
 
 def iou_matrix(boxes_a, boxes_b) -> np.ndarray:
@@ -37,6 +39,7 @@ class Track:
     box: tuple[int, int, int, int]  # x, y, w, h: the last detection matched to it
     last_detected: float  # seconds into the video
     detected: bool = True  # this frame's box came from the detector, not held from an earlier frame
+    lost: bool = False  # the last detection pass did not find it: held for its id, not shown or classified
     history: deque = field(default_factory=deque)  # (seconds, probabilities) inside the smoothing window
 
     def smooth(self, seconds: float, probs: np.ndarray, window: float) -> np.ndarray:
@@ -55,12 +58,13 @@ class IouTracker:
         self.next_id = 0  # also the number of tracks started so far
 
     def update(self, boxes, seconds: float) -> list[Track]:
-        """The live tracks after this frame's detections (x, y, w, h). `boxes` None: the detector did not run
-        on this frame, and every track keeps its box."""
+        """The faces in sight after this frame's detections (x, y, w, h), by id. `boxes` None: the detector did
+        not run on this frame, and every track in sight keeps its box. Lost tracks are held in self.tracks but
+        not returned."""
         if boxes is None:
             for track in self.tracks:
                 track.detected = False
-            return self.tracks
+            return [t for t in self.tracks if not t.lost]
         boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
         ious = iou_matrix([t.box for t in self.tracks], boxes)
         track_of_box: dict[int, int] = {}  # detection index -> track index
@@ -72,6 +76,7 @@ class IouTracker:
                 track_of_box[b] = t
         for t, track in enumerate(self.tracks):
             track.detected = t in track_of_box.values()
+            track.lost = not track.detected
         for b, t in track_of_box.items():
             self.tracks[t].box, self.tracks[t].last_detected = tuple(int(v) for v in boxes[b]), seconds
         self.tracks = [t for t in self.tracks if seconds - t.last_detected <= self.keep_seconds]
@@ -79,4 +84,4 @@ class IouTracker:
             if b not in track_of_box:
                 self.tracks.append(Track(self.next_id, tuple(int(v) for v in boxes[b]), seconds))
                 self.next_id += 1
-        return self.tracks
+        return sorted((t for t in self.tracks if not t.lost), key=lambda t: t.id)

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from tqdm import tqdm
 
-from .faces import FACE_MARGIN, PALETTE, Face, FaceDetector, PredictError, crop_faces, draw_faces
+from .faces import (DETECT_MAX_SIDE, FACE_MARGIN, MIN_FACE, PALETTE, Aligner, Face, PredictError, cut_faces,
+                    draw_faces)
 from .files import write_csv
 from .tracking import IouTracker
 
@@ -47,6 +48,31 @@ EVERY = 2
 # last from half a second to four seconds.
 SMOOTH_SECONDS = 0.5
 FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
+# emo-predict's detector settings for photos (--detect-faces), video files and a camera; any flag overrides one
+# entry. Chosen on benchmarks/pipeline_frames.py (reports/benchmarks.md, "Faces in frames": 1,000 PrivateTest
+# faces of 40-200 px, some turned, in 640x480 frames; 1 thread, a shared 2-core machine):
+# - photo: dlib's HOG, upsampled once, aligned: the best pipeline accuracy of every setting (flagship 0.449,
+#   Mini-Xception 0.471, against 0.391 and 0.373 with the old Haar default), recall 0.725 against 0.600, 0.024
+#   false detections per frame and none on the 100 face-free frames; about 8 frames/s, enough for photos. The
+#   CNN detector found fewer of these faces (0.557 on 25 frames) at 0.3 frames/s.
+# - video: the photo detector on the same frame, so it finds every face the photo path finds (the issue's
+#   condition; tests/test_detectors.py checks it), on every 2nd frame: 15 frames/s on that machine, short of the
+#   30 frames/s target. `--upsample 0` (faces of 80 px and more) ran at 47 frames/s.
+# - webcam: a face before a webcam is large, so HOG without upsampling (faces >= 80 px) on every 2nd frame, the
+#   fastest setting at 30+ frames/s idle with the better pipeline accuracy (0.32 against Haar's 0.24 at step 1.2).
+# min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE).
+SETTINGS = {
+    "photo": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+                  every=1, align=True),
+    "video": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+                  every=EVERY, align=True),
+    "webcam": dict(detector="hog", upsample=0, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+                   every=EVERY, align=True),
+}
+
+
+def min_face_for(detector: str, min_face: int | None) -> int:
+    return min_face if min_face is not None else (MIN_FACE if detector == "haar" else 1)
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -58,11 +84,23 @@ def open_video(path: str | os.PathLike):
     import cv2
 
     capture = cv2.VideoCapture(str(path))
+    size = Path(path).stat().st_size
+    # A writer closed before its first frame leaves an MP4 of a few hundred bytes: its header (the moov atom)
+    # and no frames, which FFmpeg declines to open. A cut-off file has no moov atom.
+    if not capture.isOpened() and size < 1024 and b"moov" in Path(path).read_bytes():
+        raise PredictError(f"{path}: an empty video: {size} bytes, a header and no frames. Record or export it "
+                           "again.")
     if not capture.isOpened():
         raise PredictError(f"{path}: OpenCV cannot open it as a video (not a video, truncated, or a codec its "
                            f"bundled FFmpeg lacks). Convert it, e.g. `ffmpeg -i {path} -c:v mpeg4 clip.mp4`.")
     fps = capture.get(cv2.CAP_PROP_FPS)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    if count == 0 and not capture.grab():
+        capture.release()
+        raise PredictError(f"{path}: an empty video: it opens but holds no frames. Record or export it again.")
+    if count == 0:  # the grab above took the first frame: start again
+        capture.release()
+        capture = cv2.VideoCapture(str(path))
     return capture, (fps if fps and fps > 0 else FALLBACK_FPS), (count if count > 0 else None)
 
 
@@ -184,8 +222,9 @@ class VideoRun:
                 + [f"p_{name}" for name in self.class_names])
 
 
-def predict_video(capture, classifier: Classifier, detector: FaceDetector, *, fps: float = FALLBACK_FPS,
+def predict_video(capture, classifier: Classifier, detector, *, fps: float = FALLBACK_FPS,
                   every: int = EVERY, smooth: float = SMOOTH_SECONDS, margin: float = FACE_MARGIN,
+                  aligner: Aligner | None = None,
                   annotate: str | os.PathLike | None = None, window: Window | None = None,
                   clock: Callable[[], float] | None = None, total: int | None = None, progress: bool = True,
                   source: str = "video") -> VideoRun:
@@ -214,8 +253,8 @@ def predict_video(capture, classifier: Classifier, detector: FaceDetector, *, fp
             tracks = tracker.update(boxes, seconds)
             # Crops come from the colour frame (RGB, as a photo is read) so a face is converted exactly as in
             # a photo; the detector's gray may differ from it by one level here and there.
-            probs = classifier.predict_proba(crop_faces(gray if frame.ndim == 2 else frame[..., ::-1],
-                                                        [t.box for t in tracks], margin))
+            probs = classifier.predict_proba(cut_faces(gray if frame.ndim == 2 else frame[..., ::-1], gray,
+                                                       [t.box for t in tracks], margin, aligner))
             faces = []
             for track, p in zip(tracks, probs):
                 smoothed = track.smooth(seconds, p, smooth)

@@ -288,6 +288,16 @@ def truncated_model(tmp_path, finished_run):
     return Bad(call, [f"{model}: unreadable checkpoint"])
 
 
+def text_file_as_model(tmp_path, finished_run):
+    model = tmp_path / "notes.pt"
+
+    def inputs(tmp):
+        model.write_text("not a checkpoint, a text file named like one")
+        return [tmp / "faces"]
+    call, _ = predict_inputs(tmp_path, finished_run, inputs, expected_rc=2, model=model)
+    return Bad(call, [f"{model}: unreadable checkpoint: not a PyTorch checkpoint"])
+
+
 # ---------------------------------------------------------------- the table
 
 DELETE_OR_RETRAIN = r"delete it to start again, or retrain \(retrain=True"
@@ -312,6 +322,7 @@ CASES = [
     Case("predict-non-image-file", non_image_file, r"skipped 1:\n  .*notes.txt: not an image"),
     Case("predict-empty-folder", empty_folder, "empty folder: no files in it"),
     Case("predict-truncated-model", truncated_model, DELETE_OR_RETRAIN),
+    Case("predict-text-file-as-model", text_file_as_model, DELETE_OR_RETRAIN),
 ]
 
 

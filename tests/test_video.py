@@ -129,18 +129,23 @@ def test_iou_tracker_keeps_ids_starts_new_ones_and_drops_faces_gone_too_long():
     assert [(t.id, t.box, t.detected) for t in tracks] == [(0, moved_left, True), (1, moved_right, True)]
     tracks = tracker.update(None, 0.2)  # no detection on this frame: boxes held
     assert [(t.id, t.box, t.detected) for t in tracks] == [(0, moved_left, False), (1, moved_right, False)]
-    tracks = tracker.update([moved_left], 0.5)  # right face missed for 0.4 s: kept, not detected
-    assert [(t.id, t.detected) for t in tracks] == [(0, True), (1, False)]
-    tracks = tracker.update([moved_left, (200, 80, 40, 40)], 0.7)  # right face gone 0.6 s: dropped; new face: id 2
+    tracks = tracker.update([moved_left], 0.5)  # right face missed: held out of sight, not handed out
+    assert [(t.id, t.detected) for t in tracks] == [(0, True)]
+    assert [t.id for t in tracker.tracks] == [0, 1] and tracker.tracks[1].lost
+    assert [t.id for t in tracker.update(None, 0.55)] == [0]  # nor on the frames between detections
+    tracks = tracker.update([moved_left, moved_right], 0.6)  # back within keep_seconds: the same id
+    assert [(t.id, t.detected) for t in tracks] == [(0, True), (1, True)]
+    tracks = tracker.update([moved_left], 0.7)
+    tracks = tracker.update([moved_left, (200, 80, 40, 40)], 1.2)  # right face gone 0.6 s: dropped; new face: id 2
     assert [(t.id, t.detected) for t in tracks] == [(0, True), (2, True)]
-    assert tracker.next_id == 3
+    assert [t.id for t in tracker.tracks] == [0, 2] and tracker.next_id == 3
 
 
 def test_iou_tracker_gives_a_detection_to_the_track_it_overlaps_most():
     tracker = tracking.IouTracker()
     tracker.update([(0, 0, 40, 40), (30, 0, 40, 40)], 0.0)
     tracks = tracker.update([(28, 0, 40, 40)], 0.1)  # overlaps both tracks; track 1 by far the most
-    assert [(t.id, t.detected) for t in tracks] == [(0, False), (1, True)]
+    assert [(t.id, t.detected) for t in tracks] == [(1, True)]  # track 0 is lost: held, not handed out
     assert tracking.iou_matrix([(0, 0, 10, 10)], [(0, 0, 10, 10), (5, 0, 10, 10), (20, 20, 5, 5)]).tolist() == \
         [[1.0, pytest.approx(50 / 150), 0.0]]
 
@@ -250,7 +255,8 @@ def test_camera_command_line_writes_what_it_has_after_ctrl_c(model_path, tmp_pat
     monkeypatch.setattr(video, "open_camera", lambda index: (FakeCapture(frames, interrupt_at=5), 30.0))
     monkeypatch.setattr(video, "open_window", lambda: None)  # as on a machine with no display
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, "--camera", 0, "--model", model_path, "--annotate", tmp_path)
+    # --upsample 1: the drawn faces are 64 px, under the webcam default's 80 px (HOG without upsampling)
+    code, _, err = run_cli(capsys, "--camera", 0, "--model", model_path, "--annotate", tmp_path, "--upsample", 1)
     assert code == 0, err
     assert "note: no window" in err and f"annotated video goes to {tmp_path / 'camera0_annotated.mp4'}" in err
     assert "stopped early: interrupted (Ctrl-C)" in err

@@ -55,13 +55,29 @@ def load_model_metrics(reports_dir: Path = REPORTS_DIR) -> list[dict]:
 
 
 def short_device(device: str) -> str:
-    """'cpu (x86_64, 2 threads)' -> 'CPU x2'; a GPU keeps its name; several devices are joined."""
+    """A device as a table cell: 'cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)' -> 'Xeon AMX x2',
+    'cpu (AMD EPYC, ..., 1 threads)' -> 'EPYC x1', 'cpu (x86_64, 2 threads)' -> 'CPU x2', 'NVIDIA H100 80GB HBM3'
+    -> 'H100'; several devices ('; '-joined) are joined by commas. The full string stays in metrics.json."""
     def one(d):
         if d.startswith("cpu"):
-            threads = d.split(",")[-1].strip(" )").split(" ")[0]
-            return f"CPU x{threads}" if threads.isdigit() else "CPU"
-        return d
-    return ", ".join(dict.fromkeys(one(d.strip()) for d in device.split(";")))
+            inside = d[d.find("(") + 1:].rstrip(")") if "(" in d else ""
+            parts = [part.strip() for part in inside.split(",")]
+            threads = parts[-1].split(" ")[0] if parts and parts[-1].endswith(("thread", "threads")) else ""
+            cpu = parts[0] if parts else ""
+            name = ("Xeon" if "Xeon" in cpu else "EPYC" if "EPYC" in cpu else "CPU")
+            if name != "CPU" and "AMX" in parts:  # AMX (bf16 matrix units) is what changes its speed
+                name += " AMX"
+            return f"{name} x{threads}" if threads.isdigit() else name
+        for gpu in ("H200", "H100", "A100", "L40S", "L4", "A10G", "T4", "V100"):
+            if gpu in d:
+                return gpu
+        return d.removeprefix("NVIDIA ").split(" ")[0] if d else "?"
+    return ", ".join(dict.fromkeys(one(d.strip()) for d in device.split(";") if d.strip()))
+
+
+def is_capped(row: dict) -> bool:
+    """A published (full) recipe stopped by a time cap before its schedule ended: not the recipe's result."""
+    return row["budget"] == "full" and row["stop_reason"].startswith("time budget")
 
 
 def leaderboard_rows(records: list[dict]) -> list[dict]:
@@ -70,13 +86,16 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
     for r in records:
         p, split = r["provenance"], headline_split(r["splits"])
         m = r["splits"][split]
+        members = p.get("members") or {}
         # A model's full-budget (GPU) report is its own row: named by its folder, vgg_gap_full beside vgg_gap.
         rows.append({"model": r["_dir"], "dir": r["_dir"], "split": split,
                      "accuracy": m["accuracy"], "n": m["n"],
                      "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
                      "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
                      "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
+                     "members": (sum(w > 1e-6 for w in members.values()), len(members)),
                      "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
+                     "stop_reason": p.get("stop_reason", ""), "seed": p.get("seed"),
                      "device": short_device(p.get("device", "")), "converged": p.get("converged"),
                      "convergence": p.get("convergence", ""),
                      "published": PUBLISHED.get(r["model"]) if r["_dir"] == r["model"] else None})
@@ -90,10 +109,20 @@ def within_noise(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def _trained_cell(row: dict) -> str:
+    """How a row was trained, short enough for one line: budget, epochs (of those asked, or the cap that ended
+    them), minutes, device."""
     if row["ensemble"]:
-        return f"members' {row['minutes']:.0f} min"
+        used, total = row["members"]
+        return f"{used} of {total} members, {row['minutes']:.0f} min"
     run, asked = row["epochs"]
-    return f"{row['budget']}: {run}/{asked} ep, {row['minutes']:.0f} min, {row['device']}"
+    minutes = f"{row['minutes']:.0f} min"
+    if row["stop_reason"].startswith("time budget"):
+        cap = row["stop_reason"].removeprefix("time budget of ").split(":")[0]  # e.g. '60 min'
+        epochs = f"{run} ep, {cap} cap"
+        minutes = ""
+    else:
+        epochs = f"{run}/{asked} ep"
+    return ", ".join(part for part in (f"{row['budget']}: {epochs}", minutes, row["device"]) if part)
 
 
 def _converged_cell(row: dict) -> str:
@@ -102,50 +131,68 @@ def _converged_cell(row: dict) -> str:
     return "yes" if row["converged"] else "**no**"
 
 
-def leaderboard(records: list[dict]) -> str:
-    """The answer first (best single model, best ensemble), then the table, then what it cannot tell apart."""
-    rows = leaderboard_rows(records)
-    if not rows:
-        return "_No trained model yet: run `make reports`._"
+def _percent(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _table(rows: list[dict], best: float) -> list[str]:
+    """The leaderboard's markdown table: accuracies in percent to 2 places, one precision per column."""
     split_title = SPLIT_TITLES[rows[0]["split"]]
+    lines = [f"| model | views | {split_title} % (95% CI) | whole test % | macro-F1 | params | trained | converged |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    for row in rows:
+        low, high = row["interval"]
+        acc = f"{_percent(row['accuracy'])} ({_percent(low)}-{_percent(high)})"
+        acc = f"**{acc}**" if row["accuracy"] == best else acc
+        whole = _percent(row["whole"]) if row["whole"] is not None else "—"
+        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
+                     f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
+    return lines
+
+
+def leaderboard(records: list[dict]) -> str:
+    """The answer first (best single model, best ensemble), then the ranking of runs that finished their recipe,
+    then the runs a time cap cut short (a section of their own: they are not their recipe's result)."""
+    all_rows = leaderboard_rows(records)
+    if not all_rows:
+        return "_No trained model yet: run `make reports`._"
+    rows = [r for r in all_rows if not is_capped(r)]
+    capped = [r for r in all_rows if is_capped(r)]
+    split_title = SPLIT_TITLES[all_rows[0]["split"]]
 
     def named(row):
         low, high = row["interval"]
+        seed = f", seed {row['seed']}" if row["seed"] is not None and not row["ensemble"] else ""
         return (f"**[{row['model']}]({row['dir']}/README.md), {row['accuracy']:.2%} {split_title}** (95% interval "
-                f"{low:.1%} to {high:.1%}, {VIEW_TITLES.get(row['views'], row['views'])})")
+                f"{low:.1%} to {high:.1%}; {VIEW_TITLES.get(row['views'], row['views'])}; {_trained_cell(row)}{seed})")
 
     singles = [r for r in rows if not r["ensemble"]]
     ensembles = [r for r in rows if r["ensemble"]]
     lead = [f"Best single model: {named(singles[0])}." if singles else "",
             f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
-    head = ["| model | views | " + f"{split_title} (95% interval)" + " | whole test | macro-F1 | params | trained | converged |",
-            "|---|---|---:|---:|---:|---:|---|---|"]
-    best = rows[0]["accuracy"]
-    lines = []
-    for row in rows:
-        low, high = row["interval"]
-        acc = f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f})"
-        acc = f"**{acc}**" if row["accuracy"] == best else acc
-        whole = f"{row['whole']:.4f}" if row["whole"] is not None else "—"
-        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
-                     f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
+    lines = _table(rows, rows[0]["accuracy"]) if rows else []
     ties = within_noise(rows)
-    notes = ["", f"Sorted by {split_title} accuracy; the 95% interval is Wilson's, about +-1.5 points on "
-             f"{rows[0]['n']:,} faces. "
+    notes = ["", f"Sorted by {split_title} accuracy; CI is Wilson's 95% interval, about +-1.5 points on "
+             f"{all_rows[0]['n']:,} faces. "
              + ("Neighbours inside each other's interval, which this test does not rank: "
                 + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),
              "",
              "**views**: the test-time views behind every number of the row, chosen on the validation split "
              "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
              "`ten_crop` four corners and the centre, each mirrored). **trained**: the recipe (`full`: the published "
-             "one, or the flagship's GPU recipe, in the `_full` rows trained on a GPU under a time cap; `cpu`: the "
-             "same model, loss and optimizer family fitted to 2 CPU cores, what differs is in each README), epochs "
-             "run of those asked, minutes and device. **converged**: "
+             "one; `cpu`: the same model, loss and optimizer family fitted to CPU cores, what differs is in each "
+             "README), epochs run of those asked (or the time cap that ended them), minutes and device (`CPU x2`: "
+             "2 threads of an unnamed x86-64 CPU; the full name is in each metrics.json). **converged**: "
              "early stopping fired, or the last 10 epochs raised the best val accuracy by under half a point."]
     published = [f"[{r['model']}]({r['dir']}/README.md) {published_text(r['published'])}" for r in rows if r["published"]]
     if published:
         notes += ["", "Figures the seeds published (their README compares): " + "; ".join(published) + "."]
-    return "\n".join([line for line in lead if line] + [""] + head + lines + notes)
+    if capped:
+        notes += ["", "### Capped runs (not ranked)", "",
+                  "The published recipe stopped by a time cap before its schedule ended, so these rows are not what "
+                  "the recipe reaches; they are ranked neither above nor below the runs that finished.", ""]
+        notes += _table(capped, -1.0)
+    return "\n".join([line for line in lead if line] + [""] + lines + notes)
 
 
 def leaderboard_figure(records: list[dict], path: Path) -> Path:
@@ -154,7 +201,8 @@ def leaderboard_figure(records: list[dict], path: Path) -> Path:
     points = {r["model"]: (r["params"], r["accuracy"], r["interval"]) for r in rows}
     published = {r["model"]: (r["params"], r["published"]["accuracy"], SPLIT_TITLES[r["published"]["split"]])
                  for r in rows if r["published"] and not r["published"].get("dataset")}
-    return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]]), path)
+    capped = {r["model"] for r in rows if is_capped(r)}
+    return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]], capped), path)
 
 
 def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS) -> Path:

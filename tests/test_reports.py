@@ -262,7 +262,8 @@ def test_leaderboard_names_the_best_sorts_rows_shows_intervals_and_the_ties(tmp_
     rows = leaderboard_rows_of(index)
     assert [row.split("]")[0][3:] for row in rows] == ["ensemble", "flagship", "runner_up", "mini_xception", "small"]
     low, high = accuracy_interval(0.7219, 3589)
-    assert f"0.7219 ({low:.3f}-{high:.3f}) |" in rows[1] and "| ten_crop |" in rows[1]
+    assert f"72.19 ({100 * low:.2f}-{100 * high:.2f}) |" in rows[1] and "| ten_crop |" in rows[1]
+    assert "| 2 of 2 members, 10 min |" in rows[0]  # an ensemble's members counted, not listed
     assert rows[0].count("**") == 2 and "**" not in "".join(rows[1:]).replace("**no**", "")  # only the best is bold
     assert "| **no** |" in rows[-1] and "| yes |" in rows[1]
     assert all(row.count(" | ") + 1 <= 8 for row in rows)  # at most 8 columns: the table fits a 1000-px page
@@ -370,6 +371,29 @@ def test_a_full_budget_report_is_its_own_row_without_the_seeds_published_figure(
     assert names == ["mini_xception", "mini_xception_full"]
     assert "[mini_xception_full](mini_xception_full/README.md)" in index
     assert index.count("0.69 acc, 0.68 F1, 0.91 AUC") == 1  # the seed's figures beside its CPU row only
+
+
+def test_a_run_a_time_cap_cut_short_is_listed_apart_as_capped_not_ranked(tmp_path):
+    reports = tmp_path / "reports"
+    capped = model_record("model_x", 0.70)  # higher than the finished run, yet not the recipe's result
+    capped["provenance"].update(budget="full", device="NVIDIA H100 80GB HBM3", converged=False, epochs_run=24,
+                                epochs_asked=10000, stop_reason="time budget of 7 min: another epoch would not fit")
+    write_records(reports, [model_record("mini_xception", 0.6695)])
+    (reports / "model_x_full").mkdir()
+    (reports / "model_x_full" / "metrics.json").write_text(json.dumps(capped))
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    ranked, capped_part = index.split("### Capped runs (not ranked)")
+    assert "Best single model: **[mini_xception]" in ranked and "model_x_full" not in ranked
+    row = next(line for line in leaderboard_rows_of(capped_part))
+    assert "| full: 24 ep, 7 min cap, H100 | **no** |" in row and "10000" not in row
+
+
+def test_short_device_names_a_cpu_by_family_and_threads_and_a_gpu_by_its_model():
+    from emo_utils.leaderboard import short_device
+    assert short_device("cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)") == "Xeon AMX x2"
+    assert short_device("cpu (AMD EPYC, AVX512-BF16, no AMX, 1 threads)") == "EPYC x1"
+    assert short_device("cpu (x86_64, 2 threads)") == "CPU x2"
+    assert short_device("NVIDIA H100 80GB HBM3; cpu (x86_64, 1 threads); cpu (x86_64, 1 threads)") == "H100, CPU x1"
 
 
 def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budget_weights(tmp_path):

@@ -60,7 +60,7 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
     return results
 
 
-def run_row(name: str, change: str, result: TrainResult, data, tta: str, probs_by_view: dict[str, dict]) -> dict:
+def run_row(name: str, change: dict | str, result: TrainResult, data, tta: str, probs_by_view: dict[str, dict]) -> dict:
     """One training run's row: its budget as spent and on what device (a time cap fits fewer epochs on slower
     cores), and its accuracies under the views `tta` and with flip TTA, read from the run's scored views
     (views.scored_views of the weights chosen for it). A refit learnt the val split, so its val accuracy is a
@@ -135,7 +135,7 @@ def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[s
     """The ablation table: this recipe's row (main_probs: scored_views of the weights chosen for it), then one
     row per training-time ablation, all under the same test-time views."""
     rows = [run_row(MAIN_RUN, "-", result, data, views, main_probs)]
-    rows += [run_row(name, str(ablations[name]), run, data, views,
+    rows += [run_row(name, ablations[name], run, data, views,
                      scored_views(ablation_model_path(report_dir, name), data)) for name, run in runs.items()]
     return rows
 

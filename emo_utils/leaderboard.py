@@ -11,6 +11,7 @@ from .metrics import accuracy_interval
 from .notebooks import NOTEBOOKS
 from .plots import plot_leaderboard, save_figure
 from .recipes import FULL_SUFFIX
+from .tables import short_device
 from .views import SPLIT_TITLES, VIEW_TITLES, headline_split
 
 # Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
@@ -52,27 +53,6 @@ def load_model_metrics(reports_dir: Path = REPORTS_DIR) -> list[dict]:
         record["_dir"] = path.parent.name
         records.append(record)
     return records
-
-
-def short_device(device: str) -> str:
-    """A device as a table cell: 'cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)' -> 'Xeon AMX x2',
-    'cpu (AMD EPYC, ..., 1 threads)' -> 'EPYC x1', 'cpu (x86_64, 2 threads)' -> 'CPU x2', 'NVIDIA H100 80GB HBM3'
-    -> 'H100'; several devices ('; '-joined) are joined by commas. The full string stays in metrics.json."""
-    def one(d):
-        if d.startswith("cpu"):
-            inside = d[d.find("(") + 1:].rstrip(")") if "(" in d else ""
-            parts = [part.strip() for part in inside.split(",")]
-            threads = parts[-1].split(" ")[0] if parts and parts[-1].endswith(("thread", "threads")) else ""
-            cpu = parts[0] if parts else ""
-            name = ("Xeon" if "Xeon" in cpu else "EPYC" if "EPYC" in cpu else "CPU")
-            if name != "CPU" and "AMX" in parts:  # AMX (bf16 matrix units) is what changes its speed
-                name += " AMX"
-            return f"{name} x{threads}" if threads.isdigit() else name
-        for gpu in ("H200", "H100", "A100", "L40S", "L4", "A10G", "T4", "V100"):
-            if gpu in d:
-                return gpu
-        return d.removeprefix("NVIDIA ").split(" ")[0] if d else "?"
-    return ", ".join(dict.fromkeys(one(d.strip()) for d in device.split(";") if d.strip()))
 
 
 def is_capped(row: dict) -> bool:

@@ -179,7 +179,7 @@ def test_mini_xception_notebook_smoke_run_writes_a_full_report(synthetic_env, cl
     assert "PrivateTest" in readme and classes[1] in readme and "load_trained" in readme
     board = write_index(reports, NOTEBOOKS).read_text()
     assert "[mini_xception](mini_xception/README.md)" in board
-    assert f"{record['splits']['test_private']['accuracy']:.4f}" in board
+    assert f"{100 * record['splits']['test_private']['accuracy']:.2f} (" in board
 
 
 def test_local_only_outputs_never_reach_reports(folders):
@@ -207,12 +207,17 @@ def test_trained_models_lists_reports_and_on_request_the_ablation_runs(tmp_path)
     assert with_runs["vgg_gap/30_minute_budget"] == tmp_path / "vgg_gap/ablations/30_minute_budget/model.pt"
 
 
-def test_markdown_table_keeps_four_places_for_fractions_and_drops_padding_on_minutes():
+def test_markdown_table_keeps_one_precision_per_column_one_missing_mark_short_devices_and_changes():
     from emo_utils.reports import markdown_table
-    table = markdown_table([{"run": "this recipe", "epochs": 82, "train min": 59.5, "val": 0.71254, "loss": 1.79234}])
-    header, rule, row = table.splitlines()
-    assert header == "| run | epochs | train min | val | loss |" and rule == "|---|---|---|---|---|"
-    assert row == "| this recipe | 82 | 59.5 | 0.7125 | 1.792 |"
+    table = markdown_table([
+        {"run": "this recipe", "change": "-", "train min": 59.5, "val": 0.71254, "loss": 1.79234,
+         "device": "cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)"},
+        {"run": "refit", "change": {"augment": {"crop": 40}, "lr": 0.2}, "train min": 61.0, "val": None,
+         "loss": float("nan"), "device": "NVIDIA H100 80GB HBM3"}])
+    header, rule, recipe, refit = table.splitlines()
+    assert header == "| run | change | train min | val | loss | device |" and rule == "|---|---|---|---|---|---|"
+    assert recipe == "| this recipe | - | 59.5 | 0.7125 | 1.79 | Xeon AMX x2 |"
+    assert refit == "| refit | augment.crop 40, lr 0.2 | 61.0 | — | — | H100 |"  # not '61', not 'nan', not a dict
 
 
 def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names_the_misses():

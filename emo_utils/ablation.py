@@ -208,7 +208,8 @@ def against_reference(rows: list[dict], reference: str, prefix: str) -> list[dic
     base = next((row for row in rows if row["run"] == reference), None)
     if base is None:
         return []
-    screen = [{**{key: value for key, value in row.items() if key != "change"},
+    # The run's name says its change; every screen run shares the budget, so PublicTest is left to ablations.json.
+    screen = [{**{key: value for key, value in row.items() if key not in ("change", "test_public")},
                "val gain (points)": f"{100 * (row['val'] - base['val']):+.2f}",
                "test_private gain (points)": f"{100 * (row['test_private'] - base['test_private']):+.2f}"}
               for row in rows if row["run"].startswith(prefix)]

@@ -90,12 +90,38 @@ def convergence(history: list[dict], stop_reason: str, longer: TrainResult | Non
     return False, f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
 
 
-def run_summary(meta: dict) -> pd.Series:
-    """TrainResult.meta for a notebook: minutes instead of seconds, rounded, nothing printed to 15 digits."""
-    shown = {k: v for k, v in meta.items() if k != "wall_seconds"}
-    shown["minutes"] = round(meta.get("wall_seconds", 0.0) / 60, 1)
-    shown["best_val_acc"] = round(meta.get("best_val_acc", 0.0), 4)
-    return pd.Series(shown, dtype=object).to_frame("training run")
+def run_summary(meta: dict) -> pd.DataFrame:
+    """TrainResult.meta for a notebook as one short row: epochs, why it stopped, minutes, the device by its short
+    name (the full string is in metrics.json), parameters in millions."""
+    return pd.DataFrame([{"epochs": f"{meta.get('epochs_run', 0)} of {meta.get('epochs_asked', 0)}",
+                          "stopped": meta.get("stop_reason", ""), "minutes": round(meta.get("wall_seconds", 0.0) / 60, 1),
+                          "device": short_device(meta.get("device", "")),
+                          "best val (no TTA)": round(meta.get("best_val_acc", 0.0), 4),
+                          "params": f"{meta.get('params', 0) / 1e6:.2f}M",
+                          "weights": "reused" if meta.get("reused") else "trained now"}]).set_index("epochs")
+
+
+def headline_text(evaluation: Evaluation, prov: dict, converged: bool) -> str:
+    """The one sentence a model's page opens with: headline accuracy and its 95% interval, the run and seed, the
+    views, the budget as spent (a time cap named as one) and the device."""
+    m = evaluation.metrics[evaluation.headline]
+    low, high = accuracy_interval(m["accuracy"], m["n"])
+    views = evaluation.views
+    capped = prov["budget"] == "full" and prov["stop_reason"].startswith("time budget")
+    return (f"**{SPLIT_TITLES.get(evaluation.headline, evaluation.headline)} {m['accuracy']:.2%}** (95% interval "
+            f"{low:.1%} to {high:.1%}, {m['n']:,} faces; one run, seed {prov['seed']}) under "
+            f"**{VIEW_TITLES.get(views, views)}** (`{views}`, chosen on val); **{prov['budget']}** budget"
+            + (" **cut short by a time cap**" if capped else "")
+            + f": {budget_text(prov)}, {short_device(prov['device'])}. Converged: **{'yes' if converged else 'no'}**.")
+
+
+def show_headline(evaluation: Evaluation, result: TrainResult, budget: str, seed: int):
+    """A notebook's headline, shown right after training (IPython Markdown), the same sentence as its README's."""
+    from IPython.display import Markdown
+    prov = {**result.meta, "budget": budget, "seed": seed, "stop_reason": result.meta.get("stop_reason", ""),
+            "device": result.meta.get("device", "")}
+    converged, _ = convergence(result.history, prov["stop_reason"])
+    return Markdown(headline_text(evaluation, prov, converged))
 
 
 def comparison_note(title: str, evaluation: Evaluation, other_title: str, other_model: Path, data) -> str:
@@ -194,15 +220,10 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
     (report_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
     m = metrics_by_split[headline]
-    low, high = accuracy_interval(m["accuracy"], m["n"])
     capped = prov["budget"] == "full" and prov["stop_reason"].startswith("time budget")
     if capped:  # the published recipe cut short: say so before any number, and in the title
         title = f"{title}: time-capped run, not the recipe's result"
-    lines = [f"# {title}", "",
-             f"**{SPLIT_TITLES.get(headline, headline)} {m['accuracy']:.2%}** (95% interval {low:.1%} to "
-             f"{high:.1%}, {m['n']:,} faces; one run, seed {prov['seed']}) under **{VIEW_TITLES.get(views, views)}** "
-             f"(`{views}`, chosen on val); **{prov['budget']}** budget: {budget_text(prov)}, "
-             f"{short_device(prov['device'])}. Converged: **{'yes' if converged else 'no'}**.", ""]
+    lines = [f"# {title}", "", headline_text(evaluation, prov, converged), ""]
     if capped:
         lines += [f"> A time cap stopped the published recipe after {prov['epochs_run']} of {prov['epochs_asked']} "
                   "epochs, before its schedule ended: this is what the cap allowed, not what the recipe reaches. "
@@ -293,6 +314,14 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
     readme = report_dir / "README.md"
     readme.write_text("\n".join(lines))
     return readme
+
+
+def show_report_headline(readme: Path):
+    """A report's opening paragraph (its headline, after the title) as IPython Markdown, for a notebook to show
+    the result it wrote where a reader sees it first."""
+    from IPython.display import Markdown
+    paragraphs = [p for p in Path(readme).read_text().split("\n\n") if p.strip() and not p.startswith("# ")]
+    return Markdown(paragraphs[0])
 
 
 def replace_section(path: Path, title: str, body: str, date: str | None = None) -> Path:

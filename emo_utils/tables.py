@@ -70,11 +70,19 @@ def _decimals(values: list[float]) -> int:
     return 4 if largest < 1 else 2 if largest < 10 else 1
 
 
+# Column labels a reader knows (the split names the pages use), short enough for the table to fit; the rows keep
+# the keys code reads (test_private, ...).
+COLUMN_LABELS = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "whole test",
+                 "test_private, flip TTA": "PrivateTest, flip TTA", "val gain (points)": "val gain",
+                 "test_private gain (points)": "PrivateTest gain", "train min": "min"}
+
+
 def markdown_table(rows: list[dict]) -> str:
     """Rows of equal keys as a GitHub table a 1000-px page shows whole: one precision per column (_decimals), one
     mark (—) for a missing value or NaN, a device by its short name (Xeon AMX x2; the full string is in
-    metrics.json), a dict of changes as short text (changes_text)."""
-    head = list(rows[0])
+    metrics.json), split names as the pages name them, and a `change` column (a run's config changes) as a list
+    under the table, as short text (changes_text), not a column as wide as the page."""
+    head = [k for k in rows[0] if k != "change"]
     floats = {k: [r[k] for r in rows if isinstance(r[k], float) and r[k] == r[k]] for k in head}
     decimals = {k: _decimals(v) for k, v in floats.items() if v}
 
@@ -88,8 +96,13 @@ def markdown_table(rows: list[dict]) -> str:
         if key == "device" and isinstance(v, str) and v not in ("-", ""):
             return short_device(v)
         return str(v)
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                      + ["| " + " | ".join(cell(k, r[k]) for k in head) + " |" for r in rows])
+    lines = ["| " + " | ".join(COLUMN_LABELS.get(k, k) for k in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell(k, r[k]) for k in head) + " |" for r in rows]
+    changes = [(r[head[0]], r["change"]) for r in rows if "change" in r and r["change"] not in ("-", "", None, {})]
+    if changes:
+        lines += ["", "What each run changes: " + "; ".join(
+            f"**{name}**: {changes_text(c) if isinstance(c, dict) else c}" for name, c in changes) + "."]
+    return "\n".join(lines)
 
 
 def ensemble_verdict(rows: list[dict]) -> str:
@@ -113,15 +126,17 @@ PLAN_COLUMNS = {"ensemble": "plan", "test-time views": "views", "members": "memb
 
 def plans_table(rows: list[dict]) -> str:
     """evaluate_plans' rows as a table a 1000-px page shows whole: the plan, its views, 'k of n' members used, val
-    and headline accuracy, the best member's and the gain over it; every plan's weights go in a collapsed list
-    below (plan_weights), the other splits in the ensemble's metrics.json."""
+    and headline accuracy, the best member and its gain over it in points; every plan's weights go in a collapsed
+    list below (plan_weights), the other splits in the ensemble's metrics.json."""
     headline = next(k for k in rows[0] if k.startswith("best member ")).removeprefix("best member ")
     title = SPLIT_TITLES.get(headline, headline)
-    shown = [{**{label: row[key] for key, label in PLAN_COLUMNS.items()}, title: row[headline],
-              "best member": row["best member"], f"its {title}": row[f"best member {headline}"],
-              "gain (points)": row["gain (points)"], "beats it": "yes" if row["beats best member"] else "no"}
-             for row in rows]
-    return markdown_table(shown)
+    shown = [{"plan": row["ensemble"], "views": "own best" if row["test-time views"].startswith("each") else
+              row["test-time views"], "members": row["members"], "val": row["val"], title: row[headline],
+              "best member (its own)": f"{row['best member']} ({100 * row[f'best member {headline}']:.2f})",
+              "gain (points)": row["gain (points)"]} for row in rows]
+    return markdown_table(shown) + ("\n\n**views**: `center` the centre crop, `flip` it and its mirror, `own best` "
+                                    "each member under its views chosen on val. **best member (its own)**: the "
+                                    f"plan's best member on val and its {title} accuracy in percent.")
 
 
 def plan_weights(rows: list[dict]) -> str:

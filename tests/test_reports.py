@@ -214,10 +214,11 @@ def test_markdown_table_keeps_one_precision_per_column_one_missing_mark_short_de
          "device": "cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)"},
         {"run": "refit", "change": {"augment": {"crop": 40}, "lr": 0.2}, "train min": 61.0, "val": None,
          "loss": float("nan"), "device": "NVIDIA H100 80GB HBM3"}])
-    header, rule, recipe, refit = table.splitlines()
-    assert header == "| run | change | train min | val | loss | device |" and rule == "|---|---|---|---|---|---|"
-    assert recipe == "| this recipe | - | 59.5 | 0.7125 | 1.79 | Xeon AMX x2 |"
-    assert refit == "| refit | augment.crop 40, lr 0.2 | 61.0 | — | — | H100 |"  # not '61', not 'nan', not a dict
+    header, rule, recipe, refit, _, changes = table.splitlines()
+    assert header == "| run | min | val | loss | device |" and rule == "|---|---|---|---|---|"
+    assert recipe == "| this recipe | 59.5 | 0.7125 | 1.79 | Xeon AMX x2 |"
+    assert refit == "| refit | 61.0 | — | — | H100 |"  # not '61', not 'nan'
+    assert changes == "What each run changes: **refit**: augment.crop 40, lr 0.2."  # short text under the table
 
 
 def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names_the_misses():

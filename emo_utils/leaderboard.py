@@ -4,10 +4,11 @@ views, recipe and convergence), the figures the seeds published beside ours, and
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .checkpoint import REPORTS_DIR
-from .metrics import accuracy_interval
+from .metrics import accuracy_interval, seed_interval
 from .notebooks import NOTEBOOKS
 from .plots import plot_leaderboard, save_figure
 from .recipes import FULL_SUFFIX
@@ -185,6 +186,73 @@ def leaderboard_figure(records: list[dict], path: Path) -> Path:
     return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]], capped), path)
 
 
+RESULTS_START, RESULTS_END = "<!-- results: written by `make reports` (leaderboard.py) -->", "<!-- end of results -->"
+
+
+def _benchmark_line(text: str, section: str, first_cell: str) -> tuple[list[str], str] | None:
+    """The cells of the row starting with `first_cell` in a reports/benchmarks.md section, and the device its
+    command line names ('on <device>, torch ...'); None when that benchmark has not been written."""
+    part = next((p for p in text.split("\n## ") if p.startswith(section)), None)
+    if part is None:
+        return None
+    row = next((line for line in part.splitlines() if line.startswith(f"| {first_cell}")), None)
+    device = re.search(r" on (.+?), torch", part)
+    return ([c.strip() for c in row.strip("|").split("|")], device.group(1) if device else "") if row else None
+
+
+def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
+    """The README's results table, read from the reports: the best single model and ensemble (with intervals and
+    seeds), the CPU speedrun's mean over its seeds, and video frames per second; each row links its report."""
+    rows = [r for r in leaderboard_rows(load_model_metrics(reports_dir)) if not is_capped(r)]
+    if not rows:
+        return "_No results yet: run `make reports`._"
+    split_title = SPLIT_TITLES[rows[0]["split"]]
+    lines = [f"| result | {split_title} % (95% CI) | how it was measured |", "|---|---:|---|"]
+
+    def accuracy(row):
+        low, high = row["interval"]
+        return f"{_percent(row['accuracy'])} ({_percent(low)}-{_percent(high)})"
+    singles, ensembles = [r for r in rows if not r["ensemble"]], [r for r in rows if r["ensemble"]]
+    if singles:
+        best = singles[0]
+        lines.append(f"| best single model, [{best['model']}](reports/{best['dir']}/README.md) | {accuracy(best)} | "
+                     f"one run (seed {best['seed']}), {best['views']} views; {_trained_cell(best)} |")
+    if ensembles:
+        best = ensembles[0]
+        lines.append(f"| best ensemble, [{best['model']}](reports/{best['dir']}/README.md) | {accuracy(best)} | "
+                     f"{best['members'][0]} of {best['members'][1]} members (each one seed), {best['views']} views |")
+    ablations = Path(reports_dir) / "vgg_gap" / "ablations.json"
+    if ablations.exists():
+        seeds = json.loads(ablations.read_text()).get("seeds", {}).get("this recipe", [])
+        runs = [r for r in seeds if r["run"].startswith("seed ")]
+        if len(runs) > 1:
+            stats = seed_interval([r["test_private"] for r in runs])
+            devices = ", ".join(dict.fromkeys(short_device(r["device"]) for r in runs))
+            minutes = max(r["train min"] for r in runs)
+            lines.append(f"| CPU speedrun, [vgg_gap](reports/vgg_gap/README.md) | {_percent(stats['mean'])} "
+                         f"({_percent(stats['low'])}-{_percent(stats['high'])}) | mean of {stats['n']} seeds (CI: "
+                         f"of the mean), {runs[0]['epochs']} epochs, up to {minutes:.0f} min each on {devices} |")
+    benchmarks = Path(reports_dir) / "benchmarks.md"
+    video = _benchmark_line(benchmarks.read_text(), "Prediction latency", "video defaults") if benchmarks.exists() else None
+    if video:
+        cells, device = video
+        lines.append(f"| video, [detect + classify](reports/benchmarks.md) | {cells[1]} frames/s | 640x480 frames, "
+                     f"onnxruntime, video defaults, {device} |")
+    return "\n".join(lines)
+
+
+def write_front_page(readme: Path, reports_dir: Path = REPORTS_DIR) -> Path | None:
+    """Rewrite the results table between the README's markers (none: leave the README alone)."""
+    readme = Path(readme)
+    if not readme.exists() or RESULTS_START not in readme.read_text():
+        return None
+    text = readme.read_text()
+    head, rest = text.split(RESULTS_START, 1)
+    tail = rest.split(RESULTS_END, 1)[1]
+    readme.write_text(f"{head}{RESULTS_START}\n{front_page_results(reports_dir)}\n{RESULTS_END}{tail}")
+    return readme
+
+
 def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS) -> Path:
     reports_dir = Path(reports_dir)
     records = load_model_metrics(reports_dir)
@@ -210,4 +278,5 @@ def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS
         lines += ["", "## Other reports", ""] + [f"- [{name}]({name})" for name in extra]
     index = reports_dir / "README.md"
     index.write_text("\n".join(lines) + "\n")
+    write_front_page(reports_dir.parent / "README.md", reports_dir)  # the repository's front page
     return index

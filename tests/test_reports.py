@@ -472,3 +472,27 @@ def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit
                            "vgg_gap_full/refit_on_train_val/seed1"]
     assert [name for name, path in found.items() if trained_on_val(path)] == ["vgg_gap_full/refit_on_train_val",
                                                                                "vgg_gap_full/refit_on_train_val/seed1"]
+
+
+def test_the_front_page_results_table_is_written_between_its_markers_from_the_reports(tmp_path):
+    from emo_utils.leaderboard import RESULTS_END, RESULTS_START
+    reports = tmp_path / "reports"
+    flagship = model_record("vgg_gap", 0.7219, views="ten_crop")
+    flagship["provenance"]["seed"] = 0
+    write_records(reports, [flagship, model_record("ensemble", 0.7322, ensemble=True)])
+    seeds = [{"run": f"seed {s}", "epochs": 82, "train min": 60.0, "device": "cpu (x86_64, 2 threads)",
+              "test_private": acc} for s, acc in enumerate((0.7219, 0.7069, 0.7147))]
+    (reports / "vgg_gap" / "ablations.json").write_text(json.dumps({"seeds": {"this recipe": seeds}}))
+    (reports / "benchmarks.md").write_text("# Benchmarks\n\n## Prediction latency, 2026-11-27\n\n`cmd` on x86_64 CPU, "
+                                           "2 threads, torch 2.14.1.\n\n| detector | onnxruntime |\n|---|---:|\n"
+                                           "| video defaults (every 2) | 53.0 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Front\n\n{RESULTS_START}\nold table\n{RESULTS_END}\n\nafter\n")
+    write_index(reports, tmp_path / "no_notebooks")
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith(f"{RESULTS_END}\n\nafter\n")
+    table = text.split(RESULTS_START)[1].split(RESULTS_END)[0]
+    assert "| best single model, [vgg_gap](reports/vgg_gap/README.md) | 72.19 (" in table and "seed 0" in table
+    assert "| best ensemble, [ensemble](reports/ensemble/README.md) | 73.22 (" in table
+    assert "| 71.45 (" in table and "mean of 3 seeds" in table  # the speedrun's seeds, named as a mean
+    assert "| 53.0 frames/s |" in table and "x86_64 CPU, 2 threads" in table

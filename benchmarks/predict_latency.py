@@ -214,10 +214,13 @@ def main(argv=None):
                                for k, v in results.items())
         frame_rows = "".join(f"| {p} | {fps[p, 'onnxruntime']:.1f} | {fps[p, 'torch eager']:.1f} | "
                              f"{format_recall(recall[p])} |\n" for p in [*presets, video_preset])
+        # The model as a reader of the repository finds it, never this machine's path to it.
+        source, root = Path(str(model_name)).resolve(), REPO_ROOT.resolve()
+        shown_model = source.relative_to(root) if source.is_relative_to(root) else source.name
         out = replace_section(REPO_ROOT / "reports" / "benchmarks.md", "Prediction latency",
                     f"`python benchmarks/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}` on "
                     f"{platform.machine()} CPU, {args.threads} threads, torch {torch.__version__}, onnxruntime "
-                    f"{onnxruntime.__version__}, model {model_name}.\n\n"
+                    f"{onnxruntime.__version__}, model {shown_model}.\n\n"
                     f"| backend | batch 1 (ms/face) | batch {args.batch} (faces/s) |\n|---|---:|---:|\n{backend_rows}"
                     f"\nonnxruntime vs torch eager at batch 1: **{speedup:.2f}x** (target {TARGET_ORT_SPEEDUP}x).\n\n"
                     f"Detect + classify on a {FRAME_SIZE[0]}x{FRAME_SIZE[1]} frame ({faces_from}), frames/s "

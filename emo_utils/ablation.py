@@ -15,6 +15,7 @@ import numpy as np
 
 from .checkpoint import TrainResult, config_from_recipe, load_checkpoint
 from .metrics import mean_difference, prediction_interval, seed_interval
+from .tables import changes_text
 from .train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
 
@@ -54,7 +55,7 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
         config = config_from_recipe(model_name, recipe, seed, {**overrides, **changes})
         model_path = ablation_model_path(report_dir, name)
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"ablation {name!r}: {changes}", flush=True)
+        print(f"ablation {name!r}: {changes_text(changes)}", flush=True)
         results[name] = train(config, data, Path(run_dir) / "ablations" / slug(name), device=device,
                               retrain=retrain, model_path=model_path, progress=False)
     return results
@@ -124,7 +125,7 @@ def train_run_seeds(model_name: str, recipe: dict, overrides: dict, ablations: d
         for seed in seeds:
             model_path = run_seed_dir(report_dir, name) / "seeds" / str(seed) / "model.pt"
             model_path.parent.mkdir(parents=True, exist_ok=True)
-            print(f"{name!r}, seed {seed}: {changes}", flush=True)
+            print(f"{name!r}, seed {seed}: {changes_text(changes)}", flush=True)
             train(config_from_recipe(model_name, recipe, seed, changes), data, checkpoints / f"seed{seed}",
                   device=device, retrain=retrain, model_path=model_path, progress=False)
     return {name: run_seed_dir(report_dir, name) for name in run_seeds}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import Markdown
 
 from . import ablation, plots
 from .checkpoint import REPORTS_DIR, TrainConfig, config_from_recipe, load_checkpoint, load_trained, trained_models
@@ -19,7 +20,7 @@ from .reports import (SPLIT_TITLES, comparison_note, markdown_table, provenance,
 from .train import train
 from .views import evaluate, headline_split, load_for_scoring, scored_views, view_table_frame
 
-__all__ = ["Path", "json", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note", "config_from_recipe",
+__all__ = ["Markdown", "Path", "json", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note", "config_from_recipe",
            "evaluate", "headline_split", "load_checkpoint", "load_dataset", "load_for_scoring", "load_trained",
            "markdown_table", "most_confused_pairs", "open_chapter", "pd", "plots", "prediction_counts", "provenance",
            "run_summary", "scored_views", "show_headline", "seconds_per_image", "summary_frame", "train", "trained_models",

@@ -4,6 +4,7 @@ weights in a collapsed block. Every report (reports.py, leaderboard.py) writes i
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .views import SPLIT_TITLES
@@ -132,7 +133,9 @@ def plans_table(rows: list[dict]) -> str:
     title = SPLIT_TITLES.get(headline, headline)
     shown = [{"plan": row["ensemble"], "views": "own best" if row["test-time views"].startswith("each") else
               row["test-time views"], "members": row["members"], "val": row["val"], title: row[headline],
-              "best member (its own)": f"{row['best member']} ({100 * row[f'best member {headline}']:.2f})",
+              # a zero-width space after each / and _ lets a long member name wrap instead of widening the table
+              "best member (its own)": re.sub(r"([/_])", "\\1\u200b", row["best member"])
+              + f" ({100 * row[f'best member {headline}']:.2f})",
               "gain (points)": row["gain (points)"]} for row in rows]
     return markdown_table(shown) + ("\n\n**views**: `center` the centre crop, `flip` it and its mirror, `own best` "
                                     "each member under its views chosen on val. **best member (its own)**: the "

@@ -4,8 +4,8 @@ a figure without a title. Each planted defect must be found (so the check can fa
 must have none (the lead regenerates them with `make reports` before this can pass on a merged branch).
 
 Table width is counted in characters, as a reader's browser lays a table out: each column as wide as its widest
-cell (links and bold shown as their text; a cell past WRAP characters wraps, so it counts WRAP), plus 3 for the
-padding and border. TABLE_BUDGET characters of 16-px text is about the 890-px column GitHub gives a README at a
+cell (links and bold shown as their text; a cell past WRAP characters wraps, so it counts WRAP, or its longest
+unbreakable word if that is longer), plus 3 for the padding and border. TABLE_BUDGET characters of 16-px text is about the 890-px column GitHub gives a README at a
 1000-px window; ../shared/tools/look-at-reports measures the same pages in Chromium.
 """
 import json
@@ -48,9 +48,16 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
     return tables
 
 
+def cell_width(cell: str) -> int:
+    """How many characters wide a cell holds its column: its length up to WRAP, as a browser wraps longer text
+    at spaces, but never less than its longest unbreakable word."""
+    longest_word = max((len(word) for word in re.split(r"[\s\u200b]+", cell)), default=0)
+    return max(longest_word, min(len(cell), WRAP))
+
+
 def table_width(rows: list[list[str]]) -> int:
     columns = max(len(row) for row in rows)
-    widest = [max((min(len(row[i]), WRAP) for row in rows if i < len(row)), default=0) for i in range(columns)]
+    widest = [max((cell_width(row[i]) for row in rows if i < len(row)), default=0) for i in range(columns)]
     return sum(widest) + 3 * columns
 
 
@@ -112,6 +119,7 @@ GOOD_PAGE = """# A model
 PLANTED = {
     "wide table": "| " + " | ".join(f"test_private column {i}" for i in range(9)) + " |\n|" + "---|" * 9 + "\n| "
                   + " | ".join("0.7219" for _ in range(9)) + " |\n",
+    "unbreakable wide table": "| plan | best member |\n|---|---|\n| zoo | " + "vgg_gap/30_minute_epochs_" * 6 + " |\n",
     "machine path": "wrote /tmp/wtR/reports/vgg_gap/README.md\n",
     "NaN": "| run | val |\n|---|---|\n| refit | nan |\n",
     "raw dict": "| run | change |\n|---|---|\n| 30 min | {'time_budget_min': 30} |\n",

@@ -112,7 +112,7 @@ def ensemble_verdict(rows: list[dict]) -> str:
     headline = next(k for k in rows[0] if k.startswith("best member ")).removeprefix("best member ")
     name = lambda r: f"{r['ensemble']} ({r['test-time views']})"  # noqa: E731
     wins = [r for r in rows if r["beats best member"]]
-    text = f"**{len(wins)} of {len(rows)} plans beat their best member on {headline}.**"
+    text = f"**{len(wins)} of {len(rows)} plans beat their best member on {SPLIT_TITLES.get(headline, headline)}.**"
     if wins:
         top = max(wins, key=lambda r: r["gain (points)"])
         text += f" The largest gain: {name(top)}, {top['gain (points)']:+.2f} points."

@@ -228,7 +228,7 @@ def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names
                                      "gain (points)": gain, "beats best member": gain > 0}
     text = ensemble_verdict([row("seed pair, fitted weights", "center", 0.22), row("zoo, fitted weights", "flip", 0.44),
                              row("seed pair, equal weights", "flip", -0.73)])
-    assert text.startswith("**2 of 3 plans beat their best member on test_private.**")
+    assert text.startswith("**2 of 3 plans beat their best member on PrivateTest.**")
     assert "largest gain: zoo, fitted weights (flip), +0.44 points" in text
     assert "Short of it: seed pair, equal weights (flip) -0.73 points." in text
 

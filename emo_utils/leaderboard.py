@@ -207,11 +207,11 @@ def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
     if not rows:
         return "_No results yet: run `make reports`._"
     split_title = SPLIT_TITLES[rows[0]["split"]]
-    lines = [f"| result | {split_title} % (95% CI) | how it was measured |", "|---|---:|---|"]
+    lines = ["| result | number | how it was measured |", "|---|---|---|"]
 
     def accuracy(row):
         low, high = row["interval"]
-        return f"{_percent(row['accuracy'])} ({_percent(low)}-{_percent(high)})"
+        return f"{_percent(row['accuracy'])}% {split_title} (95% CI {_percent(low)}-{_percent(high)})"
     singles, ensembles = [r for r in rows if not r["ensemble"]], [r for r in rows if r["ensemble"]]
     if singles:
         best = singles[0]
@@ -229,8 +229,9 @@ def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
             stats = seed_interval([r["test_private"] for r in runs])
             devices = ", ".join(dict.fromkeys(short_device(r["device"]) for r in runs))
             minutes = max(r["train min"] for r in runs)
-            lines.append(f"| CPU speedrun, [vgg_gap](reports/vgg_gap/README.md) | {_percent(stats['mean'])} "
-                         f"({_percent(stats['low'])}-{_percent(stats['high'])}) | mean of {stats['n']} seeds (CI: "
+            lines.append(f"| CPU speedrun, [vgg_gap](reports/vgg_gap/README.md) | {_percent(stats['mean'])}% "
+                         f"{split_title} (95% CI {_percent(stats['low'])}-{_percent(stats['high'])}) | mean of "
+                         f"{stats['n']} seeds (CI: "
                          f"of the mean), {runs[0]['epochs']} epochs, up to {minutes:.0f} min each on {devices} |")
     benchmarks = Path(reports_dir) / "benchmarks.md"
     video = _benchmark_line(benchmarks.read_text(), "Prediction latency", "video defaults") if benchmarks.exists() else None

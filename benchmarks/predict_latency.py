@@ -274,10 +274,13 @@ def main(argv=None):
         from emo_utils.distributed import cpu_name
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=REPO_ROOT).stdout.strip()
+        # The model as a reader of the repository finds it, never this machine's path to it.
+        source, root = Path(str(model_name)).resolve(), REPO_ROOT.resolve()
+        shown_model = source.relative_to(root) if source.is_relative_to(root) else source.name
         out = replace_section(REPO_ROOT / "reports" / "benchmarks.md", "Prediction latency",
                     f"`python benchmarks/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}` on "
                     f"{cpu_name()}, {args.threads} threads (below, 1 and 2), torch {torch.__version__}, onnxruntime "
-                    f"{onnxruntime.__version__}, opencv {cv2.__version__}, model {model_name}; commit `{commit}`; "
+                    f"{onnxruntime.__version__}, opencv {cv2.__version__}, model {shown_model}; commit `{commit}`; "
                     f"wall time {(time.perf_counter() - started) / 60:.1f} min.\n\n"
                     f"| backend | batch 1 (ms/face) | batch {args.batch} (faces/s) |\n|---|---:|---:|\n{backend_rows}"
                     f"\nonnxruntime vs torch eager at batch 1: **{speedup:.2f}x** (target {TARGET_ORT_SPEEDUP}x).\n\n"

@@ -6,7 +6,7 @@ The modules stand in layers, and a module imports only from its own layer or tho
     0  data datasets duplicates explore files augment models losses metrics distributed recipes tracking plots
        corruptions
     1  checkpoint inference step whitening distill detectors faces
-    2  train views ablation ensemble export classifier inputs video notebooks leaderboard progress robustness
+    2  train views ablation ensemble export classifier inputs video notebooks tables leaderboard progress robustness
     3  predict reports zoo zoo_plan all
 
 Layer 0 is what everything stands on; 1 reads and writes weights, runs a forward pass or a training step,
@@ -20,7 +20,7 @@ LAYERS = {
     "metrics": 0, "distributed": 0, "recipes": 0, "tracking": 0, "plots": 0, "corruptions": 0,
     "checkpoint": 1, "inference": 1, "detectors": 1, "faces": 1, "step": 1, "whitening": 1, "distill": 1,
     "train": 2, "views": 2, "ablation": 2, "ensemble": 2, "export": 2, "classifier": 2, "inputs": 2, "video": 2,
-    "notebooks": 2, "leaderboard": 2, "progress": 2, "robustness": 2,
+    "notebooks": 2, "tables": 2, "leaderboard": 2, "progress": 2, "robustness": 2,
     "predict": 3, "reports": 3, "zoo": 3, "zoo_plan": 3, "all": 3,
 }
 

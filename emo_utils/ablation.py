@@ -15,6 +15,7 @@ import numpy as np
 
 from .checkpoint import TrainResult, config_from_recipe, load_checkpoint
 from .metrics import mean_difference, prediction_interval, seed_interval
+from .tables import changes_text
 from .train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
 
@@ -54,13 +55,13 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
         config = config_from_recipe(model_name, recipe, seed, {**overrides, **changes})
         model_path = ablation_model_path(report_dir, name)
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"ablation {name!r}: {changes}", flush=True)
+        print(f"ablation {name!r}: {changes_text(changes)}", flush=True)
         results[name] = train(config, data, Path(run_dir) / "ablations" / slug(name), device=device,
                               retrain=retrain, model_path=model_path, progress=False)
     return results
 
 
-def run_row(name: str, change: str, result: TrainResult, data, tta: str, probs_by_view: dict[str, dict]) -> dict:
+def run_row(name: str, change: dict | str, result: TrainResult, data, tta: str, probs_by_view: dict[str, dict]) -> dict:
     """One training run's row: its budget as spent and on what device (a time cap fits fewer epochs on slower
     cores), and its accuracies under the views `tta` and with flip TTA, read from the run's scored views
     (views.scored_views of the weights chosen for it). A refit learnt the val split, so its val accuracy is a
@@ -124,7 +125,7 @@ def train_run_seeds(model_name: str, recipe: dict, overrides: dict, ablations: d
         for seed in seeds:
             model_path = run_seed_dir(report_dir, name) / "seeds" / str(seed) / "model.pt"
             model_path.parent.mkdir(parents=True, exist_ok=True)
-            print(f"{name!r}, seed {seed}: {changes}", flush=True)
+            print(f"{name!r}, seed {seed}: {changes_text(changes)}", flush=True)
             train(config_from_recipe(model_name, recipe, seed, changes), data, checkpoints / f"seed{seed}",
                   device=device, retrain=retrain, model_path=model_path, progress=False)
     return {name: run_seed_dir(report_dir, name) for name in run_seeds}
@@ -135,7 +136,7 @@ def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[s
     """The ablation table: this recipe's row (main_probs: scored_views of the weights chosen for it), then one
     row per training-time ablation, all under the same test-time views."""
     rows = [run_row(MAIN_RUN, "-", result, data, views, main_probs)]
-    rows += [run_row(name, str(ablations[name]), run, data, views,
+    rows += [run_row(name, ablations[name], run, data, views,
                      scored_views(ablation_model_path(report_dir, name), data)) for name, run in runs.items()]
     return rows
 
@@ -208,7 +209,8 @@ def against_reference(rows: list[dict], reference: str, prefix: str) -> list[dic
     base = next((row for row in rows if row["run"] == reference), None)
     if base is None:
         return []
-    screen = [{**{key: value for key, value in row.items() if key != "change"},
+    # The run's name says its change; every screen run shares the budget, so PublicTest is left to ablations.json.
+    screen = [{**{key: value for key, value in row.items() if key not in ("change", "test_public")},
                "val gain (points)": f"{100 * (row['val'] - base['val']):+.2f}",
                "test_private gain (points)": f"{100 * (row['test_private'] - base['test_private']):+.2f}"}
               for row in rows if row["run"].startswith(prefix)]

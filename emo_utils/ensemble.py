@@ -77,6 +77,7 @@ def member_probs(model_files: dict[str, Path], data, tta: bool | str, device=Non
     return {name: scored_views(path, data, device=device)[view_name(tta)] for name, path in model_files.items()}
 
 
+USED_WEIGHT = 1e-6  # a member weighted at most this never runs: it costs nothing and is not counted as used
 PER_MEMBER = "each member's best on val"  # the view label of best_view_probs' probabilities
 
 
@@ -132,8 +133,9 @@ def evaluate_plans(plans: dict[str, tuple[list[str], str]], probs_by_view: dict[
             combined = combine(subset, weights)
             metrics = {s: compute_metrics(combined[s], labels[s], data.class_names) for s in splits}
             member_acc = accuracy(probs[best_member][headline], labels[headline])
-            rows.append({"ensemble": plan, "test-time views": views, "members": len(members),
-                         "weights": ", ".join(f"{m} {w:.2f}" for m, w in sorted(weights.items(), key=lambda kv: -kv[1])),
+            used = {m: w for m, w in weights.items() if w > USED_WEIGHT}
+            rows.append({"ensemble": plan, "test-time views": views, "members": f"{len(used)} of {len(members)}",
+                         "weights": ", ".join(f"{m} {w:.3f}" for m, w in sorted(used.items(), key=lambda kv: -kv[1])),
                          "val": metrics["val"]["accuracy"],
                          **{s: metrics[s]["accuracy"] for s in splits if s != "val"},
                          f"macro_f1 ({headline})": metrics[headline]["macro_f1"], f"ece ({headline})": metrics[headline]["ece"],

@@ -4,13 +4,15 @@ views, recipe and convergence), the figures the seeds published beside ours, and
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .checkpoint import REPORTS_DIR
-from .metrics import accuracy_interval
+from .metrics import accuracy_interval, seed_interval
 from .notebooks import NOTEBOOKS
 from .plots import plot_leaderboard, save_figure
 from .recipes import FULL_SUFFIX
+from .tables import short_device
 from .views import SPLIT_TITLES, VIEW_TITLES, headline_split
 
 # Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
@@ -54,14 +56,9 @@ def load_model_metrics(reports_dir: Path = REPORTS_DIR) -> list[dict]:
     return records
 
 
-def short_device(device: str) -> str:
-    """'cpu (x86_64, 2 threads)' -> 'CPU x2'; a GPU keeps its name; several devices are joined."""
-    def one(d):
-        if d.startswith("cpu"):
-            threads = d.split(",")[-1].strip(" )").split(" ")[0]
-            return f"CPU x{threads}" if threads.isdigit() else "CPU"
-        return d
-    return ", ".join(dict.fromkeys(one(d.strip()) for d in device.split(";")))
+def is_capped(row: dict) -> bool:
+    """A published (full) recipe stopped by a time cap before its schedule ended: not the recipe's result."""
+    return row["budget"] == "full" and row["stop_reason"].startswith("time budget")
 
 
 def leaderboard_rows(records: list[dict]) -> list[dict]:
@@ -70,6 +67,7 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
     for r in records:
         p, split = r["provenance"], headline_split(r["splits"])
         m = r["splits"][split]
+        members = p.get("members") or {}
         # A model's full-budget (GPU) report is its own row: named by its folder, vgg_gap_full beside vgg_gap.
         rows.append({"model": r["_dir"], "dir": r["_dir"], "split": split,
                      "accuracy": m["accuracy"], "n": m["n"],
@@ -77,7 +75,9 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
                      "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
                      "clean": clean_of(r, split),
                      "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
+                     "members": (sum(w > 1e-6 for w in members.values()), len(members)),
                      "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
+                     "stop_reason": p.get("stop_reason", ""), "seed": p.get("seed"),
                      "device": short_device(p.get("device", "")), "converged": p.get("converged"),
                      "convergence": p.get("convergence", ""),
                      "published": PUBLISHED.get(r["model"]) if r["_dir"] == r["model"] else None})
@@ -102,7 +102,7 @@ def _clean_cell(row: dict) -> str:
     if not row["clean"]:
         return ""
     low, high = row["clean"]["interval"]
-    return f" · {row['clean']['accuracy']:.4f} ({low:.3f}-{high:.3f})"
+    return f" · {_percent(row['clean']['accuracy'])} ({_percent(low)}-{_percent(high)})"
 
 
 def clean_note(rows: list[dict], split_title: str) -> str:
@@ -131,10 +131,20 @@ def within_noise(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 def _trained_cell(row: dict) -> str:
+    """How a row was trained, short enough for one line: budget, epochs (of those asked, or the cap that ended
+    them), minutes, device."""
     if row["ensemble"]:
-        return f"members' {row['minutes']:.0f} min"
+        used, total = row["members"]
+        return f"{used} of {total} members, {row['minutes']:.0f} min"
     run, asked = row["epochs"]
-    return f"{row['budget']}: {run}/{asked} ep, {row['minutes']:.0f} min, {row['device']}"
+    minutes = f"{row['minutes']:.0f} min"
+    if row["stop_reason"].startswith("time budget"):
+        cap = row["stop_reason"].removeprefix("time budget of ").split(":")[0]  # e.g. '60 min'
+        epochs = f"{run} ep, {cap} cap"
+        minutes = ""
+    else:
+        epochs = f"{run}/{asked} ep"
+    return ", ".join(part for part in (f"{row['budget']}: {epochs}", minutes, row["device"]) if part)
 
 
 def _converged_cell(row: dict) -> str:
@@ -143,52 +153,70 @@ def _converged_cell(row: dict) -> str:
     return "yes" if row["converged"] else "**no**"
 
 
-def leaderboard(records: list[dict]) -> str:
-    """The answer first (best single model, best ensemble), then the table, then what it cannot tell apart."""
-    rows = leaderboard_rows(records)
-    if not rows:
-        return "_No trained model yet: run `make reports`._"
+def _percent(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _table(rows: list[dict], best: float) -> list[str]:
+    """The leaderboard's markdown table: accuracies in percent to 2 places, one precision per column."""
     split_title = SPLIT_TITLES[rows[0]["split"]]
+    lines = [f"| model | views | {split_title} % (95% CI){_clean_heading(rows)} | whole test % | macro-F1 | params | trained | converged |",
+             "|---|---|---:|---:|---:|---:|---|---|"]
+    for row in rows:
+        low, high = row["interval"]
+        acc = f"{_percent(row['accuracy'])} ({_percent(low)}-{_percent(high)})"
+        acc = (f"**{acc}**" if row["accuracy"] == best else acc) + _clean_cell(row)
+        whole = _percent(row["whole"]) if row["whole"] is not None else "—"
+        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
+                     f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
+    return lines
+
+
+def leaderboard(records: list[dict]) -> str:
+    """The answer first (best single model, best ensemble), then the ranking of runs that finished their recipe,
+    then the runs a time cap cut short (a section of their own: they are not their recipe's result)."""
+    all_rows = leaderboard_rows(records)
+    if not all_rows:
+        return "_No trained model yet: run `make reports`._"
+    rows = [r for r in all_rows if not is_capped(r)]
+    capped = [r for r in all_rows if is_capped(r)]
+    split_title = SPLIT_TITLES[all_rows[0]["split"]]
 
     def named(row):
         low, high = row["interval"]
+        seed = f", seed {row['seed']}" if row["seed"] is not None and not row["ensemble"] else ""
         return (f"**[{row['model']}]({row['dir']}/README.md), {row['accuracy']:.2%} {split_title}** (95% interval "
-                f"{low:.1%} to {high:.1%}, {VIEW_TITLES.get(row['views'], row['views'])})")
+                f"{low:.1%} to {high:.1%}; {VIEW_TITLES.get(row['views'], row['views'])}; {_trained_cell(row)}{seed})")
 
     singles = [r for r in rows if not r["ensemble"]]
     ensembles = [r for r in rows if r["ensemble"]]
     lead = [f"Best single model: {named(singles[0])}." if singles else "",
             f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
-    head = ["| model | views | " + f"{split_title} (95% interval){_clean_heading(rows)}" + " | whole test | macro-F1 | params | trained | converged |",
-            "|---|---|---:|---:|---:|---:|---|---|"]
-    best = rows[0]["accuracy"]
-    lines = []
-    for row in rows:
-        low, high = row["interval"]
-        acc = f"{row['accuracy']:.4f} ({low:.3f}-{high:.3f})"
-        acc = (f"**{acc}**" if row["accuracy"] == best else acc) + _clean_cell(row)
-        whole = f"{row['whole']:.4f}" if row["whole"] is not None else "—"
-        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
-                     f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
+    lines = _table(rows, rows[0]["accuracy"]) if rows else []
     ties = within_noise(rows)
-    notes = ["", f"Sorted by {split_title} accuracy; the 95% interval is Wilson's, about +-1.5 points on "
-             f"{rows[0]['n']:,} faces. "
+    notes = ["", f"Sorted by {split_title} accuracy; CI is Wilson's 95% interval, about +-1.5 points on "
+             f"{all_rows[0]['n']:,} faces. "
              + ("Neighbours inside each other's interval, which this test does not rank: "
                 + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),
              "",
              "**views**: the test-time views behind every number of the row, chosen on the validation split "
              "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
              "`ten_crop` four corners and the centre, each mirrored). **trained**: the recipe (`full`: the published "
-             "one, or the flagship's GPU recipe, in the `_full` rows trained on a GPU under a time cap; `cpu`: the "
-             "same model, loss and optimizer family fitted to 2 CPU cores, what differs is in each README), epochs "
-             "run of those asked, minutes and device. **converged**: "
+             "one; `cpu`: the same model, loss and optimizer family fitted to CPU cores, what differs is in each "
+             "README), epochs run of those asked (or the time cap that ended them), minutes and device (`CPU x2`: "
+             "2 threads of an unnamed x86-64 CPU; the full name is in each metrics.json). **converged**: "
              "early stopping fired, or the last 10 epochs raised the best val accuracy by under half a point."]
     if clean_note(rows, split_title):
         notes += ["", clean_note(rows, split_title)]
     published = [f"[{r['model']}]({r['dir']}/README.md) {published_text(r['published'])}" for r in rows if r["published"]]
     if published:
         notes += ["", "Figures the seeds published (their README compares): " + "; ".join(published) + "."]
-    return "\n".join([line for line in lead if line] + [""] + head + lines + notes)
+    if capped:
+        notes += ["", "### Capped runs (not ranked)", "",
+                  "The published recipe stopped by a time cap before its schedule ended, so these rows are not what "
+                  "the recipe reaches; they are ranked neither above nor below the runs that finished.", ""]
+        notes += _table(capped, -1.0)
+    return "\n".join([line for line in lead if line] + [""] + lines + notes)
 
 
 DATASET_TITLES = {"fer2013": "FER2013", "ferplus": "FER+", "rafdb": "RAF-DB (basic)", "affectnet": "AffectNet",
@@ -215,7 +243,76 @@ def leaderboard_figure(records: list[dict], path: Path) -> Path:
     points = {r["model"]: (r["params"], r["accuracy"], r["interval"]) for r in rows}
     published = {r["model"]: (r["params"], r["published"]["accuracy"], SPLIT_TITLES[r["published"]["split"]])
                  for r in rows if r["published"] and not r["published"].get("dataset")}
-    return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]]), path)
+    capped = {r["model"] for r in rows if is_capped(r)}
+    return save_figure(plot_leaderboard(points, published, SPLIT_TITLES[rows[0]["split"]], capped), path)
+
+
+RESULTS_START, RESULTS_END = "<!-- results: written by `make reports` (leaderboard.py) -->", "<!-- end of results -->"
+
+
+def _benchmark_line(text: str, section: str, first_cell: str) -> tuple[list[str], str] | None:
+    """The cells of the row starting with `first_cell` in a reports/benchmarks.md section, and the device its
+    command line names ('on <device>, torch ...'); None when that benchmark has not been written."""
+    part = next((p for p in text.split("\n## ") if p.startswith(section)), None)
+    if part is None:
+        return None
+    row = next((line for line in part.splitlines() if line.startswith(f"| {first_cell}")), None)
+    device = re.search(r" on (.+?), torch", part)
+    return ([c.strip() for c in row.strip("|").split("|")], device.group(1) if device else "") if row else None
+
+
+def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
+    """The README's results table, read from the reports: the best single model and ensemble (with intervals and
+    seeds), the CPU speedrun's mean over its seeds, and video frames per second; each row links its report."""
+    rows = [r for r in leaderboard_rows(load_model_metrics(reports_dir)) if not is_capped(r)]
+    if not rows:
+        return "_No results yet: run `make reports`._"
+    split_title = SPLIT_TITLES[rows[0]["split"]]
+    lines = ["| result | number | how it was measured |", "|---|---|---|"]
+
+    def accuracy(row):
+        low, high = row["interval"]
+        return f"{_percent(row['accuracy'])}% {split_title} (95% CI {_percent(low)}-{_percent(high)})"
+    singles, ensembles = [r for r in rows if not r["ensemble"]], [r for r in rows if r["ensemble"]]
+    if singles:
+        best = singles[0]
+        lines.append(f"| best single model, [{best['model']}](reports/{best['dir']}/README.md) | {accuracy(best)} | "
+                     f"one run (seed {best['seed']}), {best['views']} views; {_trained_cell(best)} |")
+    if ensembles:
+        best = ensembles[0]
+        lines.append(f"| best ensemble, [{best['model']}](reports/{best['dir']}/README.md) | {accuracy(best)} | "
+                     f"{best['members'][0]} of {best['members'][1]} members (each one seed), {best['views']} views |")
+    ablations = Path(reports_dir) / "vgg_gap" / "ablations.json"
+    if ablations.exists():
+        seeds = json.loads(ablations.read_text()).get("seeds", {}).get("this recipe", [])
+        runs = [r for r in seeds if r["run"].startswith("seed ")]
+        if len(runs) > 1:
+            stats = seed_interval([r["test_private"] for r in runs])
+            devices = ", ".join(dict.fromkeys(short_device(r["device"]) for r in runs))
+            minutes = max(r["train min"] for r in runs)
+            lines.append(f"| CPU speedrun, [vgg_gap](reports/vgg_gap/README.md) | {_percent(stats['mean'])}% "
+                         f"{split_title} (95% CI {_percent(stats['low'])}-{_percent(stats['high'])}) | mean of "
+                         f"{stats['n']} seeds (CI: "
+                         f"of the mean), {runs[0]['epochs']} epochs, up to {minutes:.0f} min each on {devices} |")
+    benchmarks = Path(reports_dir) / "benchmarks.md"
+    video = _benchmark_line(benchmarks.read_text(), "Prediction latency", "video defaults") if benchmarks.exists() else None
+    if video:
+        cells, device = video
+        lines.append(f"| video, [detect + classify](reports/benchmarks.md) | {cells[1]} frames/s | 640x480 frames, "
+                     f"onnxruntime, video defaults, {device} |")
+    return "\n".join(lines)
+
+
+def write_front_page(readme: Path, reports_dir: Path = REPORTS_DIR) -> Path | None:
+    """Rewrite the results table between the README's markers (none: leave the README alone)."""
+    readme = Path(readme)
+    if not readme.exists() or RESULTS_START not in readme.read_text():
+        return None
+    text = readme.read_text()
+    head, rest = text.split(RESULTS_START, 1)
+    tail = rest.split(RESULTS_END, 1)[1]
+    readme.write_text(f"{head}{RESULTS_START}\n{front_page_results(reports_dir)}\n{RESULTS_END}{tail}")
+    return readme
 
 
 def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS) -> Path:
@@ -244,4 +341,5 @@ def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS
         lines += ["", "## Other reports", ""] + [f"- [{name}]({name})" for name in extra]
     index = reports_dir / "README.md"
     index.write_text("\n".join(lines) + "\n")
+    write_front_page(reports_dir.parent / "README.md", reports_dir)  # the repository's front page
     return index

@@ -33,7 +33,7 @@ def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None,
     report_dir = REPORTS_DIR / folder if report_dir is None else Path(report_dir)
     run_dir = REPO_ROOT / "runs" / folder if run_dir is None else Path(run_dir)
     data = load_named(dataset, data_path, label_mode)
-    print(f"{data.source}: {len(data.images):,} images, {data.num_classes} classes {data.class_names}")
+    print(f"{Path(str(data.source)).name}: {len(data.images):,} images, {data.num_classes} classes {data.class_names}")
     return data, report_dir, run_dir
 
 
@@ -106,8 +106,28 @@ def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel:
                             f"The partly executed copy is {executed}.") from e
     strip_local_only_outputs(executed)
     body, _ = HTMLExporter(template_name="lab").from_filename(str(executed))
-    (output_dir / f"{executed.stem}.html").write_text(body)
+    (output_dir / f"{executed.stem}.html").write_text(collapse_parameter_cells(body))
     return executed
+
+
+COLLAPSED_TAGS = ("parameters", "injected-parameters")
+
+
+def collapse_parameter_cells(html: str) -> str:
+    """Fold the parameters cells (the defaults and papermill's overrides) of an executed notebook's HTML into a
+    <details> a reader opens on demand, so the first screen shows the chapter's result, not 60 lines of recipe."""
+    for tag in COLLAPSED_TAGS:
+        marker = f"celltag_{tag}"
+        start = html.find(marker)
+        while start != -1:
+            open_end = html.index(">", start) + 1  # the end of the cell's opening <div ...>
+            next_cell = html.find('<div class="jp-Cell ', open_end)
+            close = html.rfind("</div>", open_end, next_cell if next_cell != -1 else len(html))
+            summary = "Parameters (papermill's overrides)" if tag == "injected-parameters" else "Parameters"
+            html = (html[:open_end] + f"<details><summary>{summary}: click to show</summary>"
+                    + html[open_end:close] + "</details>" + html[close:])
+            start = html.find(marker, close)
+    return html
 
 
 LOCAL_ONLY_TAG = "local-only"

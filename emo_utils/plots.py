@@ -153,13 +153,14 @@ def plot_reliability(probs, labels, n_bins: int = 15, title: str = ""):
     return fig
 
 
-def plot_per_class_f1_heatmap(f1_by_model: dict[str, dict[str, float]]):
-    """Models (rows) by classes (columns), annotated F1; classes in the order they first appear."""
+def plot_per_class_f1_heatmap(f1_by_model: dict[str, dict[str, float]], title: str = "F1 per class"):
+    """Models (rows) by classes (columns), annotated F1; classes in the order they first appear. `title` should
+    name the split and views, e.g. 'F1 per class, PrivateTest, each model under its views chosen on val'."""
     classes = list(dict.fromkeys(name for per_class in f1_by_model.values() for name in per_class))
     table = pd.DataFrame.from_dict(f1_by_model, orient="index").reindex(columns=classes)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * table.shape[1] + 2), max(2.5, 0.5 * table.shape[0] + 1.5)))
     sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", vmin=0, vmax=1, cbar=False, ax=ax)
-    ax.set(xlabel="class", ylabel="", title="F1 per class")
+    ax.set(xlabel="class", ylabel="", title=title)
     ax.tick_params(axis="y", rotation=0)
     return fig
 
@@ -195,42 +196,61 @@ def report_figures(report_dir, history, probs, labels, metrics_of_split, class_n
     }
 
 
+def _place_labels(ax, texts):
+    """Move point labels apart so none overlaps another or a point (adjustText), with a thin line to its point."""
+    from adjustText import adjust_text
+    if texts:
+        points = [text.get_position() for text in texts]  # each label starts on its point: avoid every point
+        adjust_text(texts, x=[x for x, _ in points], y=[y for _, y in points], ax=ax,
+                    arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
+
+
 def plot_tradeoff(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str = "PrivateTest accuracy",
-                  log_x: bool = True):
-    """One labelled dot per model: accuracy against parameters, FLOPs or inference time."""
+                  log_x: bool = True, title: str = ""):
+    """One labelled dot per model: accuracy against parameters, FLOPs or inference time. `title` should name
+    the split, the views and, for a time, the device it was measured on."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    texts = []
     for name, (x, y) in points.items():
-        ax.scatter(x, y, s=40)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.scatter(x, y, s=40, color="tab:blue")  # one colour: the labels name the models, no legend needed
+        texts.append(ax.text(x, y, name, fontsize=8))
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel} against {xlabel}", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    _place_labels(ax, texts)
     return fig
 
 
 def plot_leaderboard(points: dict[str, tuple[float, float, tuple[float, float]]],
-                     published: dict[str, tuple[float, float, str]], split_title: str):
-    """Every model's accuracy (with its 95% interval) against its parameters; the FER2013 figures the seeds
-    published are hollow markers at the same parameter count, joined to ours by a dotted line."""
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+                     published: dict[str, tuple[float, float, str]], split_title: str, capped: set[str] = frozenset()):
+    """Every model's accuracy (with its 95% interval) against its parameters; runs a time cap cut short in grey;
+    the figures the seeds published on this same split are hollow markers at the same parameter count, joined to
+    ours by a dotted line (a figure on another split is named in the leaderboard's text, not plotted here)."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    texts = []
     for name, (params, acc, (low, high)) in points.items():
-        ax.errorbar(params, acc, yerr=[[acc - low], [high - acc]], fmt="o", capsize=3, color="tab:blue")
-        ax.annotate(name, (params, acc), textcoords="offset points", xytext=(6, 3), fontsize=8)
-    for i, (name, (params, acc, where)) in enumerate(published.items()):
+        colour = "0.6" if name in capped else "tab:blue"
+        ax.errorbar(params, acc, yerr=[[acc - low], [high - acc]], fmt="o", capsize=3, color=colour,
+                    label=("time-capped run (not ranked)" if name in capped and name == min(capped) else None))
+        texts.append(ax.text(params, acc, name, fontsize=8, color="0.4" if name in capped else "black"))
+    same_split = {name: v for name, v in published.items() if v[2] == split_title}
+    for i, (name, (params, acc, where)) in enumerate(same_split.items()):
         ax.scatter(params, acc, s=70, facecolors="none", edgecolors="tab:red", linewidths=1.5,
-                   label="published by the seed (its split named)" if i == 0 else None)
-        ax.annotate(f"{name}, published ({where})", (params, acc), textcoords="offset points", xytext=(6, -10),
-                    fontsize=7, color="tab:red")
+                   label=f"published by the seed ({split_title})" if i == 0 else None)
+        texts.append(ax.text(params, acc, f"{name}, published", fontsize=7, color="tab:red"))
         ax.plot([params, params], [acc, points[name][1]], color="tab:red", linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set(xlabel="parameters (log scale)", ylabel=f"{split_title} accuracy",
-           title=f"FER2013 {split_title} accuracy against model size (views chosen on val; bars: 95% interval)")
+           title=f"FER2013 {split_title} accuracy against model size\n(each model under its views chosen on val; "
+                 "bars: 95% interval)")
     ax.title.set_fontsize(10)
     ax.grid(alpha=0.3)
-    if published:
+    if same_split or capped:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
+    _place_labels(ax, texts)
     return fig

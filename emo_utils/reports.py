@@ -27,7 +27,9 @@ from .metrics import accuracy_interval, most_confused_pairs, summary
 from .models import build_model, count_flops
 from .notebooks import NOTEBOOKS, run_notebooks
 from .recipes import NotebookError, parse_value
-from .views import SPLIT_TITLES, VIEW_TITLES, Evaluation, evaluate
+from .tables import (changes_text, ensemble_verdict, markdown_table, per_class_table, plan_weights,  # noqa: F401
+                     plans_table, results_table, short_device)
+from .views import SPLIT_TITLES, VIEW_TITLES, Evaluation, evaluate, headline_split
 
 # ---------------------------------------------------------------- provenance
 
@@ -90,12 +92,38 @@ def convergence(history: list[dict], stop_reason: str, longer: TrainResult | Non
     return False, f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
 
 
-def run_summary(meta: dict) -> pd.Series:
-    """TrainResult.meta for a notebook: minutes instead of seconds, rounded, nothing printed to 15 digits."""
-    shown = {k: v for k, v in meta.items() if k != "wall_seconds"}
-    shown["minutes"] = round(meta.get("wall_seconds", 0.0) / 60, 1)
-    shown["best_val_acc"] = round(meta.get("best_val_acc", 0.0), 4)
-    return pd.Series(shown, dtype=object).to_frame("training run")
+def run_summary(meta: dict) -> pd.DataFrame:
+    """TrainResult.meta for a notebook as one short row: epochs, why it stopped, minutes, the device by its short
+    name (the full string is in metrics.json), parameters in millions."""
+    return pd.DataFrame([{"epochs": f"{meta.get('epochs_run', 0)} of {meta.get('epochs_asked', 0)}",
+                          "stopped": meta.get("stop_reason", ""), "minutes": round(meta.get("wall_seconds", 0.0) / 60, 1),
+                          "device": short_device(meta.get("device", "")),
+                          "best val (no TTA)": round(meta.get("best_val_acc", 0.0), 4),
+                          "params": f"{meta.get('params', 0) / 1e6:.2f}M",
+                          "weights": "reused" if meta.get("reused") else "trained now"}]).set_index("epochs")
+
+
+def headline_text(evaluation: Evaluation, prov: dict, converged: bool) -> str:
+    """The one sentence a model's page opens with: headline accuracy and its 95% interval, the run and seed, the
+    views, the budget as spent (a time cap named as one) and the device."""
+    m = evaluation.metrics[evaluation.headline]
+    low, high = accuracy_interval(m["accuracy"], m["n"])
+    views = evaluation.views
+    capped = prov["budget"] == "full" and prov["stop_reason"].startswith("time budget")
+    return (f"**{SPLIT_TITLES.get(evaluation.headline, evaluation.headline)} {m['accuracy']:.2%}** (95% interval "
+            f"{low:.1%} to {high:.1%}, {m['n']:,} faces; one run, seed {prov['seed']}) under "
+            f"**{VIEW_TITLES.get(views, views)}** (`{views}`, chosen on val); **{prov['budget']}** budget"
+            + (" **cut short by a time cap**" if capped else "")
+            + f": {budget_text(prov)}, {short_device(prov['device'])}. Converged: **{'yes' if converged else 'no'}**.")
+
+
+def show_headline(evaluation: Evaluation, result: TrainResult, budget: str, seed: int):
+    """A notebook's headline, shown right after training (IPython Markdown), the same sentence as its README's."""
+    from IPython.display import Markdown
+    prov = {**result.meta, "budget": budget, "seed": seed, "stop_reason": result.meta.get("stop_reason", ""),
+            "device": result.meta.get("device", "")}
+    converged, _ = convergence(result.history, prov["stop_reason"])
+    return Markdown(headline_text(evaluation, prov, converged))
 
 
 def comparison_note(title: str, evaluation: Evaluation, other_title: str, other_model: Path, data) -> str:
@@ -123,18 +151,6 @@ def comparison_note(title: str, evaluation: Evaluation, other_title: str, other_
 
 
 # ---------------------------------------------------------------- a model's report
-
-def _fmt(x, digits=4):
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def results_table(metrics_by_split: dict) -> str:
-    lines = ["| split | n | accuracy | macro-F1 | AUC micro | AUC macro | ECE |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for split, m in metrics_by_split.items():
-        lines.append(f"| {SPLIT_TITLES.get(split, split)} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['macro_f1'])} | "
-                     f"{_fmt(m['auc_micro'])} | {_fmt(m['auc_macro'])} | {_fmt(m['ece'])} |")
-    return "\n".join(lines)
-
 
 def dedup_lines(prov: dict) -> list[str]:
     """A bullet saying which training faces a `dedup` run left out (train.dedup_keep), if it was one."""
@@ -168,14 +184,6 @@ def clean_lines(metrics_by_split: dict, headline: str) -> list[str]:
             f"{m['n']:,} faces: those with no exact or near copy in train or val and no blank frame), "
             f"{100 * (m['accuracy'] - raw['accuracy']):+.2f} points from the raw {raw['accuracy']:.2%}, under the same "
             f"views.", ""]
-
-
-def per_class_table(metrics: dict) -> str:
-    lines = ["| class | precision | recall | F1 | AUC | support |", "|---|---:|---:|---:|---:|---:|"]
-    for name, c in metrics["per_class"].items():
-        lines.append(f"| {name} | {_fmt(c['precision'], 3)} | {_fmt(c['recall'], 3)} | {_fmt(c['f1'], 3)} | "
-                     f"{_fmt(c['auc'], 3)} | {c['support']} |")
-    return "\n".join(lines)
 
 
 def interpretation(model_name: str, metrics_by_split: dict, history: list[dict], headline: str,
@@ -220,6 +228,16 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
     return notes
 
 
+def budget_text(prov: dict) -> str:
+    """Epochs and minutes as a reader should take them: '82 epochs in its 60-min cap, 59.5 min' for a time-capped
+    run, '150 of 150 epochs, 123.0 min' otherwise."""
+    minutes = f"{prov['wall_seconds'] / 60:.1f} min"
+    if prov["stop_reason"].startswith("time budget"):
+        cap = prov["stop_reason"].removeprefix("time budget of ").split(":")[0]
+        return f"{prov['epochs_run']} epochs in its {cap} cap, {minutes}"
+    return f"{prov['epochs_run']} of {prov['epochs_asked']} epochs, {minutes}"
+
+
 def write_model_report(report_dir, title: str, result: TrainResult, evaluation: Evaluation, prov: dict,
                        figures: dict[str, str], recipe_note: str = "", sections: dict[str, str] | None = None,
                        longer: TrainResult | None = None) -> Path:
@@ -240,24 +258,26 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
     (report_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
 
     m = metrics_by_split[headline]
-    low, high = accuracy_interval(m["accuracy"], m["n"])
-    lines = [f"# {title}", "",
-             "_Generated by `make reports` from the executed notebook; do not edit by hand._", "",
-             f"**{SPLIT_TITLES.get(headline, headline)} accuracy {m['accuracy']:.2%}** (95% interval {low:.1%} to "
-             f"{high:.1%}, {m['n']:,} faces), macro-F1 {m['macro_f1']:.3f}; test-time views: **{VIEW_TITLES.get(views, views)}** "
-             f"(`{views}`, chosen on the validation split). Every number on this page uses these views.", "",
-             *clean_lines(metrics_by_split, headline),
-             f"- Budget: **{prov['budget']}** recipe, trained on {prov['device']} for {prov['wall_seconds'] / 60:.1f} "
-             f"min, {prov['epochs_run']} of {prov['epochs_asked']} epochs asked (stopped: {prov['stop_reason']}); "
-             f"best validation epoch {prov['best_epoch']}. Converged: **{'yes' if converged else 'no'}** ({why})."
-             + (" Weights re-evaluated from the committed model.pt, not retrained." if prov["reused_weights"] else ""),
-             f"- Dataset: **{DATASET_TITLES.get(dataset, dataset)}**"
-             + (f", trained on the annotators' vote distributions (label mode `{result.config.label_mode}`)"
-                if result.config.label_mode != "majority" else "") + ".",
-             *dedup_lines(prov),
-             f"- {params:,} parameters, {flops / 1e6:.1f} MFLOPs per 48x48 image (forward).",
-             f"- Commit `{prov['commit']}`, seed {prov['seed']}, data sha256 `{prov['data_sha256'][:16]}…`, "
-             f"torch {prov['torch']}, evaluated {prov['evaluated_at']}.", ""]
+    capped = prov["budget"] == "full" and prov["stop_reason"].startswith("time budget")
+    if capped:  # the published recipe cut short: say so before any number, and in the title
+        title = f"{title}: time-capped run, not the recipe's result"
+    lines = [f"# {title}", "", headline_text(evaluation, prov, converged), "", *clean_lines(metrics_by_split, headline)]
+    if capped:
+        lines += [f"> A time cap stopped the published recipe after {prov['epochs_run']} of {prov['epochs_asked']} "
+                  "epochs, before its schedule ended: this is what the cap allowed, not what the recipe reaches. "
+                  "The leaderboard lists it under capped runs, not in the ranking.", ""]
+    lines += ["_Generated by `make reports` from the executed notebook; do not edit by hand. Every number on this "
+              "page uses the views above._", "",
+              f"- Stopped: {prov['stop_reason']}; best validation epoch {prov['best_epoch']}. Converged: {why}."
+              + (" Weights re-evaluated from the committed model.pt, not retrained." if prov["reused_weights"] else ""),
+              f"- Dataset: **{DATASET_TITLES.get(dataset, dataset)}**"
+              + (f", trained on the annotators' vote distributions (label mode `{result.config.label_mode}`)"
+                 if result.config.label_mode != "majority" else "") + ".",
+              *dedup_lines(prov),
+              f"- {params / 1e6:.2f}M parameters, {flops / 1e6:.1f} MFLOPs per 48x48 image (forward); macro-F1 "
+              f"{m['macro_f1']:.3f}.",
+              f"- Commit `{prov['commit'][:12]}`, seed {prov['seed']}, data sha256 `{prov['data_sha256'][:16]}…`, "
+              f"torch {prov['torch']}, evaluated {prov['evaluated_at'][:10]}; device: {prov['device']}.", ""]
     if recipe_note:
         lines += [recipe_note, ""]
     lines += ["## Results", "", results_table(metrics_by_split), "",
@@ -272,7 +292,8 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
         lines += [f"## {title_}", "", body, ""]
     for caption, path in figures.items():
         lines += [f"### {caption}", "", f"![{caption}]({Path(path).name})", ""]
-    lines += ["## Recipe", "", "```json", json.dumps(config, indent=2), "```", "",
+    lines += ["## Recipe", "", "<details><summary>The config this run trained with (TrainConfig, JSON)</summary>", "",
+              "```json", json.dumps(config, indent=2), "```", "", "</details>", "",
               "## Load the weights", "", f"This reproduces the {SPLIT_TITLES.get(headline, headline)} accuracy above.",
               "", "```python",
               "from emo_utils.checkpoint import load_trained",
@@ -287,36 +308,6 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
     readme = report_dir / "README.md"
     readme.write_text("\n".join(lines))
     return readme
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """Rows of equal keys as a GitHub table; fractions (accuracies, weights) to 4 places, larger floats (minutes,
-    losses) to 4 significant digits, so 59.5 minutes reads 59.5, not 59.5000."""
-    def cell(v):
-        if v is None:  # a number that does not apply, e.g. a refit's val accuracy
-            return "—"
-        if not isinstance(v, float):
-            return str(v)
-        return f"{v:.4f}" if abs(v) < 1 else f"{v:.4g}"
-    head = list(rows[0])
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                     + ["| " + " | ".join(cell(r[k]) for k in head) + " |" for r in rows])
-
-
-def ensemble_verdict(rows: list[dict]) -> str:
-    """A sentence per outcome from evaluate_plans' rows: how many plans beat their best member on the headline
-    split, and by how much the others miss, so a reader need not scan the table for it."""
-    headline = next(k for k in rows[0] if k.startswith("best member ")).removeprefix("best member ")
-    name = lambda r: f"{r['ensemble']} ({r['test-time views']})"  # noqa: E731
-    wins = [r for r in rows if r["beats best member"]]
-    text = f"**{len(wins)} of {len(rows)} plans beat their best member on {headline}.**"
-    if wins:
-        top = max(wins, key=lambda r: r["gain (points)"])
-        text += f" The largest gain: {name(top)}, {top['gain (points)']:+.2f} points."
-    misses = [r for r in rows if not r["beats best member"]]
-    if misses:
-        text += " Short of it: " + "; ".join(f"{name(r)} {r['gain (points)']:+.2f}" for r in misses) + " points."
-    return text
 
 
 def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str, weights: dict[str, float],
@@ -338,23 +329,43 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
     prov.update(members=weights, tta=views, selected_on="val accuracy")
     if own_views:
         prov["member_views"] = own_views
-    record = {"model": "ensemble", "params": int(sum(meta["params"] for meta in metas.values())), "flops": int(flops),
+    params = int(sum(meta["params"] for meta in metas.values()))
+    record = {"model": "ensemble", "params": params, "flops": int(flops),
               "splits": {s: summary(m) for s, m in metrics_by_split.items()}, "provenance": prov}
     (report_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    table = markdown_table(rows)
-    lines = ["# Ensembles", "", "_Generated by `make reports` (notebook 11); do not edit by hand._", "",
+    headline = headline_split(metrics_by_split)
+    m = metrics_by_split[headline]
+    low, high = accuracy_interval(m["accuracy"], m["n"])
+    heaviest = sorted(((w, name) for name, w in weights.items() if w > 1e-6), reverse=True)
+    weight_lines = [f"- {name} {w:.3f}" + (f" ({own_views[name]})" if own_views and name in own_views else "")
+                    for w, name in heaviest]
+    lines = ["# Ensembles", "",
+             f"**{SPLIT_TITLES.get(headline, headline)} {m['accuracy']:.2%}** (95% interval {low:.1%} to {high:.1%}, "
+             f"{m['n']:,} faces) for **{chosen}** under {VIEW_TITLES.get(views, views)}: {len(used)} of "
+             f"{len(weights)} members (each one seed's weights), {params / 1e6:.2f}M parameters, "
+             f"{prov['wall_seconds'] / 60:.0f} min of training in all on {short_device(prov['device'])}. Chosen, "
+             "like its weights, on the validation split only.", "",
+             "_Generated by `make reports` (notebook 11); do not edit by hand._", "",
+             f"<details><summary>The chosen ensemble's weights ({len(used)} members that run, heaviest first)"
+             "</summary>", ""] + weight_lines + ["", "</details>", "",
              "Weighted averages of the members' softmax outputs. Weights are fitted on the validation split only "
              "(log-loss over the simplex, or Caruana greedy selection); every ensemble is compared with its best "
              "member, also chosen on validation accuracy.", "",
-             f"**Chosen on validation accuracy:** {chosen}, test-time views: {views}; weights "
-             + ", ".join(f"{m} {w:.3f}" + (f" ({own_views[m]})" if own_views and m in own_views else "")
-                         for m, w in weights.items()) + ".", "",
-             results_table(metrics_by_split), "", "## Every plan", "", ensemble_verdict(rows), "", table, "",
-             f"Members trained for {prov['wall_seconds'] / 60:.1f} min in all on {prov['device']}; commit "
-             f"`{prov['commit']}`, data sha256 `{data_sha256[:16]}…`.", ""]
+             results_table(metrics_by_split), "", "## Every plan", "", ensemble_verdict(rows), "", plans_table(rows), "",
+             plan_weights(rows), "",
+             f"Commit `{prov['commit'][:12]}`, data sha256 `{data_sha256[:16]}…`; devices the members trained on: "
+             f"{prov['device']}.", ""]
     readme = report_dir / "README.md"
     readme.write_text("\n".join(lines))
     return readme
+
+
+def show_report_headline(readme: Path):
+    """A report's opening paragraph (its headline, after the title) as IPython Markdown, for a notebook to show
+    the result it wrote where a reader sees it first."""
+    from IPython.display import Markdown
+    paragraphs = [p for p in Path(readme).read_text().split("\n\n") if p.strip() and not p.startswith("# ")]
+    return Markdown(paragraphs[0])
 
 
 def replace_section(path: Path, title: str, body: str, date: str | None = None) -> Path:

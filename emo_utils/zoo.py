@@ -18,7 +18,7 @@ reports` then evaluates it instead of retraining. Where things go (zoo_plan.py p
 with --out DIR, DIR/reports and DIR/runs instead, and DIR/zoo.json (else runs/zoo.json) says what ran.
 
 Why several processes: one small net leaves most of a GPU idle while Python launches its kernels. Measured on
-one H100 (issue #19): 16-37% of the SMs busy with one run, 97-100% with three flagship runs at once, each of
+one H100, before the zoo existed: 16-37% of the SMs busy with one run, 97-100% with three flagship runs at once, each of
 them as fast as one alone. On a CPU the cores are divided instead: jobs x threads per run = cores.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ from .reports import git_commit
 from .train import COMPILE_MODES
 from .zoo_plan import Run, find_notebooks, plan_runs, seeds_by_notebook
 
-GPU_JOBS = 3  # issue #19: three runs kept an H100 97-100% busy, each as fast as alone
+GPU_JOBS = 3  # measured on an H100: three runs kept an H100 97-100% busy, each as fast as alone
 LOG_HEADER = "=== zoo "  # starts each attempt's part of a run's log
 PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 

@@ -191,7 +191,7 @@ def test_mini_xception_notebook_smoke_run_writes_a_full_report(synthetic_env, cl
     assert "PrivateTest" in readme and classes[1] in readme and "load_trained" in readme
     board = write_index(reports, NOTEBOOKS).read_text()
     assert "[mini_xception](mini_xception/README.md)" in board
-    assert f"{record['splits']['test_private']['accuracy']:.4f}" in board
+    assert f"{100 * record['splits']['test_private']['accuracy']:.2f} (" in board
 
 
 def test_local_only_outputs_never_reach_reports(folders):
@@ -219,12 +219,18 @@ def test_trained_models_lists_reports_and_on_request_the_ablation_runs(tmp_path)
     assert with_runs["vgg_gap/30_minute_budget"] == tmp_path / "vgg_gap/ablations/30_minute_budget/model.pt"
 
 
-def test_markdown_table_keeps_four_places_for_fractions_and_drops_padding_on_minutes():
+def test_markdown_table_keeps_one_precision_per_column_one_missing_mark_short_devices_and_changes():
     from emo_utils.reports import markdown_table
-    table = markdown_table([{"run": "this recipe", "epochs": 82, "train min": 59.5, "val": 0.71254, "loss": 1.79234}])
-    header, rule, row = table.splitlines()
-    assert header == "| run | epochs | train min | val | loss |" and rule == "|---|---|---|---|---|"
-    assert row == "| this recipe | 82 | 59.5 | 0.7125 | 1.792 |"
+    table = markdown_table([
+        {"run": "this recipe", "change": "-", "train min": 59.5, "val": 0.71254, "loss": 1.79234,
+         "device": "cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)"},
+        {"run": "refit", "change": {"augment": {"crop": 40}, "lr": 0.2}, "train min": 61.0, "val": None,
+         "loss": float("nan"), "device": "NVIDIA H100 80GB HBM3"}])
+    header, rule, recipe, refit, _, changes = table.splitlines()
+    assert header == "| run | min | val | loss | device |" and rule == "|---|---|---|---|---|"
+    assert recipe == "| this recipe | 59.5 | 0.7125 | 1.79 | Xeon AMX x2 |"
+    assert refit == "| refit | 61.0 | — | — | H100 |"  # not '61', not 'nan'
+    assert changes == "What each run changes: **refit**: augment.crop 40, lr 0.2."  # short text under the table
 
 
 def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names_the_misses():
@@ -234,7 +240,7 @@ def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names
                                      "gain (points)": gain, "beats best member": gain > 0}
     text = ensemble_verdict([row("seed pair, fitted weights", "center", 0.22), row("zoo, fitted weights", "flip", 0.44),
                              row("seed pair, equal weights", "flip", -0.73)])
-    assert text.startswith("**2 of 3 plans beat their best member on test_private.**")
+    assert text.startswith("**2 of 3 plans beat their best member on PrivateTest.**")
     assert "largest gain: zoo, fitted weights (flip), +0.44 points" in text
     assert "Short of it: seed pair, equal weights (flip) -0.73 points." in text
 
@@ -274,7 +280,8 @@ def test_leaderboard_names_the_best_sorts_rows_shows_intervals_and_the_ties(tmp_
     rows = leaderboard_rows_of(index)
     assert [row.split("]")[0][3:] for row in rows] == ["ensemble", "flagship", "runner_up", "mini_xception", "small"]
     low, high = accuracy_interval(0.7219, 3589)
-    assert f"0.7219 ({low:.3f}-{high:.3f}) |" in rows[1] and "| ten_crop |" in rows[1]
+    assert f"72.19 ({100 * low:.2f}-{100 * high:.2f}) |" in rows[1] and "| ten_crop |" in rows[1]
+    assert "| 2 of 2 members, 10 min |" in rows[0]  # an ensemble's members counted, not listed
     assert rows[0].count("**") == 2 and "**" not in "".join(rows[1:]).replace("**no**", "")  # only the best is bold
     assert "| **no** |" in rows[-1] and "| yes |" in rows[1]
     assert all(row.count(" | ") + 1 <= 8 for row in rows)  # at most 8 columns: the table fits a 1000-px page
@@ -384,6 +391,29 @@ def test_a_full_budget_report_is_its_own_row_without_the_seeds_published_figure(
     assert index.count("0.69 acc, 0.68 F1, 0.91 AUC") == 1  # the seed's figures beside its CPU row only
 
 
+def test_a_run_a_time_cap_cut_short_is_listed_apart_as_capped_not_ranked(tmp_path):
+    reports = tmp_path / "reports"
+    capped = model_record("model_x", 0.70)  # higher than the finished run, yet not the recipe's result
+    capped["provenance"].update(budget="full", device="NVIDIA H100 80GB HBM3", converged=False, epochs_run=24,
+                                epochs_asked=10000, stop_reason="time budget of 7 min: another epoch would not fit")
+    write_records(reports, [model_record("mini_xception", 0.6695)])
+    (reports / "model_x_full").mkdir()
+    (reports / "model_x_full" / "metrics.json").write_text(json.dumps(capped))
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    ranked, capped_part = index.split("### Capped runs (not ranked)")
+    assert "Best single model: **[mini_xception]" in ranked and "model_x_full" not in ranked
+    row = next(line for line in leaderboard_rows_of(capped_part))
+    assert "| full: 24 ep, 7 min cap, H100 | **no** |" in row and "10000" not in row
+
+
+def test_short_device_names_a_cpu_by_family_and_threads_and_a_gpu_by_its_model():
+    from emo_utils.leaderboard import short_device
+    assert short_device("cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)") == "Xeon AMX x2"
+    assert short_device("cpu (AMD EPYC, AVX512-BF16, no AMX, 1 threads)") == "EPYC x1"
+    assert short_device("cpu (x86_64, 2 threads)") == "CPU x2"
+    assert short_device("NVIDIA H100 80GB HBM3; cpu (x86_64, 1 threads); cpu (x86_64, 1 threads)") == "H100, CPU x1"
+
+
 def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budget_weights(tmp_path):
     from emo_utils.checkpoint import REPORTS_DIR
     from emo_utils.notebooks import NOTEBOOKS, full_budget_run
@@ -469,7 +499,7 @@ def test_leaderboard_and_model_readme_show_the_deduplicated_headline_beside_the_
     index = write_index(reports, tmp_path / "no_notebooks").read_text()
     rows = leaderboard_rows_of(index)
     low, high = accuracy_interval(0.68, 3145)
-    assert f"· {0.68:.4f} ({low:.3f}-{high:.3f}) |" in rows[0] and "· deduplicated |" in index
+    assert f"· {100 * 0.68:.2f} ({100 * low:.2f}-{100 * high:.2f}) |" in rows[0] and "· deduplicated |" in index
     assert "·" not in rows[2]  # the report without a clean split shows its raw number alone
     assert all(row.count(" | ") + 1 <= 8 for row in rows)
     assert "3,145 faces" in index and "flagship 2 (raw 1), runner_up 1 (raw 2)" in index
@@ -478,3 +508,27 @@ def test_leaderboard_and_model_readme_show_the_deduplicated_headline_beside_the_
     assert "-4.00 points from the raw 72.00%" in lines[0]
     assert clean_lines(records[2]["splits"], "test_private") == []
     assert "Only 2 of 3 reports have it yet" in index
+
+
+def test_the_front_page_results_table_is_written_between_its_markers_from_the_reports(tmp_path):
+    from emo_utils.leaderboard import RESULTS_END, RESULTS_START
+    reports = tmp_path / "reports"
+    flagship = model_record("vgg_gap", 0.7219, views="ten_crop")
+    flagship["provenance"]["seed"] = 0
+    write_records(reports, [flagship, model_record("ensemble", 0.7322, ensemble=True)])
+    seeds = [{"run": f"seed {s}", "epochs": 82, "train min": 60.0, "device": "cpu (x86_64, 2 threads)",
+              "test_private": acc} for s, acc in enumerate((0.7219, 0.7069, 0.7147))]
+    (reports / "vgg_gap" / "ablations.json").write_text(json.dumps({"seeds": {"this recipe": seeds}}))
+    (reports / "benchmarks.md").write_text("# Benchmarks\n\n## Prediction latency, 2026-11-27\n\n`cmd` on x86_64 CPU, "
+                                           "2 threads, torch 2.14.1.\n\n| detector | onnxruntime |\n|---|---:|\n"
+                                           "| video defaults (every 2) | 53.0 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Front\n\n{RESULTS_START}\nold table\n{RESULTS_END}\n\nafter\n")
+    write_index(reports, tmp_path / "no_notebooks")
+    text = readme.read_text()
+    assert "old table" not in text and text.endswith(f"{RESULTS_END}\n\nafter\n")
+    table = text.split(RESULTS_START)[1].split(RESULTS_END)[0]
+    assert "| best single model, [vgg_gap](reports/vgg_gap/README.md) | 72.19% PrivateTest (95% CI " in table
+    assert "seed 0" in table and "| best ensemble, [ensemble](reports/ensemble/README.md) | 73.22% PrivateTest (" in table
+    assert "| 71.45% PrivateTest (" in table and "mean of 3 seeds" in table  # the speedrun's seeds, named as a mean
+    assert "| 53.0 frames/s |" in table and "x86_64 CPU, 2 threads" in table

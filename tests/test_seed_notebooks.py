@@ -59,10 +59,10 @@ def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(gene
     for name in ("README.md", "model.pt", "learning_curves.png", "confusion.png", "roc.png", "reliability.png"):
         assert (report_dir / name).stat().st_size > 0, name
     readme = (report_dir / "README.md").read_text()
-    assert "Whole test folder" in readme and CLASSES[1] in readme and "1 of 1 epochs asked" in readme
+    assert "Whole test folder" in readme and CLASSES[1] in readme and "budget: 1 of 1 epochs" in readme
     if model_name in PUBLISHED:
         assert "not a like-for-like comparison" in readme
-    assert "test-time views: **" in readme and prov["tta"] in ("center", "flip")
+    assert f"(`{prov['tta']}`, chosen on val)" in readme.split("\n\n")[1] and prov["tta"] in ("center", "flip")
     assert (report_dir / "model_views.npz").exists()  # scored once, beside the weights
     if model_name == "the_model":  # compared with notebook 03's model when its weights exist
         has_other = (reports / "residual_gap" / "model.pt").exists()
@@ -73,7 +73,7 @@ def test_seed_notebook_cpu_recipe_writes_a_full_report_on_a_generic_dataset(gene
 
     board = write_index(reports, NOTEBOOKS).read_text()
     row = next(line for line in board.splitlines() if line.startswith(f"| [{model_name}]"))
-    assert f"{record['splits']['test_all']['accuracy']:.4f}" in row and f"| {prov['tta']} |" in row
+    assert f"{100 * record['splits']['test_all']['accuracy']:.2f} (" in row and f"| {prov['tta']} |" in row
     if model_name in PUBLISHED:
         assert published_text(PUBLISHED[model_name]) in board
     assert "0.00 F1" not in board

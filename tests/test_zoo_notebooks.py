@@ -89,4 +89,5 @@ def test_ensembling_notebook_writes_the_ensemble_report(zoo):
     member_params = {m: json.loads((reports / m / "metrics.json").read_text())["params"] for m in used}
     assert used and record["params"] == sum(member_params.values())
     readme = (reports / "ensemble" / "README.md").read_text()
-    assert "seed pair, fitted weights" in readme and "beats best member" in readme
+    assert "seed pair, fitted weights" in readme and "| best member (its own) | gain (points) |" in readme
+    assert f"of {len(record['provenance']['members'])} members" in readme  # members counted, weights collapsed

@@ -12,10 +12,16 @@ Per setting and model: pipeline accuracy (faces found and labelled right / all f
 same model on the same faces' own 48x48 crops: the baseline, measured in the same run), recall (a detection
 overlapping the pasted box with IoU >= 0.3, one detection per face), false detections per frame (on the frames
 with faces, and on the face-free ones), and frames/s idle and with a busy-loop process on another core (one
-thread for torch, onnxruntime is not used here, OpenCV and dlib; a video setting detects on every --every-th frame,
-so its frames/s is 1 / (detection / every + crops and classification)).
+thread for torch, onnxruntime is not used here, OpenCV and dlib; a video setting detects on every K-th frame,
+so its frames/s is 1 / (detection / K + crops and classification)). --write puts two tables into
+reports/benchmarks.md: accuracy per setting, model and crop, and frames/s per setting and crop (the flagship's;
+the model changes it little, and the text says by how much), emo-predict's defaults in bold.
 
-    python benchmarks/pipeline_frames.py [--faces 1000] [--cnn-frames 40] [--write]
+    python benchmarks/pipeline_frames.py [--faces 1000] [--cnn-frames 25] [--write]
+    # the accuracy in parts, untimed, beside other work; then only the timing, e.g. with training paused:
+    python benchmarks/pipeline_frames.py --no-timing --only haar --accuracy-to acc_haar.json
+    python benchmarks/pipeline_frames.py --no-timing --only "hog|cnn" --accuracy-to acc_dlib.json
+    python benchmarks/pipeline_frames.py --accuracy-from "acc_haar.json|acc_dlib.json" --write
 
 The dlib CNN detector takes seconds per 640x480 frame on one CPU thread: it runs on the first --cnn-frames frames
 only (and is timed on a few), and its rows say so.
@@ -27,7 +33,6 @@ import json
 import math
 import multiprocessing
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,29 +45,27 @@ from emo_utils import faces as face_ops
 from emo_utils.classifier import set_threads
 from emo_utils.data import REPO_ROOT, load_dataset
 from emo_utils.predict import load_classifier
-from emo_utils.reports import replace_section
+from emo_utils.reports import git_commit, replace_section
 from emo_utils.tracking import iou_matrix
-from emo_utils.video import SETTINGS
+from emo_utils.video import SETTINGS, min_face_for
 
 FRAME_SIZE = (640, 480)
 MIN_IOU = 0.3  # as faces.match_faces counts a detection as a face
 MODELS = {"flagship (vgg_gap)": "reports/vgg_gap/model.pt", "Mini-Xception": "reports/mini_xception/model.pt"}
-# (name, make_detector keywords, detect every K-th frame): emo-predict's settings and the alternatives.
-# (name, make_detector keywords, the K of "faces found on every K-th frame" to time it with): the photo
-# settings detect on every frame; the video and webcam ones on every 2nd, with the tracker in between.
+# (name, make_detector keywords, the K of "faces found on every K-th frame" to time it with): emo-predict's
+# settings and the alternatives. The photo settings detect on every frame; the video and webcam ones on every
+# 2nd, with the tracker in between. Names are short enough for a table cell: "haar 1.1, >= 48 px" is the
+# cascade's pyramid step and smallest face; HOG's smallest face is 80 px at upsample 0, 40 px at upsample 1.
 CANDIDATES = [
-    ("haar, step 1.1, >= 48 px, whole frame", dict(detector="haar", scale_factor=1.1, min_face=48, max_side=1600),
-     (1,)),
-    ("haar, step 1.1, >= 32 px, whole frame", dict(detector="haar", scale_factor=1.1, min_face=32, max_side=1600),
-     (1,)),
-    ("haar, step 1.1, >= 48 px, 480 px copy", dict(detector="haar", scale_factor=1.1, min_face=48, max_side=480),
-     (2,)),
-    ("haar, step 1.2, >= 80 px, 480 px copy", dict(detector="haar", scale_factor=1.2, min_face=80, max_side=480),
-     (2,)),
-    ("hog, upsample 0 (faces >= 80 px)", dict(detector="hog", upsample=0, min_face=0, max_side=1600), (1, 2)),
-    ("hog, upsample 1 (faces >= 40 px)", dict(detector="hog", upsample=1, min_face=0, max_side=1600), (1, 2)),
+    ("haar 1.1, >= 48 px, whole frame", dict(detector="haar", scale_factor=1.1, min_face=48, max_side=1600), (1,)),
+    ("haar 1.1, >= 32 px, whole frame", dict(detector="haar", scale_factor=1.1, min_face=32, max_side=1600), (1,)),
+    ("haar 1.1, >= 48 px, 480 px copy", dict(detector="haar", scale_factor=1.1, min_face=48, max_side=480), (2,)),
+    ("haar 1.2, >= 80 px, 480 px copy", dict(detector="haar", scale_factor=1.2, min_face=80, max_side=480), (2,)),
+    ("hog, upsample 0", dict(detector="hog", upsample=0, min_face=0, max_side=1600), (1, 2)),
+    ("hog, upsample 1", dict(detector="hog", upsample=1, min_face=0, max_side=1600), (1, 2)),
     ("cnn, upsample 0", dict(detector="cnn", upsample=0, min_face=0, max_side=1600), (1,)),
 ]
+REPORT = REPO_ROOT / "reports" / "benchmarks.md"
 
 
 def background(rng, kind: int) -> np.ndarray:
@@ -241,10 +244,11 @@ def main(argv=None):
     parser.add_argument("--no-timing", action="store_true", help="skip the timing pass")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    commit = git_commit()  # the code this run starts with: a later checkout or edit does not change what it ran
     set_threads(1)
 
     data = load_dataset()
-    split = "test_private_clean" if "test_private_clean" in data.available_splits() else "test_private"
+    split = "test_private_clean" if "test_private_clean" in data.clean_splits() else "test_private"
     images, labels = data.split(split)
     chosen = np.random.default_rng(args.seed).choice(len(images), min(args.faces, len(images)), replace=False)
     faces_u8, labels = images[chosen], labels[chosen]
@@ -265,75 +269,140 @@ def main(argv=None):
     else:
         accuracy = accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner)
     if args.accuracy_to:
-        Path(args.accuracy_to).write_text(json.dumps(dict(accuracy, _made_at=git_state()), indent=1))
-    made_at = accuracy.pop("_made_at", git_state())
-    rows = []
+        Path(args.accuracy_to).write_text(json.dumps(dict(accuracy, _made_at=commit), indent=1))
+    made_at = accuracy.pop("_made_at", commit)
+    speeds = {}  # (setting, every, model, align) -> frames/s {"idle", "busy"}
+    for name, keywords, everies in CANDIDATES:
+        if name not in accuracy or args.no_timing:
+            continue
+        seconds = timing_pass(args, name, dict(keywords), frames, grays, classifiers, aligner)
+        for every in everies:
+            for model in classifiers:
+                for align in (False, True):
+                    fps = speeds[name, every, model, align] = {
+                        load: 1 / (seconds[load, "detect"] / every + seconds[load, model, align])
+                        for load in ("idle", "busy")}
+                    print(f"{name + (f', every {every}' if every > 1 else ''):40s} {model:19s} align "
+                          f"{'on ' if align else 'off'}: frames/s {fps['idle']:.1f} idle, {fps['busy']:.1f} busy",
+                          flush=True)
+    for name, a in accuracy.items():
+        for key, pipeline in a["pipeline"].items():
+            model, align = key.split("|")
+            print(f"{name:40s} {model:19s} align {'on ' if align == 'True' else 'off'}: pipeline {pipeline:.3f} "
+                  f"(crops {a['crop'][model]:.3f}), recall {a['recall']:.3f}, false/frame {a['false_face']:.3f} "
+                  f"with faces, {fmt(a['false_empty'])} without ({a['frames']} frames)")
+    wall = time.perf_counter() - started
+    print(f"wall time {wall / 60:.1f} min")
+    if args.write:
+        out = write(args, argv if argv is not None else sys.argv[1:], accuracy, speeds, split, len(chosen),
+                    len(frames), with_faces, data.sha256, wall, commit, made_at)
+        print(f"written to {out}")
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command line as a reader of the repository can rerun it: a file argument by its name, never this
+    machine's path to it (--accuracy-from /tmp/a/acc_haar.json|/tmp/a/acc_dlib.json -> acc_haar.json|...)."""
+    def shown(arg):
+        flag, eq, value = arg.rpartition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+        if "/" in value:
+            value = "|".join(Path(part).name for part in value.split("|"))
+        return flag + eq + value
+    return " ".join(["python", f"benchmarks/{Path(__file__).name}", *map(shown, argv)])
+
+
+def commit_text(commit: str) -> str:
+    """reports.git_commit()'s 'sha' or 'sha+uncommitted' as a reader reads it."""
+    sha, _, dirty = commit.partition("+")
+    return f"`{sha}`" + (" with uncommitted changes" if dirty else "")
+
+
+def defaults_of(keywords: dict, align: bool, every: int | None = None) -> list[str]:
+    """The emo-predict settings (video.SETTINGS: photo, video, webcam) a candidate is, with this crop (and, when
+    given, this K of "faces found on every K-th frame")."""
+    names = []
+    for setting, s in SETTINGS.items():
+        same = (s["detector"] == keywords["detector"] and s["align"] == align
+                and (s["detect_size"] or math.inf) == keywords["max_side"] and every in (None, s["every"]))
+        if keywords["detector"] == "haar":  # a dlib detector's smallest face is its window's (min_face_for)
+            same &= (s["scale_factor"] == keywords["scale_factor"]
+                     and min_face_for("haar", s["min_face"]) == keywords["min_face"])
+        else:
+            same &= s["upsample"] == keywords["upsample"]
+        if same:
+            names.append(setting)
+    return names
+
+
+def table_row(cells: list[str], bold: bool) -> str:
+    return "| " + " | ".join(f"**{c}**" if bold else c for c in cells) + " |\n"
+
+
+def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, checksum, wall, commit, made_at,
+          path: Path | None = None) -> Path:
+    """Two tables into reports/benchmarks.md: accuracy per setting, model and crop; frames/s per setting (with
+    its K) and crop, the flagship's. emo-predict's defaults in bold."""
+    from emo_utils.distributed import cpu_name
+
+    flagship = next(iter(MODELS))
+    accuracy_rows, speed_rows = "", ""
     for name, keywords, everies in CANDIDATES:
         if name not in accuracy:
             continue
         a = accuracy[name]
-        seconds = ({} if args.no_timing else
-                   timing_pass(args, name, dict(keywords), frames, grays, classifiers, aligner))
+        for model in MODELS:
+            for align in (False, True):
+                defaults = defaults_of(keywords, align)
+                shown = (name + (f" ({a['frames']} frames)" if a["kind"] == "cnn" else "")
+                         + (f" ({', '.join(defaults)})" if defaults else ""))
+                accuracy_rows += table_row(
+                    [shown, model, "on" if align else "off", f"{a['pipeline'][f'{model}|{align}']:.3f}",
+                     f"{a['crop'][model]:.3f}", f"{a['recall']:.3f}", f"{a['false_face']:.3f}",
+                     "—" if a["false_empty"] is None else f"{a['false_empty']:.3f}"], bool(defaults))
         for every in everies:
-            for model in classifiers:
-                for align in (False, True):
-                    fps = {load: 1 / (seconds[load, "detect"] / every + seconds[load, model, align])
-                           for load in ("idle", "busy")} if seconds else {"idle": None, "busy": None}
-                    r = dict(a, setting=name + (f", every {every}" if every > 1 else ""), model=model, align=align,
-                             pipeline=a["pipeline"][f"{model}|{align}"], crop=a["crop"][model],
-                             fps_idle=fps["idle"], fps_busy=fps["busy"], every=every)
-                    rows.append(r)
-                    print(f"{r['setting']:50s} {model:19s} align {'on ' if align else 'off'}: pipeline "
-                          f"{r['pipeline']:.3f} (crops {r['crop']:.3f}, {r['pipeline'] / r['crop']:.2f}x), recall "
-                          f"{r['recall']:.3f}, false/frame {r['false_face']:.3f} with faces, "
-                          f"{'n/a' if r['false_empty'] is None else format(r['false_empty'], '.3f')} without; "
-                          f"frames/s {fmt(fps['idle'], 1)} idle, {fmt(fps['busy'], 1)} busy ({r['frames']} frames)",
-                          flush=True)
-    wall = time.perf_counter() - started
-    print(f"wall time {wall / 60:.1f} min")
-    if args.write:
-        write(args, argv, rows, split, len(chosen), len(frames), with_faces, data.sha256, wall, made_at)
-
-
-def git_state() -> str:
-    """This checkout's commit, and whether tracked files differ from it."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=REPO_ROOT).stdout.strip()
-    return f"`{commit}`" + (" (with uncommitted changes)" if dirty else "")
-
-
-def write(args, argv, rows, split, n_faces, n_frames, with_faces, checksum, wall, made_at):
-    from emo_utils.distributed import cpu_name
-
-    table = "".join(
-        f"| {r['setting']}{' (' + str(r['frames']) + ' frames)' if r['kind'] == 'cnn' else ''} | {r['model']} | "
-        f"{'on' if r['align'] else 'off'} | **{r['pipeline']:.3f}** | {r['crop']:.3f} | {r['recall']:.3f} | "
-        f"{r['false_face']:.3f} | {fmt(r['false_empty'])} | {fmt(r['fps_idle'], 1)} | {fmt(r['fps_busy'], 1)} |\n"
-        for r in rows)
+            for align in (False, True):
+                if (name, every, flagship, align) not in speeds:
+                    continue
+                fps = speeds[name, every, flagship, align]
+                defaults = defaults_of(keywords, align, every)
+                shown = (name + (f", every {every}" if every > 1 else "")
+                         + (f" ({', '.join(defaults)})" if defaults else ""))
+                speed_rows += table_row([shown, "on" if align else "off", f"{fps['idle']:.1f}",
+                                         f"{fps['busy']:.1f}"], bool(defaults))
+    # How much the model changes the speed: every other model's frames/s against the flagship's, same row.
+    ratios = [fps[load] / speeds[name, every, flagship, align][load]
+              for (name, every, model, align), fps in speeds.items() if model != flagship for load in fps]
+    others = ", ".join(m for m in MODELS if m != flagship)
+    model_note = (f"{others}'s frames/s differ from these by {100 * (min(ratios) - 1):+.0f}% to "
+                  f"{100 * (max(ratios) - 1):+.0f}% (the log has both)" if ratios else "")
     chosen = "; ".join(f"{k}: {v['detector']}" + (f" upsample {v['upsample']}" if v["detector"] != "haar" else "")
                        + f", align {'on' if v['align'] else 'off'}, every {v['every']}" for k, v in SETTINGS.items())
-    body = (f"`python benchmarks/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}` on {cpu_name()}, 1 thread "
-            f"(torch, OpenCV, dlib), torch {torch.__version__}, opencv {cv2.__version__}; commit {git_state()}; data sha256 `{checksum[:12]}`; seed {args.seed}; "
-            f"wall time {wall / 60:.1f} min; 1-minute load average {os.getloadavg()[0]:.1f} at the end (the machine "
-            "is shared). "
+    body = (f"`{shown_command(argv)}` on {cpu_name()}, 1 thread (torch, OpenCV, dlib), torch {torch.__version__}, "
+            f"opencv {cv2.__version__}; commit {commit_text(commit)}; data sha256 `{checksum[:12]}`; seed "
+            f"{args.seed}; wall time {wall / 60:.1f} min; 1-minute load average {os.getloadavg()[0]:.1f} at the end "
+            "(the machine is shared). "
             + (f"Accuracy, recall and false detections from an untimed pass with the same arguments at commit "
-               f"{made_at} (`--accuracy-to`, run beside other work); frames/s from this run's timing pass. "
-               if args.accuracy_from else "")
+               f"{commit_text(made_at)} (`--accuracy-to`, run beside other work); frames/s from this run's timing "
+               "pass. " if args.accuracy_from else "")
             + "\n\n"
             f"{n_faces} faces of split `{split}` (seeded sample), 40-200 px, turned by up to {args.max_rotation:g} "
             f"degrees, 1-4 a frame on three kinds of background, in {with_faces} frames of {FRAME_SIZE[0]}x"
-            f"{FRAME_SIZE[1]}, and {n_frames - with_faces} frames with no face. Pipeline accuracy counts a missed "
-            "face as wrong; crop accuracy is the same model on the same faces' own 48x48 crops (the baseline, same "
-            "run); recall: a detection with IoU >= 0.3, one per face; false detections per frame with faces and "
-            "per face-free frame. frames/s: detection (divided by K when faces are found on every K-th frame) plus "
-            "crops and classification, idle and with a busy-loop process pinned to one of the 2 cores.\n\n"
+            f"{FRAME_SIZE[1]}, and {n_frames - with_faces} frames with no face. Detector settings: haar 1.1, >= 48 "
+            "px is OpenCV's cascade with pyramid step 1.1 and faces of 48 px and up, on the whole frame or on a "
+            "copy 480 px wide; dlib's HOG finds faces of 80 px and up without upsampling, 40 px and up upsampled "
+            f"once; dlib's CNN runs on the first {args.cnn_frames} frames only. In bold, named after them: "
+            f"emo-predict's defaults (emo_utils/video.py SETTINGS), chosen from these tables: {chosen}.\n\n"
+            "Pipeline accuracy counts a missed face as wrong; crop accuracy is the same model on the same faces' "
+            "own 48x48 crops (the baseline, same run); recall: a detection with IoU >= 0.3, one per face; false "
+            "detections per frame with faces and per face-free frame. Every frame is a still, detected on its "
+            "own, so a setting's accuracy does not depend on how often video finds faces.\n\n"
             "| detector setting | model | align | pipeline acc. | crop acc. | recall | false det./frame | "
-            "false det./empty frame | frames/s idle | frames/s, one core busy |\n"
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n" + table +
-            f"\nemo-predict's defaults chosen from this table (emo_utils/video.py SETTINGS): {chosen}.")
-    out = replace_section(REPO_ROOT / "reports" / "benchmarks.md", "Faces in frames: the whole pipeline", body)
-    print(f"written to {out}")
+            "false det./empty frame |\n|---|---|---|---:|---:|---:|---:|---:|\n" + accuracy_rows + "\n"
+            + ("frames/s of the flagship: detection (divided by K when faces are found on every K-th frame, the "
+               "tracker in between) plus crops and classification, idle and with a busy-loop process pinned to one "
+               "of the 2 cores. The model adds little to a frame's time: " + model_note + ".\n\n"
+               "| detector setting | align | frames/s idle | frames/s, one core busy |\n|---|---|---:|---:|\n"
+               + speed_rows if speed_rows else "No timing pass in this run (`--no-timing`): no frames/s.\n"))
+    return replace_section(path or REPORT, "Faces in frames: the whole pipeline", body)
 
 
 if __name__ == "__main__":

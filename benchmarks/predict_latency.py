@@ -25,7 +25,6 @@ import io
 import multiprocessing
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from PIL import Image
 
 from emo_utils import predict, video
 from emo_utils.data import CSV_EMOTIONS, REPO_ROOT, DataError, find_dataset
-from emo_utils.reports import replace_section
+from emo_utils.reports import git_commit, replace_section
 from emo_utils.checkpoint import load_trained
 from emo_utils.classifier import onnx_classifier, set_threads
 from emo_utils.export import export_onnx
@@ -50,6 +49,23 @@ from emo_utils.models import build_model
 TARGET_FPS = 30.0
 TARGET_ORT_SPEEDUP = 1.5
 FRAME_SIZE = (640, 480)
+
+
+def shown_path(text: str) -> str:
+    """A path as a reader of the repository finds it: relative to the repository, else by its name; never this
+    machine's path to it. Text that is no path (a model's name) stays as it is."""
+    if "/" not in text:
+        return text
+    source, root = Path(text).resolve(), REPO_ROOT.resolve()
+    return str(source.relative_to(root)) if source.is_relative_to(root) else source.name
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command line with every file argument shown by shown_path."""
+    def shown(arg):
+        flag, eq, value = arg.rpartition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+        return flag + eq + shown_path(value)
+    return " ".join(["python", f"benchmarks/{Path(__file__).name}", *map(shown, argv)])
 
 
 def format_recall(value: float | None) -> str:
@@ -186,9 +202,11 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=300, help="timed batch-1 calls (frames: a third as many)")
     parser.add_argument("--batch", type=int, default=256, help="batch size for the throughput measurement")
     parser.add_argument("--collages", type=int, default=50, help="pictures of four faces for the recall measurement")
-    parser.add_argument("--write", action="store_true", help="write the result into reports/benchmarks.md, replacing the earlier one")
+    parser.add_argument("--write", action="store_true",
+                        help="write the result into reports/benchmarks.md, replacing the earlier one")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    commit = git_commit()  # the code this run starts with, not whatever is checked out when it ends
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     warmup = max(2, min(20, args.iters // 5))
@@ -272,15 +290,13 @@ def main(argv=None):
         frame_rows = "".join(f"| {p} | {fps[p, 'onnxruntime']:.1f} | {fps[p, 'torch eager']:.1f} | "
                              f"{format_recall(recall[p])} |\n" for p in [*presets, video_preset])
         from emo_utils.distributed import cpu_name
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=REPO_ROOT).stdout.strip()
-        # The model as a reader of the repository finds it, never this machine's path to it.
-        source, root = Path(str(model_name)).resolve(), REPO_ROOT.resolve()
-        shown_model = source.relative_to(root) if source.is_relative_to(root) else source.name
+        sha, _, dirty = commit.partition("+")
+        shown_commit = f"`{sha}`" + (" with uncommitted changes" if dirty else "")
         out = replace_section(REPO_ROOT / "reports" / "benchmarks.md", "Prediction latency",
-                    f"`python benchmarks/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}` on "
+                    f"`{shown_command(argv if argv is not None else sys.argv[1:])}` on "
                     f"{cpu_name()}, {args.threads} threads (below, 1 and 2), torch {torch.__version__}, onnxruntime "
-                    f"{onnxruntime.__version__}, opencv {cv2.__version__}, model {shown_model}; commit `{commit}`; "
+                    f"{onnxruntime.__version__}, opencv {cv2.__version__}, model {shown_path(model_name)}; "
+                    f"commit {shown_commit}; "
                     f"wall time {(time.perf_counter() - started) / 60:.1f} min.\n\n"
                     f"| backend | batch 1 (ms/face) | batch {args.batch} (faces/s) |\n|---|---:|---:|\n{backend_rows}"
                     f"\nonnxruntime vs torch eager at batch 1: **{speedup:.2f}x** (target {TARGET_ORT_SPEEDUP}x).\n\n"

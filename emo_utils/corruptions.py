@@ -21,7 +21,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-SUITE_VERSION = 1
+# 2: robustness.py scores a stratified sample of SUITE_FACES faces of the split, not the whole split.
+SUITE_VERSION = 2
 SUITE_SEED = 0
 
 # Rows of the eyes and the mouth in FER2013's roughly aligned 48x48 crops: the darkest row of the mean training

@@ -367,7 +367,8 @@ def classify(args, classifier: Classifier, outputs: Outputs, class_map, boxes_by
             raise PredictError(f"--class-map {','.join(f'{f}={c}' for f, c in unknown.items())}: "
                                f"{', '.join(repr(c) for c in unknown.values())} not among the model's classes "
                                f"({', '.join(classifier.class_names)})")
-        log(f"model {classifier.source} ({classifier.backend}, classes {', '.join(classifier.class_names)}; "
+        # The model as the user named it (a name, or their path), never the machine's path to a report's file.
+        log(f"model {args.model} ({classifier.backend}, classes {', '.join(classifier.class_names)}; "
             f"{args.threads} thread(s))")
         if args.camera is not None or video.is_video(args.inputs[0]):
             return run_video(args, classifier, outputs, log)

@@ -1,11 +1,12 @@
 """Every model, and the ensemble, scored on the corruption and occlusion suite (corruptions.py, FER2013-C).
 
-Scoring a model on the suite is thirty forward passes over the test split, minutes on a CPU, so each model's
-probabilities are scored once and kept beside its weights (`model.pt` -> `model_corruptions.npz`, float16,
-compressed), as views.py keeps its clean ones. The file is keyed by the sha256 of the weights and of the data,
-the faces of the split scored, and the suite's version, seed and severities: other weights, other data or
-another suite are scored again, never reused. It holds one entry per view set asked for, so a model scored
-under several keeps them all.
+The suite scores a fixed, stratified sample of SUITE_FACES faces of the test split (all of them when it holds no
+more), the same for every model, so models are compared on the same faces. Scoring a model on it is thirty-one
+forward passes, minutes on a CPU, so each model's probabilities are scored once and kept beside its weights
+(`model.pt` -> `model_corruptions.npz`, float16, compressed), as views.py keeps its clean ones. The file is keyed
+by the sha256 of the weights and of the data, the indices of the faces scored, and the suite's version, seed and
+severities: other weights, other data, another sample or another suite are scored again, never reused. It holds
+one entry per view set asked for, so a model scored under several keeps them all.
 
 The ensemble is never predicted: its probabilities are the weighted mix (ensemble.ensemble_probs) of its
 members' stored probabilities, with the weights notebook 11 fitted on val (reports/ensemble/metrics.json), under
@@ -43,13 +44,53 @@ SUITE_VIEWS = "flip"
 # notebook 11's log-loss fit leaves 31 of its 42 members under 0.1% each (0.13% in all); without them, not one of
 # the 3,589 PrivateTest predictions of its clean mix changes (flip views, measured 2026-12-06).
 MIN_MEMBER_WEIGHT = 1e-3
+# The suite scores 1,000 faces of its split, not PrivateTest deduplicated's 2,962: a model's accuracy under one
+# condition is then known to about +-3 points (Wilson 95% interval, 2.5 to 3.1 points for accuracies of 80% to
+# 50%), and models are compared on the same faces (paired), so their differences are known better than that. The
+# whole split would cost 3 times the CPU time (the flagship alone took 22 minutes on 2 cores under flip views on
+# the whole of PrivateTest, measured 2026-12-06).
+SUITE_FACES = 1000
+
+
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of `size` of the labels, each class drawn in proportion to its count, the same for a seed;
+    every index when there are no more than `size`."""
+    if len(labels) <= size:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * size / len(labels)
+    taken = np.floor(quota).astype(int)
+    # The faces rounding down leaves over go to the classes with the largest remainders, so the sample is `size`.
+    taken[np.argsort(taken - quota, kind="stable")[:size - taken.sum()]] += 1
+    picked = [rng.choice(np.flatnonzero(labels == c), n, replace=False) for c, n in zip(classes, taken)]
+    return np.sort(np.concatenate(picked))
+
+
+def suite_sample(data, split: str) -> np.ndarray:
+    """Indices into the data of the faces the suite scores: a stratified sample of SUITE_FACES faces of the
+    split, seeded by SUITE_SEED, in the split's order."""
+    in_split = np.flatnonzero(data.split_mask(split))
+    return in_split[stratified_sample(data.labels[in_split], SUITE_FACES, SUITE_SEED)]
+
+
+def faces_title(split: str, scored: int, total: int, code: bool = False) -> str:
+    """"1,000 of the 2,962 faces of PrivateTest, deduplicated (a stratified sample, seed 0)", or "PrivateTest
+    (3,589 faces)" when the suite scores the whole split; with `code`, the split's name too."""
+    title, named = SPLIT_TITLES.get(split, split), f"{split}, " if code else ""
+    if scored == total:
+        return f"{title} ({named}{total:,} faces)"
+    return f"{scored:,} of the {total:,} faces of {title} ({named}a stratified sample, seed {SUITE_SEED})"
 
 
 def suite_split(data) -> str:
     """PrivateTest without the faces duplicated in train or val (issue 29, part 2) where the data has that
     split; else PrivateTest itself (or the whole test folder for a dataset without it)."""
-    splits = data.available_splits()
-    return "test_private_clean" if "test_private_clean" in splits else headline_split(splits)
+    # The clean splits are in clean_splits(), never in available_splits() (a suite on FER2013 scored the raw
+    # PrivateTest until this read the wrong list).
+    if "test_private_clean" in data.clean_splits():
+        return "test_private_clean"
+    return headline_split(data.available_splits())
 
 
 def cache_path(model_path: Path) -> Path:
@@ -59,7 +100,7 @@ def cache_path(model_path: Path) -> Path:
 def cache_key(model_path: Path, data, split: str) -> str:
     suite = f"v{SUITE_VERSION} seed{SUITE_SEED} {sorted(SEVERITIES.items())}"
     digest = hashlib.sha256(f"{file_sha256(Path(model_path))} {data.sha256} {split} {suite}".encode())
-    digest.update(np.packbits(data.split_mask(split)).tobytes())
+    digest.update(suite_sample(data, split).astype(np.int64).tobytes())  # the faces scored: split and sample
     return digest.hexdigest()
 
 
@@ -78,9 +119,9 @@ def _read_cache(path: Path, key: str) -> dict[str, np.ndarray]:
 
 
 def scored_corruptions(model_path, data, views: str = SUITE_VIEWS, device=None) -> dict[str, np.ndarray]:
-    """{condition: probabilities on the suite's split} for the clean faces ("clean") and every corruption at
-    every severity ("jpeg/2"), under `views`: read from the file beside the model when its key matches, else
-    scored now and written there (atomically, keeping what it held for other views)."""
+    """{condition: probabilities on the suite's faces (suite_sample)} for the clean faces ("clean") and every
+    corruption at every severity ("jpeg/2"), under `views`: read from the file beside the model when its key
+    matches, else scored now and written there (atomically, keeping what it held for other views)."""
     model_path, views = Path(model_path), view_name(views)
     split = suite_split(data)
     path, key = cache_path(model_path), cache_key(model_path, data, split)
@@ -96,8 +137,9 @@ def scored_corruptions(model_path, data, views: str = SUITE_VIEWS, device=None) 
         # float32 would not already call a tie (the stored mix is what every table reads, ensemble included).
         stored[f"{views}/{name}"] = softmax(predict_logits(model, corrupted, crop=crop, tta=views)).astype(np.float16)
     write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **stored))
-    print(f"scored {model_path} on the corruption suite under {views} ({len(names)} conditions of "
-          f"{len(data.split(split)[1]):,} faces, {time.perf_counter() - started:.0f} s): {path}", flush=True)
+    faces = faces_title(split, len(suite_sample(data, split)), int(data.split_mask(split).sum()))
+    print(f"scored {model_path} on the corruption suite under {views} ({len(names)} conditions on {faces}, "
+          f"{time.perf_counter() - started:.0f} s): {path}", flush=True)
     return {name: stored[f"{views}/{name}"].astype(np.float32) for name in names}
 
 
@@ -105,11 +147,12 @@ _FACES: dict[tuple, np.ndarray] = {}  # the suite's faces, made once per process
 
 
 def suite_faces(data, split: str, name: str) -> np.ndarray:
-    """The split's faces under one condition ("clean" or "jpeg/2"), made once and kept while this process runs
-    (the whole suite on PrivateTest is 250 MB of uint8)."""
-    key = (data.sha256, split, np.packbits(data.split_mask(split)).tobytes(), name)
+    """The suite's faces of the split (suite_sample) under one condition ("clean" or "jpeg/2"), made once and
+    kept while this process runs (the whole suite on 1,000 faces is 71 MB of uint8)."""
+    sample = suite_sample(data, split)
+    key = (data.sha256, split, sample.tobytes(), name)
     if key not in _FACES:
-        faces = data.split(split)[0]
+        faces = data.images[sample]
         _FACES[key] = faces if name == CLEAN else corrupt(faces, *_parse(name))
     return _FACES[key]
 
@@ -189,27 +232,50 @@ def summary_frame(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model").sort_values("mean corruption accuracy", ascending=False).round(4)
 
 
+# Column names short enough for the summary's 15 columns to fit a 1000-px page.
+SHORT_NAMES = {"mean corruption accuracy": "mean corrupted", "relative robustness": "relative",
+               "gaussian_noise": "noise", "gaussian_blur": "blur", "brightness": "bright", "low_resolution": "low res",
+               "rotation": "rotate", "eyes_occluded": "eyes", "mouth_occluded": "mouth", "random_square": "square"}
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """summary_frame's table as markdown, accuracies in percent (1 place) and relative robustness as a ratio,
+    under short column names, with a line naming what each column holds."""
+    head = ["model", *summary.columns]
+    lines = ["| " + " | ".join(SHORT_NAMES.get(c, c) for c in head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    for model, row in summary.iterrows():
+        cells = [row[c] if c == "views" else f"{row[c]:.2f}" if c == "relative robustness" else f"{100 * row[c]:.1f}"
+                 for c in summary.columns]
+        lines.append("| " + " | ".join([model, *cells]) + " |")
+    return "\n".join(lines) + ("\n\nAccuracy in percent on the suite's faces: clean, the mean over every "
+                               "corruption and severity, then each corruption's mean over its severities; relative: "
+                               "mean corrupted / clean.")
+
+
 @dataclass
 class SuiteResult:
     table: pd.DataFrame  # one row per model, corruption and severity (severity 0: clean)
     summary: pd.DataFrame  # summary_frame(table)
     split: str  # the split scored
-    faces: int  # its size
-    note: str  # which views, and what the ensemble's row holds
+    faces: int  # the faces of it scored (suite_sample)
+    split_faces: int  # the faces it holds
+    note: str  # which faces, which views, and what the ensemble's row holds
 
 
 def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEWS, reports_dir=None,
-                     device=None) -> SuiteResult:
-    """Every model in `model_files` and notebook 11's ensemble on the suite, under one view set."""
-    mix = ensemble_mix(data, reports_dir)
+                     device=None, ensemble: bool = True) -> SuiteResult:
+    """Every model in `model_files` on the suite, under one view set, and notebook 11's ensemble unless
+    `ensemble` is False (then none of its members is scored)."""
+    mix = ensemble_mix(data, reports_dir) if ensemble else None
     if not model_files and mix is None:
         raise FileNotFoundError(f"{reports_dir or REPORTS_DIR} holds no trained model and no ensemble to score on the "
                                 "corruption suite; `make reports` trains them")
     split = suite_split(data)
-    labels = data.split(split)[1]
+    labels = data.labels[suite_sample(data, split)]
+    split_faces = int(data.split_mask(split).sum())
     probs = {model: scored_corruptions(path, data, views, device) for model, path in model_files.items()}
     view_of = dict.fromkeys(probs, view_name(views))
-    note = (f"{SPLIT_TITLES.get(split, split)} ({split}, {len(labels):,} faces); every model under "
+    note = (f"{faces_title(split, len(labels), split_faces, code=True)}; every model under "
             f"{VIEW_TITLES.get(view_name(views), views)} ({view_name(views)}); suite v{SUITE_VERSION}, seed {SUITE_SEED}.")
     if mix is not None:
         probs["ensemble"], view_of["ensemble"] = ensemble_corruptions(mix, data, device), mix.views
@@ -218,7 +284,7 @@ def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEW
                  f"{sum(mix.left_out.values()):.2%} in all), under {mix.views}.")
     table = pd.DataFrame([{"model": model, "views": view_of[model], **row}
                           for model, by_condition in probs.items() for row in accuracy_rows(by_condition, labels)])
-    return SuiteResult(table, summary_frame(table), split, len(labels), note)
+    return SuiteResult(table, summary_frame(table), split, len(labels), split_faces, note)
 
 
 def plot_corruption_curves(result: SuiteResult, models: list[str] | None = None):
@@ -246,20 +312,31 @@ def plot_corruption_curves(result: SuiteResult, models: list[str] | None = None)
     shown = table[["model", "views"]].drop_duplicates()
     names = (", ".join(f"{m} ({v})" for m, v in shown.itertuples(index=False)) if len(shown) <= 3
              else f"{len(shown)} models, each under the views its legend names")
-    fig.suptitle(f"Corruptions and occlusions: {names} on {SPLIT_TITLES.get(result.split, result.split)} "
-                 f"({result.faces:,} faces), suite v{SUITE_VERSION} seed {SUITE_SEED}", fontsize=11)
+    fig.suptitle(f"Corruptions and occlusions: {names} on {faces_title(result.split, result.faces, result.split_faces)}"
+                 f", suite v{SUITE_VERSION} seed {SUITE_SEED}", fontsize=11)
     fig.tight_layout()
     return fig
 
 
 def main(argv=None) -> int:
-    """Score every leaderboard model and the ensemble's members on the suite, writing each one's
-    model_corruptions.npz, so that notebook 10 only reads them (minutes on a GPU; hours on 2 CPU cores)."""
+    """Score every leaderboard model (or those --models names) and the ensemble's members (unless
+    --no-ensemble) on the suite, writing each one's model_corruptions.npz, so that notebook 10 only reads them
+    (minutes on a GPU; hours on 2 CPU cores)."""
     parser = argparse.ArgumentParser(prog="python -m emo_utils.robustness", description=main.__doc__)
     parser.add_argument("--data", default=None, help="the dataset (default: $EMO_DATA, data/, ../shared/data/)")
     parser.add_argument("--reports-dir", default=None, help="default: reports/")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    parser.add_argument("--models", nargs="+", metavar="NAME", default=None,
+                        help="score only these models (names of reports/<model>/model.pt; default: every one)")
+    parser.add_argument("--no-ensemble", action="store_true", help="leave the ensemble and its members out")
     args = parser.parse_args(argv)
+    model_files = trained_models(args.reports_dir)
+    if args.models is not None:
+        unknown = [m for m in args.models if m not in model_files]
+        if unknown:
+            parser.error(f"--models: no trained model {', '.join(unknown)} under {args.reports_dir or REPORTS_DIR}; "
+                         f"choose from {', '.join(model_files) or 'none (train one first)'}")
+        model_files = {m: model_files[m] for m in args.models}
     if args.device not in (None, "cpu", "cuda"):
         parser.error(f"--device {args.device!r}: choose cuda or cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -270,7 +347,8 @@ def main(argv=None) -> int:
     except DataError as e:
         parser.error(str(e).splitlines()[0])
     try:
-        result = corruption_suite(trained_models(args.reports_dir), data, reports_dir=args.reports_dir, device=device)
+        result = corruption_suite(model_files, data, reports_dir=args.reports_dir, device=device,
+                                  ensemble=not args.no_ensemble)
     except (FileNotFoundError, ValueError) as e:  # no model, or an ensemble this suite cannot mix
         parser.error(str(e))
     print(result.note)

@@ -1,9 +1,14 @@
-"""benchmarks/pipeline_frames.py places each face where its truth says, once, and counts matches as it should."""
+"""benchmarks/pipeline_frames.py places each face where its truth says, once, counts matches as it should, and
+writes a section a reader takes in on a 1000-px page: an accuracy table and a speed table, emo-predict's defaults
+in bold, no machine path, the commit the run started with."""
 import importlib.util
+import json
 
 import numpy as np
+import pytest
 
 from emo_utils.data import REPO_ROOT
+from test_report_readability import markdown_problems, markdown_tables
 
 spec = importlib.util.spec_from_file_location("pipeline_frames", REPO_ROOT / "benchmarks" / "pipeline_frames.py")
 pipeline_frames = importlib.util.module_from_spec(spec)
@@ -29,3 +34,114 @@ def test_a_detection_counts_for_one_face_and_the_rest_are_false():
     found = np.array([(5, 5, 100, 100), (10, 0, 90, 90), (600, 400, 30, 30)])
     matched, false = pipeline_frames.match(truth, found)
     assert matched.tolist() == [0, -1] and false == 2
+
+
+def test_the_command_line_shows_file_arguments_by_name():
+    shown = pipeline_frames.shown_command(["--accuracy-from", "/tmp/w30/acc_haar.json|/work/x/acc_dlib.json",
+                                           "--accuracy-to=/tmp/a.json", "--only", "hog|cnn", "--write"])
+    assert shown == ("python benchmarks/pipeline_frames.py --accuracy-from acc_haar.json|acc_dlib.json "
+                     "--accuracy-to=a.json --only hog|cnn --write")
+
+
+def test_each_of_emo_predicts_settings_is_one_candidate_with_its_crop_and_k():
+    found = {setting: [(name, every) for name, keywords, everies in pipeline_frames.CANDIDATES for every in everies
+                       if setting in pipeline_frames.defaults_of(keywords, align, every)]
+             for setting, align in ((s, v["align"]) for s, v in pipeline_frames.SETTINGS.items())}
+    assert all(len(rows) == 1 for rows in found.values()), found
+
+
+# ---------------------------------------------------------------- a tiny run, written
+
+class FakeData:
+    """Twenty flat grey faces as test_private_clean, all of class 0."""
+    sha256 = "0123456789abcdef"
+
+    def clean_splits(self):
+        return ["test_private_clean"]
+
+    def split(self, name):
+        assert name == "test_private_clean"
+        faces = np.repeat(np.linspace(40, 220, 20, dtype=np.uint8)[:, None, None], 48, 1).repeat(48, 2)
+        return faces, np.zeros(20, np.int64)
+
+
+class FakeClassifier:
+    def predict_proba(self, faces):
+        probabilities = np.zeros((len(faces), 7))
+        probabilities[:, 0] = 1
+        return probabilities
+
+
+@pytest.fixture
+def tiny_run(tmp_path, monkeypatch):
+    """main() on FakeData with two settings (one of them emo-predict's photo and video default), untimed into a
+    JSON file, then 'timed' (fixed seconds, no busy-loop process) and written to a report in tmp_path; the
+    checkout's commit changes after the run starts."""
+    commits = iter(["aaaa111+uncommitted", "bbbb222", "cccc333"])
+    monkeypatch.setattr(pipeline_frames, "git_commit", lambda: next(commits))
+    monkeypatch.setattr(pipeline_frames, "load_dataset", FakeData)
+    monkeypatch.setattr(pipeline_frames, "load_classifier", lambda *a, **k: FakeClassifier())
+    monkeypatch.setattr(pipeline_frames.face_ops, "make_aligner", lambda: None)
+    monkeypatch.setattr(pipeline_frames, "set_threads", lambda *a: None)
+    seconds = {"flagship (vgg_gap)": 0.010, "Mini-Xception": 0.011}  # classification; detection 0.040
+
+    def timing_pass(args, name, keywords, *rest):
+        return {**{(load, "detect"): 0.040 for load in ("idle", "busy")},
+                **{(load, model, align): s * (2 if load == "busy" else 1) for model, s in seconds.items()
+                   for align in (False, True) for load in ("idle", "busy")}}
+    monkeypatch.setattr(pipeline_frames, "timing_pass", timing_pass)
+    report = tmp_path / "benchmarks.md"
+    monkeypatch.setattr(pipeline_frames, "REPORT", report)
+    accuracy_file = tmp_path / "acc_part.json"
+    common = ["--faces", "6", "--empty", "2", "--seed", "3"]
+    pipeline_frames.main([*common, "--no-timing", "--only", "haar 1.1, >= 48 px, whole|hog, upsample 1",
+                          "--accuracy-to", str(accuracy_file)])
+    pipeline_frames.main([*common, "--accuracy-from", str(accuracy_file), "--write"])
+    return report.read_text(), json.loads(accuracy_file.read_text())
+
+
+def test_the_written_section_reads_at_a_glance(tiny_run):
+    text, _ = tiny_run
+    assert markdown_problems(text) == []  # every table within the width budget, no machine path, no NaN
+    assert "/tmp" not in text and "`python benchmarks/pipeline_frames.py --faces 6" in text
+    assert "--accuracy-from acc_part.json --write`" in text
+    assert "split `test_private_clean`" in text
+
+
+def test_accuracy_has_a_row_per_setting_model_and_crop_and_speed_one_per_setting_k_and_crop(tiny_run):
+    text, saved = tiny_run
+    accuracy, speed = markdown_tables(text)
+    assert accuracy[0] == ["detector setting", "model", "align", "pipeline acc.", "crop acc.", "recall",
+                           "false det./frame", "false det./empty frame"]
+    assert speed[0] == ["detector setting", "align", "frames/s idle", "frames/s, one core busy"]
+    settings = [row[0] for row in accuracy[1:]]
+    assert settings == (["haar 1.1, >= 48 px, whole frame"] * 4
+                        + ["hog, upsample 1", "hog, upsample 1 (photo, video)"] * 2)
+    assert [row[1:3] for row in accuracy[1:]] == [[model, align] for model in ("flagship (vgg_gap)", "Mini-Xception")
+                                                  for align in ("off", "on")] * 2
+    hog = saved["hog, upsample 1"]
+    assert accuracy[-1][3:] == [f"{hog['pipeline']['Mini-Xception|True']:.3f}", f"{hog['crop']['Mini-Xception']:.3f}",
+                                f"{hog['recall']:.3f}", f"{hog['false_face']:.3f}", f"{hog['false_empty']:.3f}"]
+    for column in range(3, 8):  # one precision per column
+        assert len({len(row[column].split(".")[1]) for row in accuracy[1:]}) == 1
+    # speed: the flagship's, detection / K + classification; hog is timed at K = 1 and 2
+    assert speed[1:] == [["haar 1.1, >= 48 px, whole frame", "off", "20.0", "16.7"],
+                         ["haar 1.1, >= 48 px, whole frame", "on", "20.0", "16.7"],
+                         ["hog, upsample 1", "off", "20.0", "16.7"],
+                         ["hog, upsample 1 (photo)", "on", "20.0", "16.7"],
+                         ["hog, upsample 1, every 2", "off", "33.3", "25.0"],
+                         ["hog, upsample 1, every 2 (video)", "on", "33.3", "25.0"]]
+    assert "Mini-Xception's frames/s differ from these by -" in text
+
+
+def test_defaults_are_in_bold_and_the_commit_is_the_one_the_run_started_with(tiny_run):
+    text, saved = tiny_run
+    bold = [line for line in text.splitlines() if line.startswith("| **")]
+    assert len(bold) == 4 and all(line.count("**") == 2 * (line.count(" | ") + 1) for line in bold)
+    assert {line.split(" | ")[0] for line in bold} == {
+        "| **hog, upsample 1 (photo, video)**", "| **hog, upsample 1 (photo)**",
+        "| **hog, upsample 1, every 2 (video)**"}
+    assert "chosen from these tables: photo: hog upsample 1, align on, every 1" in text
+    assert saved["_made_at"] == "aaaa111+uncommitted"  # the accuracy run's commit, read as it started
+    assert "commit `bbbb222`; data sha256" in text  # the timing run's, read as it started
+    assert "at commit `aaaa111` with uncommitted changes" in text and "cccc333" not in text

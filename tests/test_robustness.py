@@ -12,6 +12,7 @@ from emo_utils.corruptions import condition_name, conditions, corrupt
 from emo_utils.ensemble import ensemble_probs
 from emo_utils.inference import predict_logits, softmax
 from emo_utils.checkpoint import load_trained
+from emo_utils.data import load_dataset
 from conftest import make_fer_zip
 from synthetic import make_learnable_data
 from tiny_model import tiny_model
@@ -46,7 +47,7 @@ def test_the_suite_is_the_models_predictions_on_each_corrupted_split_and_is_kept
     assert list(scored) == NAMES
     assert robustness.cache_path(model_file) == model_file.with_name("model_corruptions.npz")
     assert robustness.cache_path(model_file).exists()
-    faces = data.split("test_private")[0]
+    faces = data.split("test_private_clean")[0]
     model = load_trained(model_file).model
     for name in (robustness.CLEAN, "jpeg/3", "eyes_occluded/2"):
         shown = faces if name == robustness.CLEAN else corrupt(faces, *name.split("/")[:1], int(name[-1]))
@@ -78,17 +79,21 @@ def test_the_suite_is_read_back_for_the_same_weights_and_scored_again_for_others
 
 def test_a_corrupt_suite_file_is_scored_again(model_file, data):
     robustness.cache_path(model_file).write_bytes(b"not a zip")
-    assert robustness.scored_corruptions(model_file, data)["jpeg/1"].shape == (len(data.split("test_private")[1]), 7)
+    faces = len(data.split("test_private_clean")[1])
+    assert robustness.scored_corruptions(model_file, data)["jpeg/1"].shape == (faces, 7)
 
 
 def test_the_split_is_privatetest_clean_where_the_data_has_it(data):
-    assert robustness.suite_split(data) == "test_private"
+    assert robustness.suite_split(data) == "test_private_clean"  # listed by clean_splits, not available_splits
 
-    class WithClean:
+    class WithoutPrivateTest:
         def available_splits(self):
-            return ["train", "val", "test_private", "test_private_clean", "test_all"]
+            return ["train", "val", "test_all"]
 
-    assert robustness.suite_split(WithClean()) == "test_private_clean"
+        def clean_splits(self):
+            return ["test_all_clean"]
+
+    assert robustness.suite_split(WithoutPrivateTest()) == "test_all"
 
 
 def write_ensemble(reports_dir, data, members: dict[str, float], views="flip"):
@@ -108,7 +113,7 @@ def test_the_ensemble_is_the_weighted_mix_of_its_members_stored_probabilities(mo
 
     mix = robustness.ensemble_mix(data, reports_dir)
     assert mix.left_out == {"tiny/seed1": 0.0001} and mix.weights == {"tiny": 0.6 / 0.9999, "other": 0.3999 / 0.9999}
-    labels = data.split("test_private")[1]
+    labels = data.split("test_private_clean")[1]
     stored = {}
     for member, path in files.items():
         with np.load(robustness.cache_path(path)) as saved:
@@ -132,10 +137,23 @@ def test_the_summary_and_the_figure_say_what_they_hold(model_file, data):
     corrupted = result.table[result.table.corruption != robustness.CLEAN].accuracy
     assert row["views"] == "flip" and row["mean corruption accuracy"] == round(corrupted.mean(), 4)
     assert row["relative robustness"] == round(corrupted.mean() / row["clean"], 4)
-    assert "PrivateTest (test_private, 35 faces); every model under centre + mirror (flip)" in result.note
+    assert ("PrivateTest, deduplicated (test_private_clean, 35 faces); every model under centre + mirror (flip)"
+            in result.note)
     figure = robustness.plot_corruption_curves(result)
-    assert "tiny (flip) on PrivateTest (35 faces)" in figure._suptitle.get_text()
+    assert "tiny (flip) on PrivateTest, deduplicated (35 faces)" in figure._suptitle.get_text()
     assert [t.get_text() for t in figure.legends[0].get_texts()] == ["tiny (flip)"]
+
+
+def test_the_summary_as_markdown_is_in_percent_under_short_names_and_fits_a_page(model_file, data):
+    summary = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1]).summary
+    head, rule, row, *rest = robustness.summary_markdown(summary).splitlines()
+    names = [c.strip() for c in head.strip("|").split("|")]
+    assert names[:5] == ["model", "views", "clean", "mean corrupted", "relative"] and "noise" in names
+    assert len(names) == len(summary.columns) + 1 == rule.count("|") - 1
+    cells = dict(zip(names, (c.strip() for c in row.strip("|").split("|"))))
+    assert cells["clean"] == f"{100 * summary.loc['tiny', 'clean']:.1f}"
+    assert cells["relative"] == f"{summary.loc['tiny', 'relative robustness']:.2f}"
+    assert len(row) < 150 and "percent" in rest[-1]
 
 
 def test_an_ensemble_fitted_on_other_data_or_with_a_member_missing(model_file, data):
@@ -152,7 +170,7 @@ def test_the_command_line_scores_every_model_and_names_a_bad_argument(model_file
     reports_dir = model_file.parents[1]
     assert robustness.main(["--data", str(archive), "--reports-dir", str(reports_dir), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "PrivateTest (test_private, 14 faces)" in out and "tiny" in out
+    assert "PrivateTest, deduplicated (test_private_clean, " in out and "tiny" in out
     assert robustness.cache_path(model_file).exists()
     for argv, message in ((["--data", str(tmp_path / "missing.zip")], "missing.zip (the path given) holds no dataset"),
                           (["--device", "tpu"], "--device 'tpu': choose cuda or cpu"),
@@ -161,3 +179,81 @@ def test_the_command_line_scores_every_model_and_names_a_bad_argument(model_file
         with pytest.raises(SystemExit) as stop:
             robustness.main(argv)
         assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_sample_is_stratified_the_same_for_a_seed_and_the_whole_split_when_small():
+    # PrivateTest deduplicated's class counts, shuffled: 2,962 faces, disgust rare.
+    labels = np.random.default_rng(1).permutation(np.repeat(np.arange(7), [400, 45, 410, 720, 480, 320, 587]))
+    sample = robustness.stratified_sample(labels, 1000, seed=0)
+    assert len(sample) == len(np.unique(sample)) == 1000 and (np.diff(sample) > 0).all()
+    expected = np.bincount(labels) * 1000 / len(labels)
+    assert (np.abs(np.bincount(labels[sample]) - expected) < 1).all()  # every class in proportion, disgust too
+    np.testing.assert_array_equal(robustness.stratified_sample(labels, 1000, seed=0), sample)
+    assert not np.array_equal(robustness.stratified_sample(labels, 1000, seed=1), sample)
+    np.testing.assert_array_equal(robustness.stratified_sample(labels[:50], 1000, seed=0), np.arange(50))
+
+
+def test_the_suite_scores_its_sample_of_the_split_and_says_so(model_file, data, monkeypatch):
+    monkeypatch.setattr(robustness, "SUITE_FACES", 14)  # of the 35 faces of the synthetic PrivateTest
+    sample = robustness.suite_sample(data, "test_private_clean")
+    assert len(sample) == 14 and data.split_mask("test_private_clean")[sample].all()
+    assert (np.bincount(data.labels[sample]) == 2).all()  # 5 faces of each class in the split: 2 of each
+    scored = robustness.scored_corruptions(model_file, data)
+    direct = softmax(predict_logits(load_trained(model_file).model, data.images[sample], crop=44, tta="flip"))
+    np.testing.assert_allclose(scored[robustness.CLEAN], direct, atol=1e-3)
+
+    result = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1])
+    assert (result.faces, result.split_faces) == (14, 35)
+    clean = result.table.set_index("corruption").loc[robustness.CLEAN, "accuracy"]
+    assert clean == (direct.argmax(1) == data.labels[sample]).mean()
+    assert result.note.startswith("14 of the 35 faces of PrivateTest, deduplicated (test_private_clean, a stratified "
+                                  "sample, seed 0);")
+    title = robustness.plot_corruption_curves(result)._suptitle.get_text()
+    assert "tiny (flip) on 14 of the 35 faces of PrivateTest, deduplicated (a stratified sample, seed 0)" in title
+
+
+def test_another_sample_is_scored_again(model_file, data, monkeypatch):
+    whole = robustness.cache_key(model_file, data, "test_private_clean")
+    robustness.scored_corruptions(model_file, data)
+    monkeypatch.setattr(robustness, "SUITE_FACES", 14)
+    fourteen = robustness.cache_key(model_file, data, "test_private_clean")
+    real_sample = robustness.suite_sample
+    monkeypatch.setattr(robustness, "suite_sample", lambda d, split: np.sort(real_sample(d, split) + 2))
+    assert len({whole, fourteen, robustness.cache_key(model_file, data, "test_private_clean")}) == 3  # other faces
+    monkeypatch.setattr(robustness, "suite_sample", real_sample)
+
+    real_loader = robustness.load_for_scoring
+    calls = []
+    monkeypatch.setattr(robustness, "load_for_scoring", lambda *a, **k: calls.append(a) or real_loader(*a, **k))
+    assert robustness.scored_corruptions(model_file, data)["jpeg/1"].shape == (14, 7)
+    assert len(calls) == 1  # the whole split's file is not read for the sample
+
+
+def test_without_the_ensemble_its_members_are_not_scored(model_file, data):
+    reports_dir = model_file.parents[1]
+    member = other_weights(model_file, reports_dir / "tiny" / "seeds" / "1" / "model.pt", shift=-0.03)
+    write_ensemble(reports_dir, data, {"tiny": 0.5, "tiny/seed1": 0.5})
+    alone = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=reports_dir, ensemble=False)
+    assert set(alone.table.model) == {"tiny"} and "ensemble" not in alone.note
+    assert not robustness.cache_path(member).exists()
+    mixed = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=reports_dir)
+    assert set(mixed.table.model) == {"tiny", "ensemble"} and robustness.cache_path(member).exists()
+
+
+def test_the_command_line_scores_the_models_named_and_refuses_an_unknown_one(model_file, tmp_path, capsys):
+    archive = make_fer_zip(tmp_path, n_train=4, n_public=2, n_private=2)
+    reports_dir = model_file.parents[1]
+    other = other_weights(model_file, reports_dir / "other" / "model.pt", shift=0.03)
+    member = other_weights(model_file, reports_dir / "tiny" / "seeds" / "1" / "model.pt", shift=-0.03)
+    write_ensemble(reports_dir, load_dataset(archive, use_cache=False), {"tiny": 0.5, "tiny/seed1": 0.5})
+    assert robustness.main(["--data", str(archive), "--reports-dir", str(reports_dir), "--device", "cpu",
+                            "--models", "tiny", "--no-ensemble"]) == 0
+    assert robustness.cache_path(model_file).exists()
+    assert not robustness.cache_path(other).exists() and not robustness.cache_path(member).exists()
+    capsys.readouterr()
+    # The names are checked before any work: a missing dataset is not reached.
+    with pytest.raises(SystemExit) as stop:
+        robustness.main(["--data", str(tmp_path / "missing.zip"), "--reports-dir", str(reports_dir),
+                         "--models", "tiny", "nope"])
+    assert stop.value.code == 2
+    assert f"--models: no trained model nope under {reports_dir}; choose from other, tiny" in capsys.readouterr().err

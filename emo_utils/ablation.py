@@ -143,9 +143,9 @@ def training_rows(result: TrainResult, main_probs: dict[str, dict], runs: dict[s
     return rows
 
 
-def seed_accuracies(seeds: list[dict]) -> list[float]:
-    """The PrivateTest accuracy of each seed in a seed_rows table, its mean, std and interval rows left out."""
-    return [row["test_private"] for row in seeds if row["run"].startswith("seed ")]
+def seed_accuracies(seeds: list[dict], split: str = "test_private") -> list[float]:
+    """The accuracy on `split` of each seed in a seed_rows table, its mean, std and interval rows left out."""
+    return [row[split] for row in seeds if row["run"].startswith("seed ")]
 
 
 def refit_lines(rows: list[dict], seeds: list[dict]) -> list[str]:
@@ -178,24 +178,34 @@ def refit_lines(rows: list[dict], seeds: list[dict]) -> list[str]:
 def seed_comparison_lines(seeds: dict[str, list[dict]], comparisons: dict[str, str]) -> list[str]:
     """For each {run: baseline run} whose seeds both were trained (seed_rows of each in `seeds`), the run's
     PrivateTest mean against the baseline's, in signed points, with the 95% interval of the difference (Welch):
-    a gain or a loss only when the interval leaves zero. A pair with a single seed on a side is said to be one."""
+    a gain or a loss only when the interval leaves zero. A pair with a single seed on a side is said to be one.
+    Where every seed on both sides was scored on PrivateTest deduplicated, a second line compares them there."""
     lines = []
     for name, baseline in comparisons.items():
-        runs, bases = seed_accuracies(seeds.get(name, [])), seed_accuracies(seeds.get(baseline, []))
-        if not runs or not bases:
+        runs, bases = seeds.get(name, []), seeds.get(baseline, [])
+        if not seed_accuracies(runs) or not seed_accuracies(bases):
             continue  # not trained in this budget
-        head = (f"- **{name}** against **{baseline}**: PrivateTest {100 * np.mean(runs):.2f}% against "
-                f"{100 * np.mean(bases):.2f}% (means of {len(runs)} and {len(bases)} seeds): "
-                f"{100 * (np.mean(runs) - np.mean(bases)):+.2f} points")
-        if min(len(runs), len(bases)) < 2:
-            lines.append(head + "; one seed on a side, so seed-to-seed noise is not measured.")
-            continue
-        diff = mean_difference(runs, bases)
-        verdict = ("a gain" if diff["low"] > 0 else "a loss" if diff["high"] < 0
-                   else "not distinguishable from seed-to-seed noise")
-        lines.append(head + f", 95% interval of the difference {100 * diff['low']:+.2f} to {100 * diff['high']:+.2f}"
-                            f" (Welch): {verdict}.")
+        lines.append(_seed_comparison(name, baseline, "test_private", runs, bases))
+        if all(row.get("test_private_clean") is not None for row in runs + bases if row["run"].startswith("seed ")):
+            lines.append(_seed_comparison(name, baseline, "test_private_clean", runs, bases))
     return lines
+
+
+COMPARED_SPLITS = {"test_private": "PrivateTest", "test_private_clean": "PrivateTest deduplicated"}
+
+
+def _seed_comparison(name: str, baseline: str, split: str, runs: list[dict], bases: list[dict]) -> str:
+    runs, bases = seed_accuracies(runs, split), seed_accuracies(bases, split)
+    head = (f"- **{name}** against **{baseline}**: {COMPARED_SPLITS[split]} {100 * np.mean(runs):.2f}% "
+            f"against {100 * np.mean(bases):.2f}% (means of {len(runs)} and {len(bases)} seeds): "
+            f"{100 * (np.mean(runs) - np.mean(bases)):+.2f} points")
+    if min(len(runs), len(bases)) < 2:
+        return head + "; one seed on a side, so seed-to-seed noise is not measured."
+    diff = mean_difference(runs, bases)
+    verdict = ("a gain" if diff["low"] > 0 else "a loss" if diff["high"] < 0
+               else "not distinguishable from seed-to-seed noise")
+    return head + (f", 95% interval of the difference {100 * diff['low']:+.2f} to {100 * diff['high']:+.2f} (Welch):"
+                   f" {verdict}.")
 
 
 SCREEN_NOTE = ("Each idea alone, one change to the screen's short budget, on the same seed and under this recipe's "

@@ -98,6 +98,24 @@ def plot_history(history: list[dict], title: str = ""):
     return fig
 
 
+def plot_schedules(histories: dict[str, list[dict]], title: str = ""):
+    """One recipe at several schedule lengths: validation accuracy (solid) and training accuracy on augmented
+    faces (dotted) per epoch, one colour per run; where the solid line of a longer run ends lower, the extra
+    epochs overfit (the gap to the dotted line grows) rather than learn."""
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    for (name, history), colour in zip(histories.items(), plt.cm.tab10.colors):
+        epochs = [row["epoch"] for row in history]
+        best = max(row["val_acc"] for row in history)
+        ax.plot(epochs, [row["val_acc"] for row in history], color=colour, label=f"{name}: val (best {best:.3f})")
+        ax.plot(epochs, [row["train_acc"] for row in history], color=colour, linestyle=":", linewidth=1,
+                label=f"{name}: train")
+    ax.set(xlabel="epoch", ylabel="accuracy (centre crop)", title=title or "Schedule length")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def plot_confusion(confusion, class_names, normalize: bool = True, title=None):
     """Annotated confusion heatmap, rows = true class. normalize divides each row by its support."""
     confusion = np.asarray(confusion, dtype=np.float64)

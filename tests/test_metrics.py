@@ -228,7 +228,19 @@ def figures(faces):
         ("roc", plots.plot_roc(probs, fake_labels, CLASSES), 1),
         ("reliability", plots.plot_reliability(probs, fake_labels), 2),
         ("f1_heatmap", plots.plot_per_class_f1_heatmap(f1), 1),
+        ("schedules", plots.plot_schedules({"short": history_rows()[:3], "long": history_rows()}), 1),
     ]
+
+
+def test_the_schedule_figure_draws_each_runs_val_and_train_curves_and_names_its_best():
+    fig = plots.plot_schedules({"43 epochs": history_rows()[:3], "82 epochs": history_rows()}, "vgg_gap")
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    assert set(lines) == {"43 epochs: val (best 0.520)", "43 epochs: train", "82 epochs: val (best 0.520)",
+                          "82 epochs: train"}
+    assert len(lines["82 epochs: train"].get_xdata()) == 5 and lines["82 epochs: train"].get_linestyle() == ":"
+    assert lines["43 epochs: val (best 0.520)"].get_color() != lines["82 epochs: val (best 0.520)"].get_color()
+    assert fig.axes[0].get_title() == "vgg_gap"
+    plt.close(fig)
 
 
 def test_plots_return_figures_and_save(faces, tmp_path):

@@ -140,7 +140,9 @@ def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(s
     run_reports(only=["01"], parameters={"data_path": str(zip_path), "samples_per_class": 3}, kernel=KERNEL,
                 reports_dir=reports, progress=False)
     executed = reports / "01_data_exploration.ipynb"
-    assert f"sha256 {hashlib.sha256(zip_path.read_bytes()).hexdigest()}" in cell_output(executed, "import pandas")
+    loaded = cell_output(executed, "from pathlib import Path")
+    assert f"sha256 {hashlib.sha256(zip_path.read_bytes()).hexdigest()}" in loaded
+    assert loaded.startswith(f"{zip_path.name}\n") and str(zip_path.parent) not in loaded  # no machine path
 
     header, *rows = cell_output(executed, "counts = ").splitlines()
     splits = header.replace("share of train+val", "").split()
@@ -532,3 +534,24 @@ def test_the_front_page_results_table_is_written_between_its_markers_from_the_re
     assert "seed 0" in table and "| best ensemble, [ensemble](reports/ensemble/README.md) | 73.22% PrivateTest (" in table
     assert "| 71.45% PrivateTest (" in table and "mean of 3 seeds" in table  # the speedrun's seeds, named as a mean
     assert "| 53.0 frames/s |" in table and "x86_64 CPU, 2 threads" in table
+    assert "deduplicated" not in table and "photos" not in table  # rows only for what the reports hold
+
+
+def test_the_front_page_gives_the_deduplicated_test_and_the_photo_pipeline_beside_the_best_model(tmp_path):
+    from emo_utils.leaderboard import front_page_results
+    reports = tmp_path / "reports"
+    flagship = model_record("vgg_gap", 0.7219, views="ten_crop")
+    flagship["provenance"]["seed"] = 0
+    flagship["splits"]["test_private_clean"] = {**flagship["splits"]["test_private"], "accuracy": 0.6941, "n": 2962}
+    write_records(reports, [flagship])
+    (reports / "benchmarks.md").write_text(
+        "# Benchmarks\n\n## Faces in frames: the whole pipeline, 2026-12-06\n\n| detector setting | model | align | "
+        "pipeline acc. | crop acc. | recall |\n|---|---|---|---:|---:|---:|\n"
+        "| haar 1.1, >= 48 px, whole frame | flagship (vgg_gap) | off | 0.391 | 0.720 | 0.600 |\n"
+        "| **hog, up 1 (photo, video)** | **Mini-Xception** | **on** | **0.471** | **0.650** | **0.725** |\n"
+        "| **hog, up 1 (photo, video)** | **flagship (vgg_gap)** | **on** | **0.512** | **0.720** | **0.725** |\n")
+    table = front_page_results(reports)
+    assert ("| the same, test faces never seen in training | 69.41% PrivateTest, deduplicated (95% CI "
+            in table) and "the 2,962 of its faces" in table
+    assert ("| photos, [detect + classify](reports/benchmarks.md) | 51.20% of faces right (on their own crops: "
+            "72.00%) | flagship (vgg_gap), emo-predict's photo defaults (hog, up 1, align on)" in table)

@@ -143,6 +143,14 @@ def test_runs_with_seeds_are_compared_by_their_means_and_the_interval_of_the_dif
     assert single.endswith("-0.32 points; one seed on a side, so seed-to-seed noise is not measured.")
     # a loss is the same comparison the other way round
     assert seed_comparison_lines(table, {"30-minute budget": "far better"})[0].endswith("(Welch): a loss.")
+    # where every seed was also scored on PrivateTest deduplicated, a second line compares them there
+    for name, clean in (("30-minute budget", (0.68, 0.69, 0.685)), ("far better", (0.70, 0.705, 0.71))):
+        for row, accuracy in zip(table[name], clean):
+            row["test_private_clean"] = accuracy
+    raw, deduplicated = seed_comparison_lines(table, {"far better": "30-minute budget"})
+    assert raw.startswith("- **far better** against **30-minute budget**: PrivateTest 75.10%")
+    assert deduplicated.startswith("- **far better** against **30-minute budget**: PrivateTest deduplicated 70.50% "
+                                   "against 68.50% (means of 3 and 3 seeds): +2.00 points")
 
 
 def test_time_to_accuracy_says_which_goal_was_met_and_by_how_much_one_was_missed():

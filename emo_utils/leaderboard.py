@@ -101,8 +101,7 @@ def _clean_heading(rows: list[dict]) -> str:
 def _clean_cell(row: dict) -> str:
     if not row["clean"]:
         return ""
-    low, high = row["clean"]["interval"]
-    return f" · {_percent(row['clean']['accuracy'])} ({_percent(low)}-{_percent(high)})"
+    return f" · {_percent(row['clean']['accuracy'])} ({_interval(row['clean']['interval'])})"
 
 
 def clean_note(rows: list[dict], split_title: str) -> str:
@@ -157,14 +156,19 @@ def _percent(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _interval(bounds: tuple[float, float]) -> str:
+    # One decimal: a Wilson interval is +-1.5 points wide, and the table must fit a 1000-px page.
+    return f"{100 * bounds[0]:.1f}-{100 * bounds[1]:.1f}"
+
+
 def _table(rows: list[dict], best: float) -> list[str]:
-    """The leaderboard's markdown table: accuracies in percent to 2 places, one precision per column."""
+    """The leaderboard's markdown table: accuracies in percent to 2 places (intervals to 1), one precision per
+    column."""
     split_title = SPLIT_TITLES[rows[0]["split"]]
-    lines = [f"| model | views | {split_title} % (95% CI){_clean_heading(rows)} | whole test % | macro-F1 | params | trained | converged |",
+    lines = [f"| model | views | {split_title} % (95% CI){_clean_heading(rows)} | whole test | macro-F1 | params | trained | converged |",
              "|---|---|---:|---:|---:|---:|---|---|"]
     for row in rows:
-        low, high = row["interval"]
-        acc = f"{_percent(row['accuracy'])} ({_percent(low)}-{_percent(high)})"
+        acc = f"{_percent(row['accuracy'])} ({_interval(row['interval'])})"
         acc = (f"**{acc}**" if row["accuracy"] == best else acc) + _clean_cell(row)
         whole = _percent(row["whole"]) if row["whole"] is not None else "—"
         lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
@@ -194,7 +198,7 @@ def leaderboard(records: list[dict]) -> str:
             f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
     lines = _table(rows, rows[0]["accuracy"]) if rows else []
     ties = within_noise(rows)
-    notes = ["", f"Sorted by {split_title} accuracy; CI is Wilson's 95% interval, about +-1.5 points on "
+    notes = ["", f"Accuracies in percent, sorted by {split_title}; CI is Wilson's 95% interval, about +-1.5 points on "
              f"{all_rows[0]['n']:,} faces. "
              + ("Neighbours inside each other's interval, which this test does not rank: "
                 + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),

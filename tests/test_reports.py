@@ -282,7 +282,7 @@ def test_leaderboard_names_the_best_sorts_rows_shows_intervals_and_the_ties(tmp_
     rows = leaderboard_rows_of(index)
     assert [row.split("]")[0][3:] for row in rows] == ["ensemble", "flagship", "runner_up", "mini_xception", "small"]
     low, high = accuracy_interval(0.7219, 3589)
-    assert f"72.19 ({100 * low:.2f}-{100 * high:.2f}) |" in rows[1] and "| ten_crop |" in rows[1]
+    assert f"72.19 ({100 * low:.1f}-{100 * high:.1f}) |" in rows[1] and "| ten_crop |" in rows[1]
     assert "| 2 of 2 members, 10 min |" in rows[0]  # an ensemble's members counted, not listed
     assert rows[0].count("**") == 2 and "**" not in "".join(rows[1:]).replace("**no**", "")  # only the best is bold
     assert "| **no** |" in rows[-1] and "| yes |" in rows[1]
@@ -501,7 +501,7 @@ def test_leaderboard_and_model_readme_show_the_deduplicated_headline_beside_the_
     index = write_index(reports, tmp_path / "no_notebooks").read_text()
     rows = leaderboard_rows_of(index)
     low, high = accuracy_interval(0.68, 3145)
-    assert f"· {100 * 0.68:.2f} ({100 * low:.2f}-{100 * high:.2f}) |" in rows[0] and "· deduplicated |" in index
+    assert f"· {100 * 0.68:.2f} ({100 * low:.1f}-{100 * high:.1f}) |" in rows[0] and "· deduplicated |" in index
     assert "·" not in rows[2]  # the report without a clean split shows its raw number alone
     assert all(row.count(" | ") + 1 <= 8 for row in rows)
     assert "3,145 faces" in index and "flagship 2 (raw 1), runner_up 1 (raw 2)" in index

@@ -8,23 +8,19 @@ Every choice is made on the validation split; the test columns are shown, never 
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import TrainResult, config_from_recipe, load_checkpoint
 from .metrics import mean_difference, prediction_interval, seed_interval
+from .paths import (MAIN_RUN, ablation_model_path, ablation_run_dir, model_file, run_seed_dir, seed_model_path,
+                    seed_model_paths, seed_run_dir)
 from .tables import changes_text
 from .train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
 
 SEED_SPLITS = ("val", "test_private", "test_public", "test_all", "test_private_clean")  # the last where data has it
-MAIN_RUN = "this recipe"  # the ablation table's row for the recipe unchanged
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def weight_candidates(model_path: Path) -> dict[str, str]:
@@ -43,10 +39,6 @@ def weight_rows(model_path: Path, data) -> tuple[list[dict], str]:
     return rows, candidates[max(rows, key=lambda row: row["val"])["weights"]]
 
 
-def ablation_model_path(report_dir: Path, name: str) -> Path:
-    return Path(report_dir) / "ablations" / slug(name) / "model.pt"
-
-
 def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, ablations: dict[str, dict], data,
                     run_dir: Path, report_dir: Path, device=None, retrain: bool = False) -> dict[str, TrainResult]:
     """Train (or reuse) the recipe with each ablation's changes; weights go to report_dir/ablations/<slug>/."""
@@ -56,7 +48,7 @@ def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, a
         model_path = ablation_model_path(report_dir, name)
         model_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"ablation {name!r}: {changes_text(changes)}", flush=True)
-        results[name] = train(config, data, Path(run_dir) / "ablations" / slug(name), device=device,
+        results[name] = train(config, data, ablation_run_dir(run_dir, name), device=device,
                               retrain=retrain, model_path=model_path, progress=False)
     return results
 
@@ -79,9 +71,8 @@ def seed_rows(report_dir: Path, data, tta: str | None = None) -> list[dict]:
     trained (report_dir/seeds/<seed>/model.pt), each with the epochs it ran, where and for how long, under the
     views chosen on its own val (or `tta`), then their mean, std and 95% interval for each split. A single seed
     gives one row and no summary."""
-    paths = [Path(report_dir) / "model.pt"] + sorted(Path(report_dir).glob("seeds/*/model.pt"))
     rows = []
-    for path in paths:
+    for path in [model_file(report_dir)] + seed_model_paths(report_dir):
         evaluation, saved = evaluate(path, data, tta), load_checkpoint(path)
         rows.append({"run": f"seed {saved['config']['seed']}", "epochs": saved["meta"]["epochs_run"],
                      "train min": round(saved["meta"]["wall_seconds"] / 60, 1), "device": saved["meta"]["device"],
@@ -109,12 +100,6 @@ def replay(result: TrainResult) -> dict:
     return {"epochs": result.meta["epochs_run"], "time_budget_min": 0}
 
 
-def run_seed_dir(report_dir: Path, name: str) -> Path:
-    """Where a training run's weights and its further seeds (seeds/<seed>/model.pt) are: seed_rows reads it. The
-    recipe's own run (MAIN_RUN) keeps its seeds in report_dir/seeds/, beside the zoo's."""
-    return Path(report_dir) if name == MAIN_RUN else ablation_model_path(report_dir, name).parent
-
-
 def train_run_seeds(model_name: str, recipe: dict, overrides: dict, ablations: dict[str, dict],
                     runs: dict[str, TrainResult], run_seeds: dict[str, list[int]], data, run_dir: Path,
                     report_dir: Path, device=None, retrain: bool = False) -> dict[str, Path]:
@@ -123,12 +108,12 @@ def train_run_seeds(model_name: str, recipe: dict, overrides: dict, ablations: d
     run_seed_dir(report_dir, name)/seeds/<seed>/. Returns {run name: its folder}."""
     for name, seeds in run_seeds.items():
         changes = {**overrides, **ablations.get(name, {}), **replay(runs[name])}
-        checkpoints = Path(run_dir) if name == MAIN_RUN else Path(run_dir) / "ablations" / slug(name)
+        checkpoints = Path(run_dir) if name == MAIN_RUN else ablation_run_dir(run_dir, name)
         for seed in seeds:
-            model_path = run_seed_dir(report_dir, name) / "seeds" / str(seed) / "model.pt"
+            model_path = seed_model_path(run_seed_dir(report_dir, name), seed)
             model_path.parent.mkdir(parents=True, exist_ok=True)
             print(f"{name!r}, seed {seed}: {changes_text(changes)}", flush=True)
-            train(config_from_recipe(model_name, recipe, seed, changes), data, checkpoints / f"seed{seed}",
+            train(config_from_recipe(model_name, recipe, seed, changes), data, seed_run_dir(checkpoints, seed),
                   device=device, retrain=retrain, model_path=model_path, progress=False)
     return {name: run_seed_dir(report_dir, name) for name in run_seeds}
 

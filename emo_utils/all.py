@@ -9,19 +9,20 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
 
-from . import ablation, plots
-from .checkpoint import REPORTS_DIR, TrainConfig, config_from_recipe, load_checkpoint, load_trained, trained_models
+from . import ablation, paths, plots
+from .checkpoint import TrainConfig, config_from_recipe, load_checkpoint, load_trained
 from .data import load_dataset
 from .inference import seconds_per_image
 from .metrics import most_confused_pairs, prediction_counts, summary_frame
 from .notebooks import open_chapter
+from .paths import REPORTS_DIR, trained_models
 from .reports import (SPLIT_TITLES, comparison_note, markdown_table, provenance, run_summary, show_headline,
                       write_model_report)
 from .train import train
 from .views import evaluate, headline_split, load_for_scoring, scored_views, view_table_frame
 
-__all__ = ["Markdown", "Path", "json", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note", "config_from_recipe",
-           "evaluate", "headline_split", "load_checkpoint", "load_dataset", "load_for_scoring", "load_trained",
-           "markdown_table", "most_confused_pairs", "open_chapter", "pd", "plots", "prediction_counts", "provenance",
-           "run_summary", "scored_views", "show_headline", "seconds_per_image", "summary_frame", "train", "trained_models",
-           "view_table_frame", "write_model_report"]
+__all__ = ["Markdown", "Path", "json", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note",
+           "config_from_recipe", "evaluate", "headline_split", "load_checkpoint", "load_dataset", "load_for_scoring",
+           "load_trained", "markdown_table", "most_confused_pairs", "open_chapter", "paths", "pd", "plots",
+           "prediction_counts", "provenance", "run_summary", "scored_views", "show_headline", "seconds_per_image",
+           "summary_frame", "train", "trained_models", "view_table_frame", "write_model_report"]

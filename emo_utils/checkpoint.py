@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
+from . import paths
 from .augment import make_policy
-from .data import REPO_ROOT
 from .files import write_atomically
 from .inference import default_device
 from .models import build_model
 
-REPORTS_DIR = REPO_ROOT / "reports"
 MODEL_SUFFIXES = (".pt", ".onnx")  # a report's model.pt, or the model.onnx exported from it
 
 
@@ -241,27 +240,6 @@ def publish_model(final_path: Path, model_path: Path) -> bool:
 
 # ---------------------------------------------------------------- finding trained models
 
-def trained_models(reports_dir: str | os.PathLike | None = None, ablations: bool = False,
-                   suffixes: tuple[str, ...] = (".pt",)) -> dict[str, Path]:
-    """{model name: reports/<model>/model.pt} for every model with weights. With `suffixes` (".pt", ".onnx"), a
-    model with only an exported model.onnx counts too (the first suffix found wins); with `ablations`, also each
-    training-time ablation's weights (reports/<model>/ablations/<run>/model.pt), named `<model>/<run>`, and each
-    further seed's (reports/<model>/seeds/<seed>/model.pt), named `<model>/seed<seed>`, and each further seed of an
-    ablation run (reports/<model>/ablations/<run>/seeds/<seed>/model.pt), named `<model>/<run>/seed<seed>`."""
-    root = Path(reports_dir or REPORTS_DIR)
-    found = {}
-    for folder in sorted(p for p in root.glob("*") if p.is_dir()):
-        files = [folder / f"model{suffix}" for suffix in suffixes if (folder / f"model{suffix}").is_file()]
-        if files:
-            found[folder.name] = files[0]
-    if ablations:
-        found.update({f"{p.parents[2].name}/{p.parent.name}": p for p in sorted(root.glob("*/ablations/*/model.pt"))})
-        found.update({f"{p.parents[2].name}/seed{p.parent.name}": p for p in sorted(root.glob("*/seeds/*/model.pt"))})
-        found.update({f"{p.parents[4].name}/{p.parents[2].name}/seed{p.parent.name}": p
-                      for p in sorted(root.glob("*/ablations/*/seeds/*/model.pt"))})
-    return found
-
-
 def trained_on_val(model_path: Path) -> bool:
     """A refit (TrainConfig.refit) learnt the validation split: nothing may be chosen or weighted on it."""
     return bool(load_checkpoint(Path(model_path))["config"].get("refit"))
@@ -269,13 +247,13 @@ def trained_on_val(model_path: Path) -> bool:
 
 def resolve_model_path(spec: str | os.PathLike, reports_dir: str | os.PathLike | None = None) -> Path:
     """A model by report name (reports/<name>/model.pt, else model.onnx) or by path to a .pt or .onnx file."""
-    reports_dir = Path(reports_dir or REPORTS_DIR)
+    reports_dir = Path(reports_dir or paths.REPORTS_DIR)
     path = Path(spec)
-    choices = list(trained_models(reports_dir, suffixes=MODEL_SUFFIXES))
+    choices = list(paths.trained_models(reports_dir, suffixes=MODEL_SUFFIXES))
     listing = (f"models in {reports_dir}: {', '.join(choices)}" if choices
                else f"{reports_dir} holds no trained model yet (`make reports` trains them)")
-    if path.is_dir() and (path / "model.pt").is_file():  # a report folder given as a path
-        return path / "model.pt"
+    if path.is_dir() and paths.model_file(path).is_file():  # a report folder given as a path
+        return paths.model_file(path)
     if path.suffix in MODEL_SUFFIXES or path.is_file() or len(path.parts) > 1:
         if not path.is_file():
             raise CheckpointError(f"model file {path} does not exist; {listing}, or pass a path to a .pt or .onnx "
@@ -285,5 +263,5 @@ def resolve_model_path(spec: str | os.PathLike, reports_dir: str | os.PathLike |
         candidate = reports_dir / str(spec) / f"model{suffix}"
         if candidate.is_file():
             return candidate
-    raise CheckpointError(f"no model named {str(spec)!r} ({reports_dir / str(spec) / 'model.pt'} does not exist); "
-                          f"{listing}, or pass a path to a .pt or .onnx file.")
+    raise CheckpointError(f"no model named {str(spec)!r} ({paths.model_file(reports_dir / str(spec))} does not "
+                          f"exist); {listing}, or pass a path to a .pt or .onnx file.")

@@ -83,13 +83,6 @@ def check_name(name: str) -> str:
     return name
 
 
-def report_subfolder(folder: str, dataset: str) -> str:
-    """A model's folder under reports/ and runs/ for a dataset: FER2013's stay where they are (reports/<folder>),
-    every other dataset's go under its own name (reports/<dataset>/<folder>), so a run never overwrites another
-    dataset's report."""
-    return folder if dataset == DEFAULT_DATASET else f"{check_name(dataset)}/{folder}"
-
-
 # ---------------------------------------------------------------- a small cache, as data.py keeps FER2013's
 
 def cached_arrays(digest: str, build) -> tuple:

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from . import data as fer
-from .checkpoint import REPORTS_DIR, load_trained, trained_models
+from .checkpoint import load_trained
 from .inference import default_device, predict_logits, softmax
+from .paths import REPORTS_DIR, trained_models
 
 DEFAULT_ENSEMBLE = REPORTS_DIR / "ensemble" / "metrics.json"
 DEFAULT_TEACHER = REPORTS_DIR / "ensemble" / "teacher_train.npz"

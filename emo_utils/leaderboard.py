@@ -7,11 +7,10 @@ import json
 import re
 from pathlib import Path
 
-from .checkpoint import REPORTS_DIR
 from .metrics import accuracy_interval, seed_interval
 from .notebooks import NOTEBOOKS
+from .paths import FULL_SUFFIX, MAIN_RUN, REPORTS_DIR, ablation_record
 from .plots import plot_leaderboard, save_figure
-from .recipes import FULL_SUFFIX
 from .tables import short_device
 from .views import SPLIT_TITLES, VIEW_TITLES, headline_split
 
@@ -229,7 +228,7 @@ DATASET_TITLES = {"fer2013": "FER2013", "ferplus": "FER+", "rafdb": "RAF-DB (bas
 
 def dataset_sections(reports_dir: Path = REPORTS_DIR) -> list[str]:
     """A leaderboard section for each dataset other than FER2013: reports/<dataset>/<model>/metrics.json, whose
-    record names the dataset (datasets.report_subfolder puts them there), under the dataset's own headline split."""
+    record names the dataset (paths.model_folder puts them there), under the dataset's own headline split."""
     lines = []
     for folder in sorted(p for p in Path(reports_dir).iterdir() if p.is_dir()):
         records = [r for r in load_model_metrics(folder) if r.get("dataset") == folder.name]
@@ -291,9 +290,9 @@ def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
         best = ensembles[0]
         lines.append(f"| best ensemble, [{best['model']}](reports/{best['dir']}/README.md) | {accuracy(best)} | "
                      f"{best['members'][0]} of {best['members'][1]} members (each one seed), {best['views']} views |")
-    ablations = Path(reports_dir) / "vgg_gap" / "ablations.json"
+    ablations = ablation_record(Path(reports_dir) / "vgg_gap")
     if ablations.exists():
-        seeds = json.loads(ablations.read_text()).get("seeds", {}).get("this recipe", [])
+        seeds = json.loads(ablations.read_text()).get("seeds", {}).get(MAIN_RUN, [])
         runs = [r for r in seeds if r["run"].startswith("seed ")]
         if len(runs) > 1:
             stats = seed_interval([r["test_private"] for r in runs])

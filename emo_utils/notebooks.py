@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import REPORTS_DIR
 from .data import REPO_ROOT, FERData
-from .datasets import DEFAULT_DATASET, load_named, report_subfolder
-from .recipes import (FULL_SUFFIX, TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters,
-                      report_folder)
+from .datasets import DEFAULT_DATASET, load_named
+from .paths import FULL_SUFFIX, REPORTS_DIR, model_dirs, model_file, model_folder
+from .recipes import TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -27,11 +26,11 @@ def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None,
     """A training notebook's opening: the dataset (datasets.load_named: FER2013 from data_path, else the finder's;
     another dataset from data_path), and its report and run folders, reports/<folder> and runs/<folder> unless the
     parameters name others: <model_name> for the budget the notebook reports by default (`home_budget`),
-    <model_name>_<budget> for the other (recipes.report_folder), under <dataset>/ for a dataset other than FER2013
-    (datasets.report_subfolder), where the training command line and the zoo write them."""
-    folder = report_subfolder(report_folder(model_name, budget, home_budget), dataset)
-    report_dir = REPORTS_DIR / folder if report_dir is None else Path(report_dir)
-    run_dir = REPO_ROOT / "runs" / folder if run_dir is None else Path(run_dir)
+    <model_name>_<budget> for the other, under <dataset>/ for a dataset other than FER2013 (paths.model_folder),
+    where the training command line and the zoo write them."""
+    default_report_dir, default_run_dir = model_dirs(model_folder(model_name, budget, home_budget, dataset))
+    report_dir = default_report_dir if report_dir is None else Path(report_dir)
+    run_dir = default_run_dir if run_dir is None else Path(run_dir)
     data = load_named(dataset, data_path, label_mode)
     print(f"{Path(str(data.source)).name}: {len(data.images):,} images, {data.num_classes} classes {data.class_names}")
     return data, report_dir, run_dir
@@ -164,14 +163,14 @@ def full_budget_run(notebook: Path, output_dir: Path) -> dict | None:
     params = notebook_parameters(notebook)
     if params.get("budget", "cpu") == "full":  # its own report is the full recipe's already (04, 05)
         return None
-    folder = report_folder(params["model_name"], "full")
-    if not (Path(output_dir) / folder / "model.pt").is_file():
+    report_dir, run_dir = model_dirs(model_folder(params["model_name"], "full"), reports_dir=output_dir)
+    if not model_file(report_dir).is_file():
         return None
 
     def seen_from_the_notebook(path: Path) -> str:  # papermill runs it in its folder; no machine's paths in reports
         return os.path.relpath(path, notebook.parent) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
-    return {"budget": "full", "report_dir": seen_from_the_notebook(Path(output_dir) / folder),
-            "run_dir": seen_from_the_notebook(REPO_ROOT / "runs" / folder)}
+    return {"budget": "full", "report_dir": seen_from_the_notebook(report_dir),
+            "run_dir": seen_from_the_notebook(run_dir)}
 
 
 def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,

@@ -55,15 +55,6 @@ def notebook_parameters(notebook: Path) -> dict:
 
 
 TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"  # the notebooks that train a model (02-09)
-FULL_SUFFIX = "_full"
-
-
-def report_folder(model_name: str, budget: str, home_budget: str = "cpu") -> str:
-    """A model's folder under reports/ and runs/: <model> for the budget its notebook reports by default (its
-    `budget` parameter, `home_budget`), <model>_<budget> for the other, so a GPU run of the full recipe stands
-    beside the CPU run's report (reports/vgg_gap_full) instead of replacing it. Notebooks whose published recipe
-    fits on a CPU (04, 05) report the full budget at home."""
-    return model_name if budget == home_budget else f"{model_name}_{budget}"
 
 
 def parse_value(text: str):

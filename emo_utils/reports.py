@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .checkpoint import REPORTS_DIR, TrainResult, load_checkpoint
+from .checkpoint import TrainResult, load_checkpoint
 from .data import REPO_ROOT
 from .duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
 from .leaderboard import DATASET_TITLES, PUBLISHED, write_index
 from .metrics import accuracy_interval, most_confused_pairs, summary
 from .models import build_model, count_flops
 from .notebooks import NOTEBOOKS, run_notebooks
+from .paths import REPORTS_DIR
 from .recipes import NotebookError, parse_value
 from .tables import (changes_text, ensemble_verdict, markdown_table, per_class_table, plan_weights,  # noqa: F401
                      plans_table, results_table, short_device)

@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import REPORTS_DIR, trained_models
 from .corruptions import CORRUPTIONS, SEVERITIES, SUITE_SEED, SUITE_VERSION, condition_name, conditions, corrupt
 from .data import DataError, file_sha256, load_dataset
 from .ensemble import ensemble_probs
 from .files import write_atomically
 from .inference import predict_logits, softmax
+from .paths import REPORTS_DIR, corruptions_cache, trained_models
 from .views import SPLIT_TITLES, VIEW_TITLES, headline_split, load_for_scoring, view_name
 
 CLEAN = "clean"
@@ -93,10 +93,6 @@ def suite_split(data) -> str:
     return headline_split(data.available_splits())
 
 
-def cache_path(model_path: Path) -> Path:
-    return Path(model_path).with_name(f"{Path(model_path).stem}_corruptions.npz")
-
-
 def cache_key(model_path: Path, data, split: str) -> str:
     suite = f"v{SUITE_VERSION} seed{SUITE_SEED} {sorted(SEVERITIES.items())}"
     digest = hashlib.sha256(f"{file_sha256(Path(model_path))} {data.sha256} {split} {suite}".encode())
@@ -124,7 +120,7 @@ def scored_corruptions(model_path, data, views: str = SUITE_VIEWS, device=None) 
     matches, else scored now and written there (atomically, keeping what it held for other views)."""
     model_path, views = Path(model_path), view_name(views)
     split = suite_split(data)
-    path, key = cache_path(model_path), cache_key(model_path, data, split)
+    path, key = corruptions_cache(model_path), cache_key(model_path, data, split)
     stored = _read_cache(path, key)
     names = [CLEAN] + [condition_name(*c) for c in conditions()]
     if all(f"{views}/{name}" in stored for name in names):

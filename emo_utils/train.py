@@ -37,7 +37,8 @@ from .distill import read_teacher
 from .inference import default_device
 from .losses import balanced_class_weights, make_loss
 from .models import build_model, count_params
-from .recipes import notebook_parameters, parse_sets, report_folder
+from .paths import model_dirs, model_file, model_folder, roots
+from .recipes import notebook_parameters, parse_sets
 from .step import (estimate_epoch_seconds, epoch_generator, evaluate_loss_acc, make_optimizer, recompute_bn_statistics,
                    scheduled_lr, train_step, update_ema)
 from .whitening import whiten_first_conv
@@ -419,11 +420,11 @@ def main(argv=None) -> int:
     config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides,
                                 dataset)
     data = datasets.load_named(dataset, args.data or params.get("data_path"), config.label_mode)
-    # FER2013's reports stay at reports/<model>; another dataset's go to reports/<dataset>/<model>.
-    folder = datasets.report_subfolder(report_folder(model_name, budget, params.get("budget", "cpu")), dataset)
-    report_dir = args.report_dir or fer.REPO_ROOT / "reports" / folder
-    run_dir = args.run_dir or fer.REPO_ROOT / "runs" / folder
-    model_path = args.model_path or report_dir / "model.pt"
+    # reports/ and runs/ under REPO_ROOT as it is now, not at import: a test that moves REPO_ROOT writes there.
+    folder = model_folder(model_name, budget, params.get("budget", "cpu"), dataset)
+    report_dir, run_dir = model_dirs(folder, *roots(fer.REPO_ROOT))
+    report_dir, run_dir = args.report_dir or report_dir, args.run_dir or run_dir
+    model_path = args.model_path or model_file(report_dir)
     if distributed.is_main():
         model_path.parent.mkdir(parents=True, exist_ok=True)
     result = train(config, data, run_dir, retrain=args.retrain, model_path=model_path, compile_mode=args.compile)

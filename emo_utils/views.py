@@ -29,6 +29,7 @@ from .data import file_sha256
 from .files import write_atomically
 from .metrics import accuracy_interval, compute_metrics
 from .inference import EVAL_SPLITS, predict_splits
+from .paths import views_cache
 
 # What each view set averages, in words for tables and figure titles.
 VIEW_TITLES = {"center": "centre crop", "flip": "centre + mirror", "full_flip": "whole face + mirror",
@@ -55,11 +56,6 @@ def views_for(crop: int) -> list[str]:
     """The view sets that differ for a model: without a training crop, full_flip is flip and ten crops
     have no corners to take."""
     return [v for v in TTA_VIEWS if crop or v in ("center", "flip")]
-
-
-def cache_path(model_path: Path, weights: str = "model") -> Path:
-    suffix = "" if weights == "model" else f"_{weights}"
-    return model_path.with_name(f"{model_path.stem}{suffix}_views.npz")
 
 
 def cache_key(model_path: Path, data, weights: str) -> str:
@@ -99,7 +95,7 @@ def scored_views(model_path, data, weights: str = "model", device=None) -> dict[
     """{view: {split: probabilities}} for every view set that differs for this model, from the file beside
     it when its key matches, else scored now and written there (atomically)."""
     model_path = Path(model_path)
-    path, key = cache_path(model_path, weights), cache_key(model_path, data, weights)
+    path, key = views_cache(model_path, weights), cache_key(model_path, data, weights)
     if path.exists():
         try:
             with np.load(path) as saved:

@@ -7,7 +7,7 @@
 Each run is `python -m emo_utils.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
 zoo.log beside its checkpoints. So a run resumes after a kill like any run of the loop (start the same command
 again), one that fails leaves the others going, and each writes its model where the notebook would: `make
-reports` then evaluates it instead of retraining. Where things go (zoo_plan.py plans them), <folder> being
+reports` then evaluates it instead of retraining. Where things go (zoo_plan.py plans them, paths.py names them), <folder> being
 <model> for the cpu budget and <model>_full for the full one (make reports runs the notebook on both):
 
   the notebook's seed        reports/<folder>/model.pt                     runs/<folder>/
@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from . import data as fer
+from .paths import roots
 from .progress import Display, duration, table
 from .reports import git_commit
 from .train import COMPILE_MODES
@@ -267,7 +268,7 @@ def main(argv=None) -> int:
     seeds = seeds_by_notebook(args.seeds, notebooks)
     out = args.out.resolve() if args.out else None
     root = out or fer.REPO_ROOT
-    report_root, run_root = root / "reports", root / "runs"
+    report_root, run_root = roots(root)
     runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

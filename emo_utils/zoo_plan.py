@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .ablation import ablation_model_path, slug
 from .checkpoint import TrainConfig
 from .notebooks import NOTEBOOKS
-from .recipes import TRAINING_NOTEBOOKS, notebook_parameters, parse_sets, report_folder
+from .paths import (ablation_model_path, ablation_run_dir, model_dirs, model_file, model_folder, seed_model_path,
+                    seed_run_dir, slug)
+from .recipes import TRAINING_NOTEBOOKS, notebook_parameters, parse_sets
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes
@@ -78,7 +79,7 @@ def notebook_ablations(params: dict, budget: str, report_dir: Path,
                        run_dir: Path) -> dict[str, tuple[dict, Path, Path]]:
     """{slug: (changes, model path, run dir)} of the runs a notebook trains beside its recipe (its
     `<budget>_ablations` table), where ablation.train_ablations puts them, so the notebook finds them there."""
-    return {slug(name): (changes, ablation_model_path(report_dir, name), run_dir / "ablations" / slug(name))
+    return {slug(name): (changes, ablation_model_path(report_dir, name), ablation_run_dir(run_dir, name))
             for name, changes in (params.get(f"{budget}_ablations") or {}).items()}
 
 
@@ -90,7 +91,8 @@ def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[
         params = notebook_parameters(notebook)
         model, default_seed = params["model_name"], params.get("seed", 0)
         run_budget = budget or params.get("budget", "cpu")
-        folder = report_folder(model, run_budget, params.get("budget", "cpu"))  # e.g. reports/vgg_gap_full
+        folder = model_folder(model, run_budget, params.get("budget", "cpu"))  # e.g. reports/vgg_gap_full
+        report_dir, run_dir = model_dirs(folder, report_root, run_root)
         recipe = {**params["full_recipe" if run_budget == "full" else "cpu_recipe"],
                   **(params.get("overrides") or {}), **parse_sets(sets)}
         common = dict(notebook=notebook, model=model, budget=run_budget,
@@ -98,15 +100,14 @@ def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[
                       early_stops=bool(recipe.get("early_stop_patience") or recipe.get("time_budget_min")))
         for seed in seeds.get(notebook, [default_seed]):
             if seed == default_seed:
-                report_dir, run_dir = report_root / folder, run_root / folder
+                seed_model, seed_run = model_file(report_dir), run_dir
             else:
-                report_dir, run_dir = report_root / folder / "seeds" / str(seed), run_root / folder / f"seed{seed}"
-            runs.append(Run(name=model, seed=seed, sets=list(sets), model_path=report_dir / "model.pt",
-                            run_dir=run_dir, **common))
+                seed_model, seed_run = seed_model_path(report_dir, seed), seed_run_dir(run_dir, seed)
+            runs.append(Run(name=model, seed=seed, sets=list(sets), model_path=seed_model, run_dir=seed_run, **common))
         if ablations and default_seed in seeds.get(notebook, [default_seed]):
-            for name, (changes, model_path, run_dir) in notebook_ablations(
-                    params, run_budget, report_root / folder, run_root / folder).items():
+            for name, (changes, model_path, ablation_run) in notebook_ablations(
+                    params, run_budget, report_dir, run_dir).items():
                 ablation_sets = list(sets) + [f"{key}={value!r}" for key, value in changes.items()]
                 extra.append(Run(name=f"{model} {name}", seed=default_seed, sets=ablation_sets, model_path=model_path,
-                                 run_dir=run_dir, **common))
+                                 run_dir=ablation_run, **common))
     return runs + extra

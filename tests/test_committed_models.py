@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from emo_utils.ablation import slug, weight_candidates
+from emo_utils.ablation import weight_candidates
+from emo_utils.paths import slug
 from emo_utils.inference import predict_splits
 from emo_utils.views import headline_split, load_for_scoring
 

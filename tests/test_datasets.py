@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import make_fer_folder
 from synthetic import FAST, class_images
 from emo_utils import data as fer
-from emo_utils import datasets, train as train_module
+from emo_utils import datasets, paths, train as train_module
 from emo_utils.checkpoint import TrainConfig, config_differences, load_checkpoint
 from emo_utils.data import DataError
 from emo_utils.leaderboard import write_index
@@ -252,8 +252,8 @@ def test_any_folder_of_class_folders_under_a_name_of_its_own(tmp_path):
                            n_private=0, n_plain=2)
     data = datasets.load_named("my_faces", root)
     assert data.dataset == "my_faces" and data.class_names == ["calm", "frown", "smile"]
-    assert datasets.report_subfolder("tiny", "my_faces") == "my_faces/tiny"
-    assert datasets.report_subfolder("tiny", "fer2013") == "tiny"
+    assert paths.model_folder("tiny", "cpu", dataset="my_faces") == "my_faces/tiny"
+    assert paths.model_folder("tiny", "cpu", dataset="fer2013") == "tiny"
     with pytest.raises(DataError, match="lower-case letters"):
         datasets.load_named("../elsewhere", root)
 

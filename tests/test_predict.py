@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import FER_CLASSES, make_fer_zip, read_rows, run_cli
-from emo_utils import checkpoint, inputs, predict
+from emo_utils import checkpoint, inputs, paths, predict
 from emo_utils.data import REPO_ROOT, to_gray_48
 from emo_utils.metrics import compute_metrics
 from synthetic import class_images
@@ -232,7 +232,7 @@ def test_unknown_model_lists_the_available_reports(tmp_path, capsys, monkeypatch
         (reports / name).mkdir(parents=True)
         (reports / name / file).write_bytes(b"")
     (reports / "notes").mkdir()
-    monkeypatch.setattr(checkpoint, "REPORTS_DIR", reports)
+    monkeypatch.setattr(paths, "REPORTS_DIR", reports)
     Image.new("L", (48, 48)).save(tmp_path / "face.png")
     code, _, err = run_cli(capsys, tmp_path / "face.png", "--model", "resnet")
     assert code == 2

@@ -210,7 +210,7 @@ def test_local_only_outputs_never_reach_reports(folders):
 
 
 def test_trained_models_lists_reports_and_on_request_the_ablation_runs(tmp_path):
-    from emo_utils.checkpoint import trained_models
+    from emo_utils.paths import trained_models
     for path in ("mini_xception/model.pt", "vgg_gap/model.pt", "vgg_gap/ablations/30_minute_budget/model.pt",
                  "vgg_gap/model_no_vflip.pt", "ensemble/metrics.json"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
@@ -337,9 +337,10 @@ def test_every_page_shows_one_number_per_model_and_views():
     """The committed reports: each model's metrics.json, README and the ensemble's members agree with the scored
     views kept beside the weights (probabilities re-read, labels from FER2013, skipped without it)."""
     from emo_utils.data import DataError, load_dataset
-    from emo_utils.checkpoint import REPORTS_DIR as REPORTS
+    from emo_utils.paths import REPORTS_DIR as REPORTS
     from emo_utils.views import SPLIT_TITLES
-    from emo_utils.views import cache_path, scored_views
+    from emo_utils.paths import views_cache
+    from emo_utils.views import scored_views
     try:
         data = load_dataset()
     except DataError as e:
@@ -348,7 +349,7 @@ def test_every_page_shows_one_number_per_model_and_views():
     for metrics_path in sorted(REPORTS.glob("*/metrics.json")):
         record = json.loads(metrics_path.read_text())
         model_path = metrics_path.parent / "model.pt"
-        if record["model"] == "ensemble" or not cache_path(model_path).exists() or "tta" not in record["provenance"]:
+        if record["model"] == "ensemble" or not views_cache(model_path).exists() or "tta" not in record["provenance"]:
             continue  # an ensemble, or a report written before views were scored and kept
         views = record["provenance"]["tta"]
         weights = "raw_model" if record["provenance"].get("weights") == "raw, last epoch" else "model"
@@ -417,7 +418,7 @@ def test_short_device_names_a_cpu_by_family_and_threads_and_a_gpu_by_its_model()
 
 
 def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budget_weights(tmp_path):
-    from emo_utils.checkpoint import REPORTS_DIR
+    from emo_utils.paths import REPORTS_DIR
     from emo_utils.notebooks import NOTEBOOKS, full_budget_run
     training, evaluation = NOTEBOOKS / "09_train_vgg_gap.ipynb", NOTEBOOKS / "10_evaluation.ipynb"
     assert full_budget_run(training, tmp_path) is None  # no GPU weights committed
@@ -474,7 +475,8 @@ def stats_t_quantile(dof):
 
 def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit(tmp_path):
     import torch
-    from emo_utils.checkpoint import CHECKPOINT_FORMAT, trained_models, trained_on_val
+    from emo_utils.checkpoint import CHECKPOINT_FORMAT, trained_on_val
+    from emo_utils.paths import trained_models
     for path, refit in (("vgg_gap_full/model.pt", False), ("vgg_gap_full/seeds/2/model.pt", False),
                         ("vgg_gap_full/ablations/refit_on_train_val/model.pt", True),
                         ("vgg_gap_full/ablations/refit_on_train_val/seeds/1/model.pt", True)):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from emo_utils import robustness
+from emo_utils import paths, robustness
 from emo_utils.corruptions import condition_name, conditions, corrupt
 from emo_utils.ensemble import ensemble_probs
 from emo_utils.inference import predict_logits, softmax
@@ -45,8 +45,8 @@ def model_file(tmp_path_factory, tmp_path):
 def test_the_suite_is_the_models_predictions_on_each_corrupted_split_and_is_kept_beside_it(model_file, data):
     scored = robustness.scored_corruptions(model_file, data)
     assert list(scored) == NAMES
-    assert robustness.cache_path(model_file) == model_file.with_name("model_corruptions.npz")
-    assert robustness.cache_path(model_file).exists()
+    assert paths.corruptions_cache(model_file) == model_file.with_name("model_corruptions.npz")
+    assert paths.corruptions_cache(model_file).exists()
     faces = data.split("test_private_clean")[0]
     model = load_trained(model_file).model
     for name in (robustness.CLEAN, "jpeg/3", "eyes_occluded/2"):
@@ -73,12 +73,12 @@ def test_the_suite_is_read_back_for_the_same_weights_and_scored_again_for_others
     assert len(calls) == 2
     robustness.scored_corruptions(model_file, make_learnable_data(train_per_class=30, seed=3), views="center")
     assert len(calls) == 3  # another view set is scored and kept beside the first
-    with np.load(robustness.cache_path(model_file)) as saved:
+    with np.load(paths.corruptions_cache(model_file)) as saved:
         assert {f"flip/{n}" for n in NAMES} | {f"center/{n}" for n in NAMES} <= set(saved.files)
 
 
 def test_a_corrupt_suite_file_is_scored_again(model_file, data):
-    robustness.cache_path(model_file).write_bytes(b"not a zip")
+    paths.corruptions_cache(model_file).write_bytes(b"not a zip")
     faces = len(data.split("test_private_clean")[1])
     assert robustness.scored_corruptions(model_file, data)["jpeg/1"].shape == (faces, 7)
 
@@ -116,7 +116,7 @@ def test_the_ensemble_is_the_weighted_mix_of_its_members_stored_probabilities(mo
     labels = data.split("test_private_clean")[1]
     stored = {}
     for member, path in files.items():
-        with np.load(robustness.cache_path(path)) as saved:
+        with np.load(paths.corruptions_cache(path)) as saved:
             stored[member] = {name: saved[f"flip/{name}"].astype(np.float32) for name in NAMES}
     table = result.table.set_index(["model", "corruption", "severity"])
     for name in NAMES:
@@ -171,7 +171,7 @@ def test_the_command_line_scores_every_model_and_names_a_bad_argument(model_file
     assert robustness.main(["--data", str(archive), "--reports-dir", str(reports_dir), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "PrivateTest, deduplicated (test_private_clean, " in out and "tiny" in out
-    assert robustness.cache_path(model_file).exists()
+    assert paths.corruptions_cache(model_file).exists()
     for argv, message in ((["--data", str(tmp_path / "missing.zip")], "missing.zip (the path given) holds no dataset"),
                           (["--device", "tpu"], "--device 'tpu': choose cuda or cpu"),
                           (["--data", str(archive), "--reports-dir", str(tmp_path / "empty")],
@@ -235,9 +235,9 @@ def test_without_the_ensemble_its_members_are_not_scored(model_file, data):
     write_ensemble(reports_dir, data, {"tiny": 0.5, "tiny/seed1": 0.5})
     alone = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=reports_dir, ensemble=False)
     assert set(alone.table.model) == {"tiny"} and "ensemble" not in alone.note
-    assert not robustness.cache_path(member).exists()
+    assert not paths.corruptions_cache(member).exists()
     mixed = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=reports_dir)
-    assert set(mixed.table.model) == {"tiny", "ensemble"} and robustness.cache_path(member).exists()
+    assert set(mixed.table.model) == {"tiny", "ensemble"} and paths.corruptions_cache(member).exists()
 
 
 def test_the_command_line_scores_the_models_named_and_refuses_an_unknown_one(model_file, tmp_path, capsys):
@@ -248,8 +248,8 @@ def test_the_command_line_scores_the_models_named_and_refuses_an_unknown_one(mod
     write_ensemble(reports_dir, load_dataset(archive, use_cache=False), {"tiny": 0.5, "tiny/seed1": 0.5})
     assert robustness.main(["--data", str(archive), "--reports-dir", str(reports_dir), "--device", "cpu",
                             "--models", "tiny", "--no-ensemble"]) == 0
-    assert robustness.cache_path(model_file).exists()
-    assert not robustness.cache_path(other).exists() and not robustness.cache_path(member).exists()
+    assert paths.corruptions_cache(model_file).exists()
+    assert not paths.corruptions_cache(other).exists() and not paths.corruptions_cache(member).exists()
     capsys.readouterr()
     # The names are checked before any work: a missing dataset is not reached.
     with pytest.raises(SystemExit) as stop:

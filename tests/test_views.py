@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from emo_utils import views
+from emo_utils import paths, views
 from emo_utils.augment import TTA_VIEWS
 from emo_utils.inference import predict_splits
 from emo_utils.checkpoint import load_trained
@@ -24,7 +24,7 @@ def test_views_are_the_predictions_of_each_view_and_are_written_beside_the_weigh
     data = make_learnable_data(train_per_class=30)
     scored = views.scored_views(model_file, data)
     assert list(scored) == list(TTA_VIEWS)  # trained on 44-px crops: every view set differs
-    assert views.cache_path(model_file).exists()
+    assert paths.views_cache(model_file).exists()
     model = load_trained(model_file).model
     for view in ("center", "ten_crop"):
         direct = predict_splits(model, data, crop=44, tta=view)
@@ -64,7 +64,7 @@ def test_views_are_read_back_without_the_model_and_rescored_when_weights_or_data
 
 def test_a_corrupt_views_file_is_scored_again(model_file):
     data = make_learnable_data(train_per_class=30)
-    views.cache_path(model_file).write_bytes(b"not a zip")
+    paths.views_cache(model_file).write_bytes(b"not a zip")
     scored = views.scored_views(model_file, data)
     assert scored["flip"]["val"].shape == (len(data.split("val")[1]), 7)
 

@@ -19,7 +19,7 @@ import torch
 
 from conftest import make_fer_folder
 from emo_utils import zoo, zoo_plan
-from emo_utils.ablation import ablation_model_path, slug
+from emo_utils.paths import ablation_model_path, slug
 from emo_utils.augment import make_policy
 from emo_utils.data import load_dataset
 from emo_utils.notebooks import NOTEBOOKS

@@ -263,9 +263,11 @@ def main(argv=None):
     aligner = face_ops.make_aligner()
 
     if args.accuracy_from:  # one file, or several (a|b) made by runs with --only, side by side
-        accuracy = {}
+        accuracy, made = {}, []
         for part in args.accuracy_from.split("|"):
             accuracy.update(json.loads(Path(part).read_text()))
+            made.append(accuracy.pop("_made_at", commit))
+        accuracy["_made_at"] = " and ".join(dict.fromkeys(made))  # each part's commit, once
     else:
         accuracy = accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner)
     if args.accuracy_to:
@@ -311,7 +313,9 @@ def shown_command(argv: list[str]) -> str:
 
 
 def commit_text(commit: str) -> str:
-    """reports.git_commit()'s 'sha' or 'sha+uncommitted' as a reader reads it."""
+    """reports.git_commit()'s 'sha' or 'sha+uncommitted' as a reader reads it; several joined by ' and '."""
+    if " and " in commit:
+        return " and ".join(commit_text(part) for part in commit.split(" and "))
     sha, _, dirty = commit.partition("+")
     return f"`{sha}`" + (" with uncommitted changes" if dirty else "")
 

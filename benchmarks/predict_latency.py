@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from emo_utils import predict, video
+from emo_utils import faces as face_finder
 from emo_utils.data import CSV_EMOTIONS, REPO_ROOT, DataError, find_dataset
 from emo_utils.reports import git_commit, replace_section
 from emo_utils.checkpoint import load_trained
@@ -88,7 +89,7 @@ def torch_classifier(model_spec: str) -> tuple[Classifier, torch.nn.Module, str]
     model has not been trained yet."""
     try:
         classifier = predict.load_classifier(model_spec, device="cpu")
-    except predict.PredictError as e:
+    except face_finder.PredictError as e:
         if model_spec != "mini_xception":
             raise
         print(f"note: {e}\nnote: timing an untrained mini_xception instead (same architecture, so the same speed)")
@@ -131,7 +132,7 @@ def collage_set(count: int, seed: int = 0) -> tuple[list[tuple[np.ndarray, np.nd
         faces = np.stack([np.asarray(Image.open(io.BytesIO(archive.read(names[i]))).convert("L")) for i in chosen])
     pictures = []
     for k in range(count):
-        picture, boxes = predict.make_collage(faces[4 * k:4 * k + 4], face_px=(80, 100, 120, 140)[k % 4], seed=k,
+        picture, boxes = face_finder.make_collage(faces[4 * k:4 * k + 4], face_px=(80, 100, 120, 140)[k % 4], seed=k,
                                               size=FRAME_SIZE)
         pictures.append((np.asarray(picture), boxes))
     return pictures, f"{4 * count} FER2013 PrivateTest faces in {count} collages"
@@ -146,13 +147,13 @@ def still_clip(picture_rgb: np.ndarray, n: int, seed: int = 0) -> list[np.ndarra
 
 
 def found(pasted, boxes) -> int:
-    return sum(max([predict.box_iou(p, b) for b in boxes], default=0) >= 0.3 for p in pasted)
+    return sum(max([face_finder.box_iou(p, b) for b in boxes], default=0) >= 0.3 for p in pasted)
 
 
 def settings_detector(setting: str):
     """emo-predict's detector for a setting (video.SETTINGS), as the command line makes it."""
     s = video.SETTINGS[setting]
-    return predict.make_detector(s["detector"], scale_factor=s["scale_factor"],
+    return face_finder.make_detector(s["detector"], scale_factor=s["scale_factor"],
                                  min_face=video.min_face_for(s["detector"], s["min_face"]),
                                  max_side=s["detect_size"] or float("inf"), upsample=s["upsample"])
 
@@ -160,7 +161,7 @@ def settings_detector(setting: str):
 def video_run(frames, classifier):
     """The video path with its command-line defaults over frames in memory."""
     s = video.SETTINGS["video"]
-    aligner = predict.make_aligner() if s["align"] else None
+    aligner = face_finder.make_aligner() if s["align"] else None
     return video.predict_video(video.FrameList(frames), classifier, settings_detector("video"), fps=30.0,
                                every=s["every"], smooth=video.SMOOTH_SECONDS, aligner=aligner, progress=False)
 
@@ -233,22 +234,22 @@ def main(argv=None):
           f"({'meets' if speedup >= TARGET_ORT_SPEEDUP else 'misses'} the {TARGET_ORT_SPEEDUP}x target)")
 
     faces, faces_from = frame_faces()
-    frame, _ = predict.make_collage(faces, face_px=120, seed=0, size=FRAME_SIZE)
+    frame, _ = face_finder.make_collage(faces, face_px=120, seed=0, size=FRAME_SIZE)
     frame_rgb = np.asarray(frame)  # what a camera hands over: an RGB array
     pictures, pictures_from = collage_set(args.collages)
     presets = {f"photo defaults ({video.SETTINGS['photo']['detector']})": settings_detector("photo"),
-               "Haar, step 1.2, faces >= 80 px": predict.FaceDetector(scale_factor=1.2, min_face=80)}
+               "Haar, step 1.2, faces >= 80 px": face_finder.FaceDetector(scale_factor=1.2, min_face=80)}
     frame_iters = max(3, args.iters // 3)
     fps, recall = {}, {}
     print(f"frame {FRAME_SIZE[0]}x{FRAME_SIZE[1]} with {faces_from}; recall on {pictures_from}:")
     for preset, detector in presets.items():
-        detect_only = median_seconds(lambda: detector.detect(np.asarray(predict.to_gray(Image.fromarray(frame_rgb)))),
+        detect_only = median_seconds(lambda: detector.detect(np.asarray(face_finder.to_gray(Image.fromarray(frame_rgb)))),
                                      frame_iters, 2)
-        hits = sum(found(boxes, [f.box for f in predict.classify_image(Image.fromarray(picture), ort, detector)])
+        hits = sum(found(boxes, [f.box for f in face_finder.classify_image(Image.fromarray(picture), ort, detector)])
                    for picture, boxes in pictures)
         recall[preset] = hits / (4 * len(pictures)) if pictures else None
         for name, classifier in (("onnxruntime", ort), ("torch eager", eager)):
-            seconds = median_seconds(lambda: predict.classify_image(Image.fromarray(frame_rgb), classifier, detector),
+            seconds = median_seconds(lambda: face_finder.classify_image(Image.fromarray(frame_rgb), classifier, detector),
                                      frame_iters, 2)
             fps[preset, name] = 1 / seconds
             print(f"  {preset:42s} {name:12s} {1 / seconds:6.1f} frames/s ({seconds * 1e3:6.1f} ms, of which "

@@ -24,11 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import video
-# faces.py's names are also answered here, where they lived before (predict.make_collage, predict.FaceDetector).
-from .faces import (ANNOTATE_MIN_SIDE, DETECT_MAX_SIDE, DETECTORS, FACE_MARGIN, MAX_PIXELS, MIN_FACE,  # noqa: F401
-                    Face, FaceDetector, PredictError, SkipFile, annotate, box_iou, classify_image, extract_faces,
-                    face_box_with_margin, make_aligner, make_collage, make_detector, match_faces, read_image,
-                    to_gray)
+from .faces import DETECTORS, FACE_MARGIN, MIN_FACE, PredictError, make_aligner, make_detector
 from .video import SETTINGS
 
 # A margin below -0.25 cuts a face to less than half its box, and the crop stops holding a face (at -0.6 every

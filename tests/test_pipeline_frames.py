@@ -145,3 +145,9 @@ def test_defaults_are_in_bold_and_the_commit_is_the_one_the_run_started_with(tin
     assert saved["_made_at"] == "aaaa111+uncommitted"  # the accuracy run's commit, read as it started
     assert "commit `bbbb222`; data sha256" in text  # the timing run's, read as it started
     assert "at commit `aaaa111` with uncommitted changes" in text and "cccc333" not in text
+
+
+def test_accuracy_parts_made_at_different_commits_name_each():
+    assert pipeline_frames.commit_text("aaaa111") == "`aaaa111`"
+    assert (pipeline_frames.commit_text("aaaa111 and bbbb222+uncommitted")
+            == "`aaaa111` and `bbbb222` with uncommitted changes")

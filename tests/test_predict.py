@@ -20,6 +20,7 @@ from PIL import Image
 
 from conftest import FER_CLASSES, make_fer_zip, read_rows, run_cli
 from emo_utils import checkpoint, inputs, paths, predict
+from emo_utils import faces as face_finder
 from emo_utils.data import REPO_ROOT, to_gray_48
 from emo_utils.metrics import compute_metrics
 from synthetic import class_images
@@ -130,7 +131,7 @@ def test_annotate_writes_each_image(model_path, class_folder, tmp_path, capsys):
     assert len(written) == 3 * len(FER_CLASSES)
     first = tmp_path / "annotated" / "test" / "angry" / "face00.png"
     with Image.open(first) as img:
-        assert img.mode == "RGB" and min(img.size) >= predict.ANNOTATE_MIN_SIDE
+        assert img.mode == "RGB" and min(img.size) >= face_finder.ANNOTATE_MIN_SIDE
         pixels = np.asarray(img)
     assert (np.ptp(pixels.astype(int), axis=2) > 30).any()  # coloured box and label on a gray face
 
@@ -143,14 +144,14 @@ def test_detect_faces_finds_and_classifies_real_faces_in_a_photo(model_path, tmp
     with zipfile.ZipFile(FER_ZIP) as z:
         names = sorted(n for n in z.namelist() if n.startswith("test/happy/PrivateTest_"))[:6]
         faces = np.stack([np.asarray(Image.open(io.BytesIO(z.read(n))).convert("L")) for n in names])
-    collage, pasted = predict.make_collage(faces, face_px=144, seed=0)
+    collage, pasted = face_finder.make_collage(faces, face_px=144, seed=0)
     collage.save(tmp_path / "group.jpg", quality=95)
     code, _, err = run_cli(capsys, tmp_path / "group.jpg", "--model", model_path, "--csv", tmp_path / "p.csv",
                            "--detect-faces", "--annotate", tmp_path / "annotated")
     assert code == 0, err
     _, rows = read_rows(tmp_path / "p.csv")
     boxes = [tuple(int(r[k]) for k in "xywh") for r in rows]
-    matched = [b for b in boxes if max(predict.box_iou(b, p) for p in pasted) > 0.5]
+    matched = [b for b in boxes if max(face_finder.box_iou(b, p) for p in pasted) > 0.5]
     assert len(matched) >= 3, (boxes, pasted.tolist())
     assert [r["face"] for r in rows] == [str(i) for i in range(len(rows))]
     with Image.open(tmp_path / "annotated" / "group.jpg") as annotated:
@@ -171,9 +172,9 @@ def test_detect_faces_reports_and_skips_a_photo_with_no_face(model_path, tmp_pat
 
 
 def test_face_crop_is_square_inside_the_image_and_framed_like_the_training_data():
-    assert predict.face_box_with_margin((100, 100, 100, 100), (1000, 1000), 0.1) == (90, 90, 210, 210)
-    assert predict.face_box_with_margin((0, 10, 100, 80), (1000, 1000), 0.1) == (0, 0, 120, 120)  # moved, not cut
-    assert predict.face_box_with_margin((0, 0, 300, 300), (200, 150), 0.1) == (50, 0, 200, 150)  # shrunk to fit
+    assert face_finder.face_box_with_margin((100, 100, 100, 100), (1000, 1000), 0.1) == (90, 90, 210, 210)
+    assert face_finder.face_box_with_margin((0, 10, 100, 80), (1000, 1000), 0.1) == (0, 0, 120, 120)  # moved, not cut
+    assert face_finder.face_box_with_margin((0, 0, 300, 300), (200, 150), 0.1) == (50, 0, 200, 150)  # shrunk to fit
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16", "LA"])
@@ -184,7 +185,7 @@ def test_face_conversion_matches_the_training_loader(mode):
     else:
         img = Image.fromarray(rng.integers(0, 256, (90, 70, 4), dtype=np.uint8), "RGBA").convert(mode)
     assert img.mode == mode
-    assert np.array_equal(np.asarray(to_gray_48(predict.to_gray(img))), np.asarray(to_gray_48(img)))
+    assert np.array_equal(np.asarray(to_gray_48(face_finder.to_gray(img))), np.asarray(to_gray_48(img)))
 
 
 # ---------------------------------------------------------------- bad input

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from emo_utils import predict, tracking, video
+from emo_utils import faces as face_finder
 from conftest import read_rows, run_cli
 from tiny_model import tiny_model
 
@@ -35,7 +36,7 @@ def drawn_face(mouth_open: float = 0.0, size: int = 48) -> np.ndarray:
 def still_clip(n_frames: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
     """BGR frames of one still collage of two drawn faces, each with its own sensor-like noise, and the boxes
     where the faces were pasted."""
-    collage, pasted = predict.make_collage(np.stack([drawn_face(0), drawn_face(1)]), face_px=64, seed=0,
+    collage, pasted = face_finder.make_collage(np.stack([drawn_face(0), drawn_face(1)]), face_px=64, seed=0,
                                            size=FRAME_SIZE)
     base = np.asarray(collage)[..., ::-1].astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -182,7 +183,7 @@ def test_video_end_to_end_csv_rows_stable_ids_annotated_video_and_plot(model_pat
         assert all(float(r["time"]) == pytest.approx(frame / FPS) for r in in_frame)
         assert all(r["detected"] == ("1" if frame % 2 == 0 else "0") for r in in_frame)  # --every 2
         for row, box in zip(in_frame, pasted):
-            assert predict.box_iou(tuple(int(row[k]) for k in "xywh"), box) > 0.5
+            assert face_finder.box_iou(tuple(int(row[k]) for k in "xywh"), box) > 0.5
             probs = np.array([float(row[c]) for c in columns[10:]])
             assert probs.sum() == pytest.approx(1, abs=1e-5) and float(row["confidence"]) == probs.max()
 
@@ -210,7 +211,7 @@ def test_video_end_to_end_csv_rows_stable_ids_annotated_video_and_plot(model_pat
 
 def test_smoothed_probabilities_are_the_mean_of_the_raw_ones_over_the_window(classifier):
     frames, _ = still_clip(6, seed=3)
-    detector = predict.FaceDetector()
+    detector = face_finder.FaceDetector()
     raw = video.predict_video(FakeCapture(frames), classifier, detector, fps=FPS, every=1, smooth=0, progress=False)
     smooth = video.predict_video(FakeCapture(frames), classifier, detector, fps=FPS, every=1, smooth=0.5,
                                  progress=False)
@@ -230,7 +231,7 @@ def test_smoothed_probabilities_are_the_mean_of_the_raw_ones_over_the_window(cla
 
 def test_camera_loop_stops_on_q_and_on_ctrl_c_and_keeps_what_it_has(classifier, tmp_path):
     frames, _ = still_clip(10)
-    detector = predict.FaceDetector()
+    detector = face_finder.FaceDetector()
     capture, window = FakeCapture(frames), FakeWindow(quit_at=4)
     run = video.predict_video(capture, classifier, detector, window=window, clock=FakeClock(0.05),
                               annotate=tmp_path / "q.avi", progress=False, source="camera 0")

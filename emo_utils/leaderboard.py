@@ -260,7 +260,7 @@ def _benchmark_line(text: str, section: str, first_cell: str) -> tuple[list[str]
     if part is None:
         return None
     row = next((line for line in part.splitlines() if line.startswith(f"| {first_cell}")), None)
-    device = re.search(r" on (.+?), torch", part)
+    device = re.search(r" on (.+?)(?: \(.*?\))?, torch", part)  # without a note such as "(below, 1 and 2)"
     return ([c.strip() for c in row.strip("|").split("|")], device.group(1) if device else "") if row else None
 
 
@@ -326,7 +326,8 @@ def _photo_pipeline(text: str) -> dict | None:
         if len(cells) >= 5 and "photo" in cells[0] and cells[1].startswith("flagship"):
             setting = cells[0].split(" (")[0]
             return {"setting": setting, "model": cells[1], "align": cells[2],
-                    "pipeline": _percent(float(cells[3])), "crop": _percent(float(cells[4]))}
+                    # one decimal: the table gives three places of a fraction
+                    "pipeline": f"{100 * float(cells[3]):.1f}", "crop": f"{100 * float(cells[4]):.1f}"}
     return None
 
 

@@ -524,7 +524,7 @@ def test_the_front_page_results_table_is_written_between_its_markers_from_the_re
               "test_private": acc} for s, acc in enumerate((0.7219, 0.7069, 0.7147))]
     (reports / "vgg_gap" / "ablations.json").write_text(json.dumps({"seeds": {"this recipe": seeds}}))
     (reports / "benchmarks.md").write_text("# Benchmarks\n\n## Prediction latency, 2026-11-27\n\n`cmd` on x86_64 CPU, "
-                                           "2 threads, torch 2.14.1.\n\n| detector | onnxruntime |\n|---|---:|\n"
+                                           "2 threads (below, 1 and 2), torch 2.14.1.\n\n| detector | onnxruntime |\n|---|---:|\n"
                                            "| video defaults (every 2) | 53.0 |\n")
     readme = tmp_path / "README.md"
     readme.write_text(f"# Front\n\n{RESULTS_START}\nold table\n{RESULTS_END}\n\nafter\n")
@@ -535,7 +535,7 @@ def test_the_front_page_results_table_is_written_between_its_markers_from_the_re
     assert "| best single model, [vgg_gap](reports/vgg_gap/README.md) | 72.19% PrivateTest (95% CI " in table
     assert "seed 0" in table and "| best ensemble, [ensemble](reports/ensemble/README.md) | 73.22% PrivateTest (" in table
     assert "| 71.45% PrivateTest (" in table and "mean of 3 seeds" in table  # the speedrun's seeds, named as a mean
-    assert "| 53.0 frames/s |" in table and "x86_64 CPU, 2 threads" in table
+    assert "| 53.0 frames/s |" in table and "x86_64 CPU, 2 threads |" in table  # the device, not its note
     assert "deduplicated" not in table and "photos" not in table  # rows only for what the reports hold
 
 
@@ -555,5 +555,5 @@ def test_the_front_page_gives_the_deduplicated_test_and_the_photo_pipeline_besid
     table = front_page_results(reports)
     assert ("| the same, test faces never seen in training | 69.41% PrivateTest, deduplicated (95% CI "
             in table) and "the 2,962 of its faces" in table
-    assert ("| photos, [detect + classify](reports/benchmarks.md) | 51.20% of faces right (on their own crops: "
-            "72.00%) | flagship (vgg_gap), emo-predict's photo defaults (hog, up 1, align on)" in table)
+    assert ("| photos, [detect + classify](reports/benchmarks.md) | 51.2% of faces right (on their own crops: "
+            "72.0%) | flagship (vgg_gap), emo-predict's photo defaults (hog, up 1, align on)" in table)

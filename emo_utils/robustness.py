@@ -236,12 +236,12 @@ SHORT_NAMES = {"mean corruption accuracy": "mean corrupted", "relative robustnes
 
 def summary_markdown(summary: pd.DataFrame) -> str:
     """summary_frame's table as markdown, accuracies in percent (1 place) and relative robustness as a ratio,
-    under short column names, with a line naming what each column holds."""
-    head = ["model", *summary.columns]
-    lines = ["| " + " | ".join(SHORT_NAMES.get(c, c) for c in head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    under short column names, with a line naming what each column holds. The views are left to the suite's note
+    (one set for every model), so that 14 columns fit a 1000-px page."""
+    columns = [c for c in summary.columns if c != "views"]
+    lines = ["| " + " | ".join(SHORT_NAMES.get(c, c) for c in ["model", *columns]) + " |", "|---|" + "---:|" * len(columns)]
     for model, row in summary.iterrows():
-        cells = [row[c] if c == "views" else f"{row[c]:.2f}" if c == "relative robustness" else f"{100 * row[c]:.1f}"
-                 for c in summary.columns]
+        cells = [f"{row[c]:.2f}" if c == "relative robustness" else f"{100 * row[c]:.1f}" for c in columns]
         lines.append("| " + " | ".join([model, *cells]) + " |")
     return "\n".join(lines) + ("\n\nAccuracy in percent on the suite's faces: clean, the mean over every "
                                "corruption and severity, then each corruption's mean over its severities; relative: "

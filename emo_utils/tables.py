@@ -106,6 +106,17 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def board_table(board, headline: str) -> str:
+    """Notebook 10's leaderboard (a DataFrame, one row per model) as a markdown table that fits a page: best
+    headline accuracy first, of the deduplicated splits only the headline's (metrics.json has the others),
+    parameters in millions."""
+    rows = []
+    for model, row in board.sort_values(headline, ascending=False).iterrows():
+        shown = {k: v for k, v in row.items() if not k.endswith("_clean") or k == f"{headline}_clean"}
+        rows.append({"model": model, **shown, "params": f"{row['params'] / 1e6:.2f}M"})
+    return markdown_table(rows)
+
+
 def ensemble_verdict(rows: list[dict]) -> str:
     """A sentence per outcome from evaluate_plans' rows: how many plans beat their best member on the headline
     split, and by how much the others miss, so a reader need not scan the table for it."""

@@ -34,13 +34,15 @@ from .views import SPLIT_TITLES, VIEW_TITLES, Evaluation, evaluate, headline_spl
 
 # ---------------------------------------------------------------- provenance
 
-def git_commit() -> str:
+def git_commit(root: Path = REPO_ROOT) -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        # reports/ is what `make reports` rewrites as it goes: only a change elsewhere makes the code uncommitted.
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        # reports/ and the front page's results table (README.md) are what `make reports` rewrites as it goes:
+        # only a change elsewhere makes the code uncommitted (with README.md counted, every notebook after the
+        # first of a run said "uncommitted").
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports",
+                                ":!README.md"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("+uncommitted" if dirty else "")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"

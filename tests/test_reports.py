@@ -557,3 +557,23 @@ def test_the_front_page_gives_the_deduplicated_test_and_the_photo_pipeline_besid
             in table) and "the 2,962 of its faces" in table
     assert ("| photos, [detect + classify](reports/benchmarks.md) | 51.2% of faces right (on their own crops: "
             "72.0%) | flagship (vgg_gap), emo-predict's photo defaults (hog, up 1, align on)" in table)
+
+
+def test_the_commit_is_clean_while_make_reports_rewrites_reports_and_the_front_page(tmp_path):
+    import subprocess
+    from emo_utils.reports import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+    (tmp_path / "reports").mkdir()
+    for name in ("README.md", "code.py", "reports/index.md"):
+        (tmp_path / name).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "first")
+    (tmp_path / "README.md").write_text("results table rewritten\n")
+    (tmp_path / "reports" / "index.md").write_text("regenerated\n")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40 and not clean.endswith("+uncommitted")
+    (tmp_path / "code.py").write_text("v2\n")
+    assert git_commit(tmp_path) == clean + "+uncommitted"

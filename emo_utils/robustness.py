@@ -165,8 +165,9 @@ class EnsembleMix:
     """The members and weights of notebook 11's ensemble that enter the mix here."""
     weights: dict[str, float]  # {member: weight}, renormalised over the members kept
     paths: dict[str, Path]  # {member: model file}
-    views: str  # the views its weights were fitted under, every member's here
+    views: str  # the views every member is scored under here
     left_out: dict[str, float]  # members under MIN_MEMBER_WEIGHT, with their weights
+    fitted_views: str = ""  # the views its weights were fitted under, when not `views`
 
 
 def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT) -> EnsembleMix | None:
@@ -179,10 +180,10 @@ def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT) 
     provenance = json.loads(metrics_path.read_text())["provenance"]
     if provenance.get("data_sha256") != data.sha256:
         return None
-    views = provenance.get("tta", "flip")
-    if views not in ("center", "flip"):  # each member under its own views: they are in its model_views.npz
-        raise ValueError(f"{metrics_path}: the ensemble mixes members under {views!r}; the suite scores members "
-                         "under one view set (center or flip)")
+    fitted = provenance.get("tta", "flip")
+    # The suite scores each model under one view set; an ensemble of members each under its own best views
+    # (ten crops for some) is mixed here with every member under flip, and the note says so.
+    views = fitted if fitted in ("center", "flip") else SUITE_VIEWS
     files = trained_models(reports_dir, ablations=True)
     missing = [m for m in provenance["members"] if m not in files]
     if missing:
@@ -191,7 +192,8 @@ def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT) 
     kept = {m: w for m, w in provenance["members"].items() if w >= min_weight}
     total = sum(kept.values())
     return EnsembleMix({m: w / total for m, w in kept.items()}, {m: files[m] for m in kept}, views,
-                       {m: w for m, w in provenance["members"].items() if w < min_weight})
+                       {m: w for m, w in provenance["members"].items() if w < min_weight},
+                       "" if fitted == views else fitted)
 
 
 def ensemble_corruptions(mix: EnsembleMix, data, device=None) -> dict[str, np.ndarray]:
@@ -277,7 +279,9 @@ def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEW
         probs["ensemble"], view_of["ensemble"] = ensemble_corruptions(mix, data, device), mix.views
         note += (f" The ensemble: notebook 11's weights on its {len(mix.weights)} members over "
                  f"{MIN_MEMBER_WEIGHT:g} (renormalised; the {len(mix.left_out)} left out weigh "
-                 f"{sum(mix.left_out.values()):.2%} in all), under {mix.views}.")
+                 f"{sum(mix.left_out.values()):.2%} in all), under {mix.views}"
+                 + (f" (its weights were fitted with each member under {mix.fitted_views}; the suite scores one "
+                    "view set per model)." if mix.fitted_views else "."))
     table = pd.DataFrame([{"model": model, "views": view_of[model], **row}
                           for model, by_condition in probs.items() for row in accuracy_rows(by_condition, labels)])
     return SuiteResult(table, summary_frame(table), split, len(labels), split_faces, note)

@@ -130,6 +130,15 @@ def test_the_ensemble_is_the_weighted_mix_of_its_members_stored_probabilities(mo
     again = robustness.corruption_suite(files, data, reports_dir=reports_dir)
     assert again.table.equals(result.table)
 
+    # An ensemble fitted with each member under its own best views is mixed with every member under flip, and
+    # the note says so; the mix is the same stored flip probabilities.
+    write_ensemble(reports_dir, data, {"tiny": 0.6, "other": 0.3999, "tiny/seed1": 0.0001},
+                   views="each member's best on val")
+    own_views = robustness.corruption_suite(files, data, reports_dir=reports_dir)
+    assert own_views.table.equals(result.table)
+    assert "under flip (its weights were fitted with each member under each member's best on val" in own_views.note
+    assert "fitted with" not in result.note
+
 
 def test_the_summary_and_the_figure_say_what_they_hold(model_file, data):
     result = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1])

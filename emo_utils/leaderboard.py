@@ -155,6 +155,10 @@ def _percent(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+# An ensemble whose members each run under their own best views (ensemble.PER_MEMBER) in a cell that fits.
+SHORT_VIEWS = {"each member's best on val": "own best"}
+
+
 def _interval(bounds: tuple[float, float]) -> str:
     # One decimal: a Wilson interval is +-1.5 points wide, and the table must fit a 1000-px page.
     return f"{100 * bounds[0]:.1f}-{100 * bounds[1]:.1f}"
@@ -170,7 +174,8 @@ def _table(rows: list[dict], best: float) -> list[str]:
         acc = f"{_percent(row['accuracy'])} ({_interval(row['interval'])})"
         acc = (f"**{acc}**" if row["accuracy"] == best else acc) + _clean_cell(row)
         whole = _percent(row["whole"]) if row["whole"] is not None else "—"
-        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {row['views']} | {acc} | {whole} | "
+        views = SHORT_VIEWS.get(row["views"], row["views"])
+        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {views} | {acc} | {whole} | "
                      f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
     return lines
 
@@ -204,7 +209,8 @@ def leaderboard(records: list[dict]) -> str:
              "",
              "**views**: the test-time views behind every number of the row, chosen on the validation split "
              "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
-             "`ten_crop` four corners and the centre, each mirrored). **trained**: the recipe (`full`: the published "
+             "`ten_crop` four corners and the centre, each mirrored; `own best`: each ensemble member under its own). "
+             "**trained**: the recipe (`full`: the published "
              "one; `cpu`: the same model, loss and optimizer family fitted to CPU cores, what differs is in each "
              "README), epochs run of those asked (or the time cap that ended them), minutes and device (`CPU x2`: "
              "2 threads of an unnamed x86-64 CPU; the full name is in each metrics.json). **converged**: "

@@ -314,7 +314,7 @@ def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
         cells, device = video
         lines.append(f"| video, [detect + classify](reports/benchmarks.md) | {cells[1]} frames/s | 640x480 frames, "
                      f"onnxruntime, video defaults, {device} |")
-    photo = _photo_pipeline(benchmarks.read_text()) if benchmarks.exists() else None
+    photo = photo_pipeline(benchmarks.read_text()) if benchmarks.exists() else None
     if photo:
         lines.append(f"| photos, [detect + classify](reports/benchmarks.md) | {photo['pipeline']}% of faces right "
                      f"(on their own crops: {photo['crop']}%) | {photo['model']}, emo-predict's photo defaults "
@@ -323,7 +323,7 @@ def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
     return "\n".join(lines)
 
 
-def _photo_pipeline(text: str) -> dict | None:
+def photo_pipeline(text: str) -> dict | None:
     """The flagship's row of emo-predict's photo defaults in benchmarks.md's faces-in-frames accuracy table
     (benchmarks/pipeline_frames.py: the defaults' rows in bold, named after their settings), in percent."""
     part = next((p for p in text.split("\n## ") if p.startswith("Faces in frames")), "")

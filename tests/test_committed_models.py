@@ -19,6 +19,9 @@ from emo_utils.ablation import weight_candidates
 from emo_utils.paths import slug
 from emo_utils.inference import predict_splits
 from emo_utils.views import headline_split, load_for_scoring
+from emo_utils.tables import COLUMN_LABELS
+
+FLIP = COLUMN_LABELS["test_private, flip TTA"]  # the column every training-runs table shows PrivateTest under flip views in
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 MODELS = sorted(p.parent.name for p in REPORTS.glob("*/model.pt"))
@@ -73,11 +76,11 @@ def test_committed_model_reproduces_the_headline_accuracy_of_its_report(name, fe
 
 def ablation_table(readme: Path) -> dict[str, dict[str, str]]:
     """{slug of the run's name: {column: cell}} from every table of training runs in a report (those whose first
-    column is `run` and that show a flip-TTA column): the 'Training runs' table, and a screen's when it has one."""
+    column is `run` and that show the PrivateTest-under-flip column, named as tables.py names it): the 'Training runs' table, and a screen's when it has one."""
     lines = [line.strip() for line in readme.read_text().splitlines()]
     cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
-    starts = [i for i, line in enumerate(lines) if line.startswith("| run |") and "flip TTA" in line]
-    assert starts, f"{readme} has no ablation table ('| run | ... | PrivateTest, flip TTA | ...')"
+    starts = [i for i, line in enumerate(lines) if line.startswith("| run |") and f"| {FLIP} |" in line]
+    assert starts, f"{readme} has no ablation table ('| run | ... | {FLIP} | ...')"
     rows = []
     for start in starts:
         header = cells(lines[start])
@@ -96,7 +99,7 @@ def test_committed_ablation_reproduces_its_row_of_the_ablation_table(name, fer20
     rows = ablation_table(readme)
     assert run in rows, f"{model_path}: no row of {readme}'s ablation table is named for {run!r} ({list(rows)})"
     right, n = correct_faces(model_path, fer2013, "test_private", "flip")
-    reported = float(next(rows[run][k] for k in ("Private, flip", "PrivateTest, flip", "PrivateTest, flip TTA", "test_private, flip TTA") if k in rows[run]))  # four places: within half a unit of the fourth
+    reported = float(rows[run][FLIP])  # four places: within half a unit of the fourth
     assert abs(right / n - reported) <= 1 / n + 5e-5, (
         f"{model_path} with flip TTA classifies {right} of {n} test_private faces right ({right / n:.4f}); "
         f"{readme} says {reported:.4f}")

@@ -3,11 +3,11 @@
 Measured in the same run, on the same thread count (2 by default, the target machine's cores):
   - batch-1 latency of one face, preprocessing included (uint8 48x48 in, logits out), torch eager vs onnxruntime;
   - batched throughput (faces/s at --batch), both backends;
-  - frames per second of the whole photo path (grayscale, Haar cascade, crops, classification) on a 640x480
+  - frames per second of the whole photo path (grayscale, detection, crops, classification) on a 640x480
     frame holding four upscaled FER2013 test faces (synthetic faces when the data is absent), with the
-    detector's defaults and with a webcam preset (pyramid step 1.2, faces of 80 px and up);
-  - frames per second of the video and camera path with its defaults (faces found on every 2nd frame, on a
-    copy 480 px wide, followed by the IoU tracker in between, each face classified on every frame), on a clip
+    photo defaults and with Haar at pyramid step 1.2, faces of 80 px and up;
+  - frames per second of the video path with its defaults (video.SETTINGS["video"]: faces found on every K-th
+    frame, followed by the IoU tracker in between, each face classified on every frame), on a clip
     of that frame with camera-like noise and a slow drift; decoding is left out, as a camera hands over frames;
   - beside each speed, recall on the collage benchmark: --collages pictures of four FER2013 PrivateTest faces
     of 80-140 px each, a face found when a box overlaps it with IoU >= 0.3 (for the video path, on every
@@ -255,17 +255,17 @@ def main(argv=None):
             print(f"  {preset:42s} {name:12s} {1 / seconds:6.1f} frames/s ({seconds * 1e3:6.1f} ms, of which "
                   f"detection {detect_only * 1e3:5.1f} ms); recall {format_recall(recall[preset])}")
 
-    # The video path: the detector on every EVERY-th frame at DETECT_SIZE px, the tracker in between.
+    # The video path: the detector on every K-th frame, the tracker in between.
     v = video.SETTINGS["video"]
     video_preset = (f"video defaults ({v['detector']}, every {v['every']}, {v['detect_size'] or 'whole'} px, "
                     "tracked)")
-    clip = still_clip(frame_rgb, max(2 * video.EVERY, args.iters // 2))
+    clip = still_clip(frame_rgb, max(2 * v['every'], args.iters // 2))
     clip_hits = 0
     for k, (picture, boxes) in enumerate(pictures):  # each picture as a still clip of two detections' length
-        run = video_run(still_clip(picture, 2 * video.EVERY, seed=k), ort)
+        run = video_run(still_clip(picture, 2 * v['every'], seed=k), ort)
         clip_hits += sum(found(boxes, [(r["x"], r["y"], r["w"], r["h"]) for r in run.rows if r["frame"] == f])
                          for f in range(run.frames))
-    recall[video_preset] = clip_hits / (4 * 2 * video.EVERY * len(pictures)) if pictures else None
+    recall[video_preset] = clip_hits / (4 * 2 * v['every'] * len(pictures)) if pictures else None
     busy_rows = {}  # (backend, threads) -> {idle, one core busy}
     for name, classifier in (("onnxruntime", ort), ("torch eager", eager)):
         video_run(clip[:10], classifier)  # warm-up

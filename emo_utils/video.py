@@ -39,11 +39,12 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 # collages of 640x480), the tracked video path finds 78.5% of the faces on a copy 480 px wide, as many as the
 # photo path on the whole frame; on a copy 400 px wide, 73.8%.
 DETECT_SIZE = 480
-# Finding faces on every 2nd frame halves the detector's cost, and each face is still classified on every
-# frame at its track's box: a 640x480 frame with three faces costs 22 ms of one core with both defaults (45
-# frames/s with onnxruntime, 38 with torch eager), 54 ms with the detector on every whole frame. At 30 frames/s
-# a face moves a few pixels in the 33 ms between two detections.
+# Finding faces on every K-th frame divides the detector's cost by K, and each face is still classified on every
+# frame at its track's box. At 30 frames/s a face moves a few pixels in the 100 ms between two detections at K = 3.
+# The webcam (HOG without upsampling, the cheaper detector) needs only K = 2 for 30 frames/s; a video file's
+# detector (upsampled once) needs K = 3 (benchmarks/pipeline_frames.py: 25.7 frames/s at K = 2 on a 2-core EPYC).
 EVERY = 2
+VIDEO_EVERY = 3
 # Averaging half a second of frames damps the flicker of the class from frame to frame; facial expressions
 # last from half a second to four seconds.
 SMOOTH_SECONDS = 0.5
@@ -56,8 +57,8 @@ FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
 #   false detections per frame and none on the 100 face-free frames; about 8 frames/s, enough for photos. The
 #   CNN detector found fewer of these faces (0.557 on 25 frames) at 0.3 frames/s.
 # - video: the photo detector on the same frame, so it finds every face the photo path finds (the issue's
-#   condition; tests/test_detectors.py checks it), on every 2nd frame: 15 frames/s on that machine, short of the
-#   30 frames/s target. `--upsample 0` (faces of 80 px and more) ran at 47 frames/s.
+#   condition; tests/test_detectors.py checks it), on every 3rd frame with the tracker in between: every 2nd
+#   frame ran at 25.7 frames/s on a 2-core EPYC, short of the 30 frames/s target.
 # - webcam: a face before a webcam is large, so HOG without upsampling (faces >= 80 px) on every 2nd frame, the
 #   fastest setting at 30+ frames/s idle with the better pipeline accuracy (0.32 against Haar's 0.24 at step 1.2).
 # min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE).
@@ -65,7 +66,7 @@ SETTINGS = {
     "photo": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                   every=1, align=True),
     "video": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
-                  every=EVERY, align=True),
+                  every=VIDEO_EVERY, align=True),
     "webcam": dict(detector="hog", upsample=0, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                    every=EVERY, align=True),
 }

@@ -124,13 +124,15 @@ def test_accuracy_has_a_row_per_setting_model_and_crop_and_speed_one_per_setting
                                 f"{hog['recall']:.3f}", f"{hog['false_face']:.3f}", f"{hog['false_empty']:.3f}"]
     for column in range(3, 8):  # one precision per column
         assert len({len(row[column].split(".")[1]) for row in accuracy[1:]}) == 1
-    # speed: the flagship's, detection / K + classification; hog is timed at K = 1 and 2
+    # speed: the flagship's, detection / K + classification; hog is timed at K = 1, 2 and 3
     assert speed[1:] == [["haar 1.1, >= 48 px, whole frame", "off", "20.0", "16.7"],
                          ["haar 1.1, >= 48 px, whole frame", "on", "20.0", "16.7"],
                          ["hog, upsample 1", "off", "20.0", "16.7"],
                          ["hog, upsample 1 (photo)", "on", "20.0", "16.7"],
                          ["hog, upsample 1, every 2", "off", "33.3", "25.0"],
-                         ["hog, upsample 1, every 2 (video)", "on", "33.3", "25.0"]]
+                         ["hog, upsample 1, every 2", "on", "33.3", "25.0"],
+                         ["hog, upsample 1, every 3", "off", "42.9", "30.0"],
+                         ["hog, upsample 1, every 3 (video)", "on", "42.9", "30.0"]]
     assert "Mini-Xception's frames/s differ from these by -" in text
 
 
@@ -140,7 +142,7 @@ def test_defaults_are_in_bold_and_the_commit_is_the_one_the_run_started_with(tin
     assert len(bold) == 4 and all(line.count("**") == 2 * (line.count(" | ") + 1) for line in bold)
     assert {line.split(" | ")[0] for line in bold} == {
         "| **hog, upsample 1 (photo, video)**", "| **hog, upsample 1 (photo)**",
-        "| **hog, upsample 1, every 2 (video)**"}
+        "| **hog, upsample 1, every 3 (video)**"}
     assert "chosen from these tables: photo: hog upsample 1, align on, every 1" in text
     assert saved["_made_at"] == "aaaa111+uncommitted"  # the accuracy run's commit, read as it started
     assert "commit `bbbb222`; data sha256" in text  # the timing run's, read as it started

@@ -5,7 +5,7 @@
 #   make reports NB=01         run only the notebooks whose name starts with 01
 #   make reports RETRAIN=1     retrain instead of re-evaluating committed weights
 #   make reports PARAMS="-p epochs 5 -p time_budget_min 10"   papermill parameters passed through
-#   make zoo                   train every training notebook's recipe, several runs at a time (emo_utils/zoo.py)
+#   make zoo                   train every training notebook's recipe, several runs at a time (emo_utils/zoo/runner.py)
 #   make zoo NB="02 09" ARGS="--budget full --seeds 09=0,1,2"   only those notebooks; ARGS passed through
 #   make zoo-rental DATA=fer2013.zip OUT=zoo_out [CAP=15]        on a rented GPU: full recipes, three flagship
 #                              seeds and the ablations, stopped after CAP minutes; copy OUT/reports/ back into reports/

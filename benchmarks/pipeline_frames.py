@@ -41,13 +41,14 @@ import cv2
 import numpy as np
 import torch
 
-from emo_utils import faces as face_ops
-from emo_utils.classifier import set_threads
-from emo_utils.data import REPO_ROOT, load_dataset
-from emo_utils.predict import load_classifier
-from emo_utils.reports import git_commit, replace_section
-from emo_utils.tracking import iou_matrix
-from emo_utils.video import SETTINGS, min_face_for
+from emo_utils.predict import faces as face_ops
+from emo_utils.predict.classifier import set_threads
+from emo_utils.core.data import REPO_ROOT, load_dataset
+from emo_utils.predict.cli import load_classifier
+from emo_utils.provenance import git_commit
+from emo_utils.reports.pages import replace_section
+from emo_utils.predict.tracking import iou_matrix
+from emo_utils.predict.video import SETTINGS, min_face_for
 
 FRAME_SIZE = (640, 480)
 MIN_IOU = 0.3  # as faces.match_faces counts a detection as a face
@@ -345,7 +346,7 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
           path: Path | None = None) -> Path:
     """Two tables into reports/benchmarks.md: accuracy per setting, model and crop; frames/s per setting (with
     its K) and crop, the flagship's. emo-predict's defaults in bold."""
-    from emo_utils.distributed import cpu_name
+    from emo_utils.core.distributed import cpu_name
 
     flagship = next(iter(MODELS))
     accuracy_rows, speed_rows = "", ""
@@ -394,7 +395,7 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "px is OpenCV's cascade with pyramid step 1.1 and faces of 48 px and up, on the whole frame or on a "
             "copy 480 px wide; dlib's HOG finds faces of 80 px and up without upsampling, 40 px and up upsampled "
             f"once; dlib's CNN runs on the first {args.cnn_frames} frames only. In bold, named after them: "
-            f"emo-predict's defaults (emo_utils/video.py SETTINGS), chosen from these tables: {chosen}.\n\n"
+            f"emo-predict's defaults (emo_utils/predict/video.py SETTINGS), chosen from these tables: {chosen}.\n\n"
             "Pipeline accuracy counts a missed face as wrong; crop accuracy is the same model on the same faces' "
             "own 48x48 crops (the baseline, same run); recall: a detection with IoU >= 0.3, one per face; false "
             "detections per frame with faces and per face-free frame. Every frame is a still, detected on its "

@@ -37,15 +37,15 @@ import onnxruntime
 import torch
 from PIL import Image
 
-from emo_utils import predict, video
-from emo_utils import faces as face_finder
-from emo_utils.data import CSV_EMOTIONS, REPO_ROOT, DataError, find_dataset
-from emo_utils.reports import git_commit, replace_section
-from emo_utils.checkpoint import load_trained
-from emo_utils.classifier import onnx_classifier, set_threads
-from emo_utils.export import export_onnx
-from emo_utils.inference import Classifier, predict_logits
-from emo_utils.models import build_model
+from emo_utils.predict import cli as predict, video, faces as face_finder
+from emo_utils.core.data import CSV_EMOTIONS, REPO_ROOT, DataError, find_dataset
+from emo_utils.provenance import git_commit
+from emo_utils.reports.pages import replace_section
+from emo_utils.core.checkpoint import load_trained
+from emo_utils.predict.classifier import onnx_classifier, set_threads
+from emo_utils.predict.export import export_onnx
+from emo_utils.core.inference import Classifier, predict_logits
+from emo_utils.core.models import build_model
 
 TARGET_FPS = 30.0
 TARGET_ORT_SPEEDUP = 1.5
@@ -290,7 +290,7 @@ def main(argv=None):
                              f"{r['one core busy'] / r['idle']:.2f}x |\n" for (name, threads), r in busy_rows.items())
         frame_rows = "".join(f"| {p} | {fps[p, 'onnxruntime']:.1f} | {fps[p, 'torch eager']:.1f} | "
                              f"{format_recall(recall[p])} |\n" for p in [*presets, video_preset])
-        from emo_utils.distributed import cpu_name
+        from emo_utils.core.distributed import cpu_name
         sha, _, dirty = commit.partition("+")
         shown_commit = f"`{sha}`" + (" with uncommitted changes" if dirty else "")
         out = replace_section(REPO_ROOT / "reports" / "benchmarks.md", "Prediction latency",

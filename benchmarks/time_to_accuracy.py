@@ -23,10 +23,10 @@ import json
 import sys
 from pathlib import Path
 
-from emo_utils.ablation import MAIN_RUN  # the ablation table's row for the recipe unchanged
-from emo_utils.data import REPO_ROOT
-from emo_utils.reports import replace_section
-from emo_utils.tables import short_device
+from emo_utils.paths import MAIN_RUN
+from emo_utils.core.data import REPO_ROOT
+from emo_utils.reports.pages import replace_section
+from emo_utils.reports.tables import short_device
 
 TARGETS = (0.69, 0.71, 0.72, 0.73)
 GOALS = ((0.72, 30), (0.73, 60))  # the speedrun's goals: this accuracy within this many minutes of training

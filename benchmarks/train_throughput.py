@@ -1,7 +1,7 @@
 """Training throughput: our loop against a seed-style loop, same model, same data, same augmentation, one run.
 
 Seed-style (what most FER notebooks do): torchvision ImageFolder over the JPEG files, PIL transforms per image,
-a DataLoader, NCHW float32. Ours (emo_utils.train): the whole split as a uint8 tensor, augmentation per batch on
+a DataLoader, NCHW float32. Ours (emo_utils.core.train): the whole split as a uint8 tensor, augmentation per batch on
 tensors. Every variant times the same number of optimizer steps after a warm-up, in one run:
 - float32, NCHW and channels_last (memory format);
 - bf16 autocast with channels_last: what the CPU recipes run (TrainConfig.cpu_bf16, on by default in every
@@ -29,14 +29,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from emo_utils.augment import make_policy
-from emo_utils.data import REPO_ROOT, find_dataset, load_dataset
-from emo_utils.losses import make_loss
-from emo_utils.models import build_model, count_flops
-from emo_utils.reports import replace_section
-from emo_utils.checkpoint import TrainConfig
-from emo_utils.distributed import describe_device
-from emo_utils.step import make_optimizer, train_step
+from emo_utils.core.augment import make_policy
+from emo_utils.core.data import REPO_ROOT, find_dataset, load_dataset
+from emo_utils.core.losses import make_loss
+from emo_utils.core.models import build_model, count_flops
+from emo_utils.reports.pages import replace_section
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.distributed import describe_device
+from emo_utils.core.step import make_optimizer, train_step
 
 # Our loop's augmentation: keras_light matches the seed-style transforms; crop40 is the flagship speedrun's.
 AUGMENT = {"keras_light": "keras_light", "crop40": {"crop": 40, "erase": 0.5}}

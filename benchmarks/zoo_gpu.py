@@ -4,7 +4,7 @@ on one GPU, and what running N at once buys. Needs CUDA and the FER2013 data.
     python benchmarks/zoo_gpu.py --data fer2013.zip [--jobs 3] [--epochs 3] [--compile reduce-overhead] [--write]
     python benchmarks/zoo_gpu.py --data fer2013.zip --check-syncs     # also: host waits per training step
 
-Both phases run the zoo (emo_utils/zoo.py) on the same runs, with `--set epochs=E`, into a temporary folder, so
+Both phases run the zoo (emo_utils/zoo/runner.py) on the same runs, with `--set epochs=E`, into a temporary folder, so
 reports/ and runs/ are left alone: first `--jobs 1`, then `--jobs N`. s/epoch is the mean over the epochs after
 the first (the first pays for cuDNN autotuning and compiling); the speed-up is the whole list's wall time one at a
 time over N at a time, process start-up included. --compile passes a torch.compile mode to every run, so the same
@@ -30,11 +30,12 @@ from pathlib import Path
 
 import torch
 
-from emo_utils.data import REPO_ROOT, load_dataset
+from emo_utils.core.data import REPO_ROOT, load_dataset
 from emo_utils.recipes import notebook_parameters
-from emo_utils.checkpoint import config_from_recipe, load_checkpoint
-from emo_utils.train import COMPILE_MODES, train
-from emo_utils.zoo import find_notebooks
+from emo_utils.core.config import config_from_recipe
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.train import COMPILE_MODES, train
+from emo_utils.zoo.plan import find_notebooks
 
 
 def run_zoo(notebooks: list[str], data: str, out: Path, jobs: int, epochs: int, compile_mode: str | None) -> dict:

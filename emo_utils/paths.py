@@ -16,8 +16,9 @@ import os
 import re
 from pathlib import Path
 
-from .data import REPO_ROOT
-from .datasets import DEFAULT_DATASET, check_name
+from .core.checkpoint import CheckpointError
+from .core.data import REPO_ROOT
+from .core.datasets import DEFAULT_DATASET, check_name
 
 
 def roots(base: str | os.PathLike) -> tuple[Path, Path]:
@@ -26,6 +27,7 @@ def roots(base: str | os.PathLike) -> tuple[Path, Path]:
 
 
 REPORTS_DIR, RUNS_DIR = roots(REPO_ROOT)
+NOTEBOOKS = REPO_ROOT / "notebooks"  # what `make reports` runs and the zoo trains from
 FULL_SUFFIX = "_full"  # a notebook run again on its full-budget weights: reports/<notebook>_full.html
 MAIN_RUN = "this recipe"  # the ablation table's row for the recipe unchanged; its seeds sit beside the zoo's
 MODEL_FILE = "model.pt"
@@ -122,3 +124,28 @@ def trained_models(reports_dir: str | os.PathLike | None = None, ablations: bool
         found.update({f"{p.parents[4].name}/{p.parents[2].name}/seed{p.parent.name}": p
                       for p in sorted(root.glob("*/ablations/*/seeds/*/model.pt"))})
     return found
+
+
+MODEL_SUFFIXES = (".pt", ".onnx")  # a report's model.pt, or the model.onnx exported from it
+
+
+def resolve_model_path(spec: str | os.PathLike, reports_dir: str | os.PathLike | None = None) -> Path:
+    """A model by report name (reports/<name>/model.pt, else model.onnx) or by path to a .pt or .onnx file."""
+    reports_dir = Path(reports_dir or REPORTS_DIR)
+    path = Path(spec)
+    choices = list(trained_models(reports_dir, suffixes=MODEL_SUFFIXES))
+    listing = (f"models in {reports_dir}: {', '.join(choices)}" if choices
+               else f"{reports_dir} holds no trained model yet (`make reports` trains them)")
+    if path.is_dir() and model_file(path).is_file():  # a report folder given as a path
+        return model_file(path)
+    if path.suffix in MODEL_SUFFIXES or path.is_file() or len(path.parts) > 1:
+        if not path.is_file():
+            raise CheckpointError(f"model file {path} does not exist; {listing}, or pass a path to a .pt or .onnx "
+                                  "file.")
+        return path
+    for suffix in MODEL_SUFFIXES:
+        candidate = reports_dir / str(spec) / f"model{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"no model named {str(spec)!r} ({model_file(reports_dir / str(spec))} does not "
+                          f"exist); {listing}, or pass a path to a .pt or .onnx file.")

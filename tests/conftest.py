@@ -1,4 +1,4 @@
-"""Shared helpers for the tests: tiny synthetic datasets in every layout emo_utils.data reads.
+"""Shared helpers for the tests: tiny synthetic datasets in every layout emo_utils.core.data reads.
 
 Every helper is a plain function named make_*; import them with `from conftest import make_fer_zip`.
 Nothing here touches the real FER2013 data. One autouse fixture checks that no test leaves torch's thread
@@ -151,7 +151,7 @@ def make_fer_csv(tmp_path: Path, rows=None, name: str = "fer2013.csv", header=("
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
     """emo-predict with these arguments, in this process: (exit code, stdout, stderr)."""
-    from emo_utils import predict
+    from emo_utils.predict import cli as predict
     code = predict.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from emo_utils import distributed  # noqa: E402
-from emo_utils.models import REGISTRY, register  # noqa: E402
-from emo_utils.train import TrainConfig, train  # noqa: E402
+from emo_utils.core import distributed  # noqa: E402
+from emo_utils.core.models import REGISTRY, register  # noqa: E402
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.train import train
 from synthetic import make_learnable_data  # noqa: E402
 
 TRAINING_BATCHES: list[int] = []  # the batch sizes this process's net trained on

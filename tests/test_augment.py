@@ -1,7 +1,7 @@
 """Batch augmentation draws its randomness from the epoch's generator, on the device, without host syncs."""
 import torch
 
-from emo_utils.augment import mixup, sample_beta, sample_gamma
+from emo_utils.core.augment import mixup, sample_beta, sample_gamma
 
 
 def test_gamma_draws_have_the_mean_and_variance_of_the_gamma_distribution():

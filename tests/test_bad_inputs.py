@@ -17,13 +17,14 @@ import pytest
 import torch
 
 from conftest import make_fer_csv, make_fer_files, make_fer_zip, make_image_bytes
-from emo_utils import data as data_module
-from emo_utils import predict
-from emo_utils.data import DataError, load_dataset
-from emo_utils.notebooks import check_parameter_type
-from emo_utils.reports import NotebookError, run_reports
-from emo_utils.checkpoint import CheckpointError, TrainConfig, load_checkpoint, load_trained
-from emo_utils.train import train
+from emo_utils.core import data as data_module
+from emo_utils.predict import cli as predict
+from emo_utils.core.data import DataError, load_dataset
+from emo_utils.reports.notebooks import check_parameter_type, run_reports
+from emo_utils.recipes import NotebookError
+from emo_utils.core.checkpoint import CheckpointError, load_checkpoint, load_trained
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.train import train
 from synthetic import FAST, make_learnable_data
 from test_reports import write_notebook
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from emo_utils.ablation import weight_candidates
+from emo_utils.reports.ablation import weight_candidates
 from emo_utils.paths import slug
-from emo_utils.inference import predict_splits
-from emo_utils.views import headline_split, load_for_scoring
-from emo_utils.tables import COLUMN_LABELS
+from emo_utils.core.inference import predict_splits
+from emo_utils.reports.views import headline_split, load_for_scoring
+from emo_utils.reports.tables import COLUMN_LABELS
 
 FLIP = COLUMN_LABELS["test_private, flip TTA"]  # the column every training-runs table shows PrivateTest under flip views in
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.real_data
 
 @pytest.fixture(scope="module")
 def fer2013():
-    from emo_utils.data import DataError, load_dataset
+    from emo_utils.core.data import DataError, load_dataset
     try:
         return load_dataset()
     except DataError as e:

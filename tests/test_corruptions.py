@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from emo_utils import corruptions
-from emo_utils.corruptions import SEVERITIES, conditions, corrupt
+from emo_utils.reports import corruptions
+from emo_utils.reports.corruptions import SEVERITIES, conditions, corrupt
 from synthetic import class_images
 
 

@@ -1,7 +1,6 @@
-"""Tests for emo_utils.data on small synthetic datasets, plus checks of the real FER2013 zip when present."""
+"""Tests for emo_utils.core.data on small synthetic datasets, plus checks of the real FER2013 zip when present."""
 from __future__ import annotations
 
-import io
 import time
 import warnings
 import zipfile
@@ -12,8 +11,8 @@ import pytest
 
 from conftest import (CSV_EMOTIONS, FER_CLASSES, make_csv_rows, make_decoded, make_fer_csv, make_fer_files,
                       make_fer_folder, make_fer_zip, make_image_bytes)
-from emo_utils import data
-from emo_utils.data import DataError, load_dataset
+from emo_utils.core import data
+from emo_utils.core.data import DataError, load_dataset
 
 REAL_REPO_ROOT = data.REPO_ROOT
 REAL_FER_ZIP = REAL_REPO_ROOT.parent / "shared" / "data" / "fer2013.zip"

@@ -15,11 +15,13 @@ from PIL import Image
 
 from conftest import make_fer_folder
 from synthetic import FAST, class_images
-from emo_utils import data as fer
-from emo_utils import datasets, paths, train as train_module
-from emo_utils.checkpoint import TrainConfig, config_differences, load_checkpoint
-from emo_utils.data import DataError
-from emo_utils.leaderboard import write_index
+from emo_utils.core import data as fer, datasets, train as train_module
+from emo_utils.zoo import train as train_cli
+from emo_utils import paths
+from emo_utils.core.config import TrainConfig, config_differences
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.data import DataError
+from emo_utils.reports.leaderboard import write_index
 
 
 @pytest.fixture(autouse=True)
@@ -275,8 +277,8 @@ def test_a_fer2013_run_and_a_ferplus_run_write_to_different_folders(tmp_path, mo
     ferplus, _ = write_ferplus(tmp_path / "ferplus")
     threads = torch.get_num_threads()
     try:
-        assert train_module.main([str(notebook), "--data", str(fer2013)]) == 0
-        assert train_module.main([str(notebook), "--data", str(ferplus), "--dataset", "ferplus",
+        assert train_cli.main([str(notebook), "--data", str(fer2013)]) == 0
+        assert train_cli.main([str(notebook), "--data", str(ferplus), "--dataset", "ferplus",
                                   "--set", "label_mode='probability'"]) == 0
     finally:
         torch.set_num_threads(threads)
@@ -312,9 +314,10 @@ def test_the_leaderboard_has_a_section_per_dataset(tmp_path):
 def test_the_readme_recipe_for_adding_a_dataset_ends_in_its_own_leaderboard_section(tmp_path, monkeypatch, capsys):
     """README, "Add a dataset": class folders, the training command line under a name of our own, then its report
     in reports/<dataset>/<model> and its section in reports/README.md, FER2013's table untouched."""
-    from emo_utils.reports import provenance, write_model_report
-    from emo_utils.checkpoint import load_trained
-    from emo_utils.views import evaluate
+    from emo_utils.provenance import provenance
+    from emo_utils.reports.pages import write_model_report
+    from emo_utils.core.checkpoint import load_trained
+    from emo_utils.reports.views import evaluate
     monkeypatch.setattr(fer, "REPO_ROOT", tmp_path)
     notebook = write_notebook(tmp_path / "02_train_tiny.ipynb", "mini_xception",
                               dict(model_kwargs={"widths": (8, 16)}, batch_size=16, epochs=1, augment="none"))
@@ -322,7 +325,7 @@ def test_the_readme_recipe_for_adding_a_dataset_ends_in_its_own_leaderboard_sect
                             n_private=0, n_plain=3)
     threads = torch.get_num_threads()
     try:
-        assert train_module.main([str(notebook), "--dataset", "my_faces", "--data", str(faces)]) == 0
+        assert train_cli.main([str(notebook), "--dataset", "my_faces", "--data", str(faces)]) == 0
     finally:
         torch.set_num_threads(threads)
     report_dir = tmp_path / "reports" / "my_faces" / "mini_xception"

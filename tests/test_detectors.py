@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import read_rows, run_cli
-from emo_utils import detectors, faces, inputs, predict, video
+from emo_utils.predict import detectors, faces, inputs, cli as predict, video
 from test_video import drawn_face
 from tiny_model import tiny_model
 

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from emo_utils.augment import AugmentPolicy, to_float
-from emo_utils.checkpoint import TrainConfig, load_trained
-from emo_utils.distill import ensemble_members, read_teacher, soften, teacher_probabilities, write_teacher
-from emo_utils.inference import predict_logits, softmax
-from emo_utils.losses import make_loss
-from emo_utils.step import train_step
-from emo_utils.train import train
+from emo_utils.core.augment import AugmentPolicy, to_float
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.checkpoint import load_trained
+from emo_utils.zoo.teacher import ensemble_members, teacher_probabilities, write_teacher
+from emo_utils.core.distill import read_teacher, soften
+from emo_utils.core.inference import predict_logits, softmax
+from emo_utils.core.losses import make_loss
+from emo_utils.core.step import train_step
+from emo_utils.core.train import train
 from synthetic import make_learnable_data
 
 
@@ -28,7 +30,7 @@ def test_read_teacher_refuses_outputs_computed_on_other_data_and_names_the_fix(t
     probs = softmax(np.random.default_rng(0).normal(size=(10, 7)))
     path = write_teacher(tmp_path / "teacher.npz", probs, "a" * 64, {})
     np.testing.assert_allclose(read_teacher(path, "a" * 64, 10), probs, rtol=1e-5)
-    with pytest.raises(ValueError, match="teacher.npz holds the teacher's outputs on 10 faces.*python -m emo_utils.distill"):
+    with pytest.raises(ValueError, match="teacher.npz holds the teacher's outputs on 10 faces.*python -m emo_utils.zoo.teacher"):
         read_teacher(path, "b" * 64, 10)
     with pytest.raises(ValueError, match="not on these 12 training faces"):
         read_teacher(path, "a" * 64, 12)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import ddp_worker
-from emo_utils.models import build_model
-from emo_utils.checkpoint import load_checkpoint
-from emo_utils.train import train
+from emo_utils.core.models import build_model
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.train import train
 
 WORKER = Path(ddp_worker.__file__)
 
@@ -99,8 +99,9 @@ def test_the_training_command_line_ends_a_torchrun_rank_through_end_rank(tmp_pat
     hands the rank to distributed.end_rank instead of returning into interpreter teardown."""
     import nbformat
     from conftest import make_fer_folder
-    from emo_utils import distributed, train as train_module
-    from emo_utils.checkpoint import TrainResult
+    from emo_utils.core import distributed
+    from emo_utils.zoo import train as train_cli
+    from emo_utils.core.checkpoint import TrainResult
     monkeypatch.setenv("EMO_CACHE", str(tmp_path / "cache"))
     source = "model_name = 'mini_xception'\nbudget = 'cpu'\nseed = 0\nfull_recipe = {}\ncpu_recipe = {}\n"
     notebook = tmp_path / "02_train_tiny.ipynb"
@@ -108,13 +109,13 @@ def test_the_training_command_line_ends_a_torchrun_rank_through_end_rank(tmp_pat
                    notebook)
     faces = make_fer_folder(tmp_path, n_train=2, n_public=1, n_private=1)
     ended = []
-    monkeypatch.setattr(train_module, "train", lambda config, *a, **k: TrainResult(None, config, [], {"epochs_run": 1}))
+    monkeypatch.setattr(train_cli, "train", lambda config, *a, **k: TrainResult(None, config, [], {"epochs_run": 1}))
     monkeypatch.setattr(distributed, "active", lambda: True)  # as under torchrun, rank 0
     monkeypatch.setattr(distributed, "rank", lambda: 0)
     monkeypatch.setattr(distributed, "end_rank", lambda code=0: ended.append(code) or (_ for _ in ()).throw(SystemExit(code)))
     with pytest.raises(SystemExit):
-        train_module.main([str(notebook), "--data", str(faces), "--report-dir", str(tmp_path / "report"),
-                           "--run-dir", str(tmp_path / "run")])
+        train_cli.main([str(notebook), "--data", str(faces), "--report-dir", str(tmp_path / "report"),
+                         "--run-dir", str(tmp_path / "run")])
     assert ended == [0]
 
 
@@ -142,7 +143,7 @@ def test_gloo_threads_outlive_destroy_process_group_once_ddp_wrapped_a_model(tmp
 
 def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    code = ("import sys; sys.path.insert(0, %r); import ddp_worker, dataclasses; from emo_utils.train import train; "
+    code = ("import sys; sys.path.insert(0, %r); import ddp_worker, dataclasses; from emo_utils.core.train import train; "
             "train(dataclasses.replace(ddp_worker.CONFIG, batch_size=33), ddp_worker.data(), %r, device='cpu')"
             % (str(WORKER.parent), str(tmp_path / "odd")))
     script = tmp_path / "odd_batch.py"

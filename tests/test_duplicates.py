@@ -1,4 +1,4 @@
-"""Exact and near duplicates (emo_utils.duplicates), the clean test splits built from them, and the `dedup`
+"""Exact and near duplicates (emo_utils.core.duplicates), the clean test splits built from them, and the `dedup`
 training option, on synthetic faces: smooth random fields, each seed its own "face", copied in the ways FER2013's
 copies differ (shifted a pixel, brightened, re-saved as JPEG)."""
 import io
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_utils import duplicates as dups
-from emo_utils.checkpoint import TrainConfig
-from emo_utils.data import TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
-from emo_utils.explore import duplicate_report
-from emo_utils.train import dedup_keep
+from emo_utils.core import duplicates as dups
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.data import TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
+from emo_utils.reports.explore import duplicate_report
+from emo_utils.core.train import dedup_keep
 
 
 def face(seed: int) -> np.ndarray:
@@ -134,7 +134,7 @@ def test_the_duplicate_record_is_cached_by_file_name_and_read_back(tmp_path, mon
 
 def test_a_dedup_run_trains_without_the_copy_of_a_test_face_and_says_so(tmp_path):
     from synthetic import FAST, make_learnable_data
-    from emo_utils.train import train
+    from emo_utils.core.train import train
     data = make_learnable_data(train_per_class=10, test_per_class=4)
     train_faces = np.flatnonzero(data.split_mask("train"))
     test_face = np.flatnonzero(data.split_mask("test_private"))[0]
@@ -148,7 +148,8 @@ def test_a_dedup_run_trains_without_the_copy_of_a_test_face_and_says_so(tmp_path
     assert result.meta["dedup_removed"]["copies of held-out faces"] >= 1
     plain = train(TrainConfig(**FAST, epochs=1), data, tmp_path / "plain", device="cpu", progress=False)
     assert plain.meta["num_train"] == len(train_faces) and "dedup_removed" not in plain.meta
-    from emo_utils.reports import dedup_lines, provenance
+    from emo_utils.reports.pages import dedup_lines
+    from emo_utils.provenance import provenance
     line, = dedup_lines(provenance(0, data.sha256, result.meta, "cpu"))  # the run's README says what it left out
     assert f"{expected_left_out:,} of {len(train_faces):,} training faces left out" in line
     assert dedup_lines(provenance(0, data.sha256, plain.meta, "cpu")) == []

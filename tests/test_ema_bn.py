@@ -1,11 +1,12 @@
 """An EMA's batch norms can take statistics measured for the averaged weights instead of the raw model's."""
 import torch
 
-from emo_utils.augment import to_float
-from emo_utils.models import build_model
-from emo_utils.checkpoint import TrainConfig, load_checkpoint
-from emo_utils.step import recompute_bn_statistics
-from emo_utils.train import train
+from emo_utils.core.augment import to_float
+from emo_utils.core.models import build_model
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.step import recompute_bn_statistics
+from emo_utils.core.train import train
 from synthetic import make_learnable_data
 
 

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from emo_utils.augment import TTA_VIEWS
-from emo_utils.ensemble import (accuracy, best_view_probs, combine, ensemble_probs, fit_on_validation, fit_weights,
+from emo_utils.core.augment import TTA_VIEWS
+from emo_utils.reports.ensemble import (accuracy, best_view_probs, combine, ensemble_probs, fit_on_validation, fit_weights,
                                 greedy_selection, log_loss)
-from emo_utils.inference import predict_splits
-from emo_utils.checkpoint import load_trained
+from emo_utils.core.inference import predict_splits
+from emo_utils.core.checkpoint import load_trained
 from synthetic import make_learnable_data
 from tiny_model import tiny_model
 

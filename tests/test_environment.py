@@ -4,7 +4,7 @@ import tomllib
 
 import yaml
 
-from emo_utils.data import REPO_ROOT
+from emo_utils.core.data import REPO_ROOT
 
 
 def requirement_name(spec: str) -> str:

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from conftest import FER_CLASSES
-from emo_utils import export, predict
-from emo_utils.checkpoint import load_trained
-from emo_utils.inference import predict_logits
+from emo_utils.predict import export, cli as predict
+from emo_utils.core.checkpoint import load_trained
+from emo_utils.core.inference import predict_logits
 from synthetic import class_images
 from tiny_model import tiny_model
 
@@ -88,7 +88,7 @@ def test_an_onnx_file_we_did_not_write_is_refused_with_the_fix(tmp_path, capsys)
     del stripped.metadata_props[:]
     onnx.save(stripped, foreign)
     (tmp_path / "garbage.onnx").write_bytes(b"not a protobuf at all")
-    for name, message in (("foreign.onnx", "not written by emo_utils.export"),
+    for name, message in (("foreign.onnx", "not written by emo_utils.predict.export"),
                           ("garbage.onnx", "onnxruntime cannot load it")):
         assert predict.main([str(tmp_path / "face.png"), "--model", str(tmp_path / name)]) == 2
         assert message in capsys.readouterr().err

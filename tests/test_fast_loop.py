@@ -8,11 +8,12 @@ import functools
 import pytest
 import torch
 
-from emo_utils.models import build_model
-from emo_utils.checkpoint import TrainConfig, load_checkpoint
-from emo_utils.distributed import use_fast_cuda_kernels
-from emo_utils.step import update_ema
-from emo_utils.train import train
+from emo_utils.core.models import build_model
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.distributed import use_fast_cuda_kernels
+from emo_utils.core.step import update_ema
+from emo_utils.core.train import train
 from synthetic import make_learnable_data
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emo_utils.metrics import compute_metrics
-from emo_utils.inference import predict_splits
-from emo_utils.checkpoint import TrainConfig, load_checkpoint
-from emo_utils.train import train
+from emo_utils.core.metrics import compute_metrics
+from emo_utils.core.inference import predict_splits
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.train import train
 from synthetic import FAST, make_learnable_data
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -35,7 +36,8 @@ import io, os, sys, time
 sys.path.insert(0, {tests_dir!r})
 import torch
 torch.set_num_threads({threads})
-from emo_utils.train import TrainConfig, train
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.train import train
 from synthetic import make_learnable_data
 
 if os.environ.get("STALL_IN_SAVE"):
@@ -208,7 +210,7 @@ def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
 
 
 def test_stale_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_path):
-    from emo_utils.checkpoint import remove_stale_temporaries
+    from emo_utils.core.checkpoint import remove_stale_temporaries
 
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()  # its pid is now free: a writer that died

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from conftest import make_fer_zip
-from emo_utils.augment import TTA_VIEWS, tta_views
-from emo_utils.models import build_model
-from emo_utils.inference import predict_logits, predict_splits, softmax
-from emo_utils.reports import REPO_ROOT, run_reports
-from emo_utils.checkpoint import TrainConfig, config_differences, load_checkpoint
+from emo_utils.core.augment import TTA_VIEWS, tta_views
+from emo_utils.core.models import build_model
+from emo_utils.core.inference import predict_logits, predict_splits, softmax
+from emo_utils.core.data import REPO_ROOT
+from emo_utils.reports.notebooks import run_reports
+from emo_utils.core.config import TrainConfig, config_differences
+from emo_utils.core.checkpoint import load_checkpoint
 from synthetic import make_learnable_data
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "09_train_vgg_gap.ipynb"
@@ -75,11 +77,11 @@ def flagship(tmp_path_factory):
     zip_path = make_fer_zip(root / "data", n_train=12, n_public=3, n_private=3)
     report, runs = root / "reports" / "vgg_gap", root / "runs" / "vgg_gap"
     sets = [f"--set={key}={value!r}" for key, value in TINY.items()]
-    cli = subprocess.run([sys.executable, "-m", "emo_utils.train", str(NOTEBOOK), "--data", str(zip_path),
+    cli = subprocess.run([sys.executable, "-m", "emo_utils.zoo.train", str(NOTEBOOK), "--data", str(zip_path),
                           "--report-dir", str(report), "--run-dir", str(runs), *sets],
                          capture_output=True, text=True, timeout=600)  # inherits EMO_CACHE set above
     assert cli.returncode == 0, cli.stderr[-3000:]
-    seed1 = subprocess.run([sys.executable, "-m", "emo_utils.train", str(NOTEBOOK), "--data", str(zip_path), "--seed", "1",
+    seed1 = subprocess.run([sys.executable, "-m", "emo_utils.zoo.train", str(NOTEBOOK), "--data", str(zip_path), "--seed", "1",
                             "--model-path", str(report / "seeds" / "1" / "model.pt"), "--run-dir", str(runs / "seed1"),
                             *sets], capture_output=True, text=True, timeout=600)  # as the zoo trains a further seed
     assert seed1.returncode == 0, seed1.stderr[-3000:]

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss,
                              precision_recall_fscore_support, roc_auc_score)
 
-from emo_utils import metrics, plots
+from emo_utils.core import metrics
+from emo_utils.reports import plots
 
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from emo_utils.models import REGISTRY, build_model, count_flops, count_params
+from emo_utils.core.models import REGISTRY, build_model, count_flops, count_params
 
 SEED_MODELS = ("residual_gap", "the_model", "cnn3", "unet_classifier")
 
@@ -91,7 +91,7 @@ def test_unet_default_widths_stay_in_the_cpu_budget():
 
 
 def test_unet_dropout_matches_nn_dropout_in_distribution_and_eval():
-    from emo_utils.models.unet_classifier import Dropout
+    from emo_utils.core.models.unet_classifier import Dropout
 
     drop = Dropout(0.3).train()
     x = torch.ones(200_000)

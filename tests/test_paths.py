@@ -8,7 +8,7 @@ import pytest
 
 import emo_utils
 from emo_utils import paths
-from emo_utils.data import REPO_ROOT, DataError
+from emo_utils.core.data import REPO_ROOT, DataError
 
 PATH_PARTS = {"ablations", "seeds", "runs"}
 

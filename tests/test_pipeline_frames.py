@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from emo_utils.data import REPO_ROOT
+from emo_utils.core.data import REPO_ROOT
 from test_report_readability import markdown_problems, markdown_tables
 
 spec = importlib.util.spec_from_file_location("pipeline_frames", REPO_ROOT / "benchmarks" / "pipeline_frames.py")

@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 
 from conftest import FER_CLASSES, make_fer_zip, read_rows, run_cli
-from emo_utils import checkpoint, inputs, paths, predict
-from emo_utils import faces as face_finder
-from emo_utils.data import REPO_ROOT, to_gray_48
-from emo_utils.metrics import compute_metrics
+from emo_utils.predict import inputs, cli as predict, faces as face_finder
+from emo_utils import paths
+from emo_utils.core.data import REPO_ROOT, to_gray_48
+from emo_utils.core.metrics import compute_metrics
 from synthetic import class_images
 from tiny_model import tiny_model
 
@@ -240,7 +240,7 @@ def test_unknown_model_lists_the_available_reports(tmp_path, capsys, monkeypatch
     assert "no model named 'resnet'" in err and f"models in {reports}: mini_xception, vgg_fer" in err
     code, _, err = run_cli(capsys, tmp_path / "face.png", "--model", tmp_path / "missing.pt")
     assert code == 2 and f"model file {tmp_path / 'missing.pt'} does not exist" in err
-    assert checkpoint.resolve_model_path("vgg_fer") == reports / "vgg_fer" / "model.onnx"
+    assert paths.resolve_model_path("vgg_fer") == reports / "vgg_fer" / "model.onnx"
 
 
 def test_missing_input_and_run_checkpoint_are_named(model_path, tmp_path, capsys):
@@ -368,7 +368,7 @@ def test_an_existing_csv_is_refused_unless_force(model_path, class_folder, tmp_p
 def test_help_and_argument_errors_answer_before_torch_is_imported():
     script = "\n".join([
         "import sys",
-        "from emo_utils import predict",
+        "from emo_utils.predict import cli as predict",
         "try:",
         "    predict.main(['--help'])",
         "except SystemExit:",
@@ -389,7 +389,7 @@ def test_help_and_argument_errors_answer_before_torch_is_imported():
 
 @pytest.mark.slow
 def test_demo_notebook_runs_on_synthetic_data(model_path, tmp_path, monkeypatch):
-    from emo_utils.reports import run_reports
+    from emo_utils.reports.notebooks import run_reports
 
     monkeypatch.setenv("EMO_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("EMO_DATA", raising=False)

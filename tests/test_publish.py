@@ -1,7 +1,7 @@
 """A report's model.pt stays under the repository's file limit: over 16 MiB of weights, all of them go float16."""
 import torch
 
-from emo_utils.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, publish_model, save_atomically
+from emo_utils.core.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, publish_model, save_atomically
 
 MiB = 2**20
 

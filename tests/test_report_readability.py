@@ -10,7 +10,6 @@ unbreakable word if that is longer), plus 3 for the padding and border. TABLE_BU
 """
 import json
 import re
-from pathlib import Path
 
 import matplotlib
 import pytest
@@ -18,7 +17,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from emo_utils.data import REPO_ROOT  # noqa: E402
+from emo_utils.core.data import REPO_ROOT  # noqa: E402
 
 TABLE_BUDGET = 150  # characters across a table's widest cells, padding included
 WRAP = 40  # a cell longer than this wraps onto several lines instead of widening its column
@@ -149,7 +148,7 @@ def test_each_planted_defect_in_an_executed_notebook_is_found():
 
 
 def test_a_figure_without_a_title_is_found_and_every_report_figure_has_one():
-    from emo_utils import plots
+    from emo_utils.reports import plots
     untitled, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
     assert not has_title(untitled)

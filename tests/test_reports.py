@@ -12,8 +12,11 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import make_fer_files, make_fer_zip, make_image_bytes
-from emo_utils.data import REPO_ROOT, load_dataset
-from emo_utils.reports import NOTEBOOKS, NotebookError, run_reports, write_index
+from emo_utils.core.data import load_dataset
+from emo_utils.paths import NOTEBOOKS
+from emo_utils.recipes import NotebookError
+from emo_utils.reports.notebooks import run_reports
+from emo_utils.reports.leaderboard import write_index
 
 KERNEL = "python3"  # the running interpreter's own kernel: the tests need no registered kernel
 
@@ -88,7 +91,7 @@ def test_hung_cell_fails_within_its_timeout_naming_the_notebook(folders):
 def test_reports_command_with_a_hung_notebook_exits_1_within_its_timeout(folders, capsys):
     """What `make reports` runs (`python -m emo_utils.reports`, i.e. main): exit status 1 and the notebook named
     on stderr."""
-    from emo_utils.reports import main
+    from emo_utils.reports.notebooks import main
     nb_dir, reports = folders
     write_notebook(nb_dir / "01_fine.ipynb", "x = 1", "print(x)")
     write_notebook(nb_dir / "02_hangs.ipynb", "x = 1", "import time\ntime.sleep(600)")
@@ -222,7 +225,7 @@ def test_trained_models_lists_reports_and_on_request_the_ablation_runs(tmp_path)
 
 
 def test_markdown_table_keeps_one_precision_per_column_one_missing_mark_short_devices_and_changes():
-    from emo_utils.reports import markdown_table
+    from emo_utils.reports.tables import markdown_table
     table = markdown_table([
         {"run": "this recipe", "change": "-", "train min": 59.5, "val": 0.71254, "loss": 1.79234,
          "device": "cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)"},
@@ -236,7 +239,7 @@ def test_markdown_table_keeps_one_precision_per_column_one_missing_mark_short_de
 
 
 def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names_the_misses():
-    from emo_utils.reports import ensemble_verdict
+    from emo_utils.reports.tables import ensemble_verdict
     row = lambda plan, views, gain: {"ensemble": plan, "test-time views": views, "test_private": 0.6 + gain / 100,  # noqa: E731
                                      "best member": "model_x", "best member test_private": 0.6,
                                      "gain (points)": gain, "beats best member": gain > 0}
@@ -271,7 +274,7 @@ def leaderboard_rows_of(index):
 
 
 def test_leaderboard_names_the_best_sorts_rows_shows_intervals_and_the_ties(tmp_path):
-    from emo_utils.metrics import accuracy_interval
+    from emo_utils.core.metrics import accuracy_interval
     reports = tmp_path / "reports"
     write_records(reports, [model_record("small", 0.55, converged=False), model_record("flagship", 0.7219, views="ten_crop"),
                             model_record("ensemble", 0.7305, ensemble=True), model_record("runner_up", 0.7150),
@@ -295,7 +298,7 @@ def test_leaderboard_names_the_best_sorts_rows_shows_intervals_and_the_ties(tmp_
 
 def test_accuracy_interval_is_wilsons():
     from scipy.stats import binomtest
-    from emo_utils.metrics import accuracy_interval
+    from emo_utils.core.metrics import accuracy_interval
     for k, n in ((2591, 3589), (10, 10), (0, 40), (7, 13)):
         expected = binomtest(k, n).proportion_ci(0.95, method="wilson")
         low, high = accuracy_interval(k / n, n)
@@ -308,7 +311,7 @@ def history(val_accs):
 
 
 def test_convergence_is_an_early_stop_or_a_flat_last_ten_epochs():
-    from emo_utils.reports import convergence
+    from emo_utils.reports.pages import convergence
     assert convergence(history([0.5] * 3), "early stopping: no better val accuracy for 10 epochs")[0] is True
     flat = history([0.4 + 0.01 * i for i in range(20)] + [0.59 + 0.0004 * i for i in range(10)])
     assert convergence(flat, "all 30 planned epochs run") == (
@@ -321,7 +324,7 @@ def test_convergence_is_an_early_stop_or_a_flat_last_ten_epochs():
 
 def test_an_annealed_schedule_converged_when_a_longer_run_of_its_recipe_reached_no_better_val():
     from types import SimpleNamespace
-    from emo_utils.reports import convergence
+    from emo_utils.reports.pages import convergence
     rising = history([0.4 + 0.01 * i for i in range(30)])  # best 0.69, +1.00 point over the last 10
     no_better = SimpleNamespace(history=history([0.4 + 0.006 * i for i in range(45)]))  # best 0.664
     converged, why = convergence(rising, "all 30 planned epochs run", longer=no_better)
@@ -336,11 +339,11 @@ def test_an_annealed_schedule_converged_when_a_longer_run_of_its_recipe_reached_
 def test_every_page_shows_one_number_per_model_and_views():
     """The committed reports: each model's metrics.json, README and the ensemble's members agree with the scored
     views kept beside the weights (probabilities re-read, labels from FER2013, skipped without it)."""
-    from emo_utils.data import DataError, load_dataset
+    from emo_utils.core.data import DataError, load_dataset
     from emo_utils.paths import REPORTS_DIR as REPORTS
-    from emo_utils.views import SPLIT_TITLES
+    from emo_utils.reports.views import SPLIT_TITLES
     from emo_utils.paths import views_cache
-    from emo_utils.views import scored_views
+    from emo_utils.reports.views import scored_views
     try:
         data = load_dataset()
     except DataError as e:
@@ -368,7 +371,7 @@ def test_every_page_shows_one_number_per_model_and_views():
 
 
 def test_a_rerun_benchmark_replaces_its_section_and_keeps_the_others(tmp_path):
-    from emo_utils.reports import replace_section
+    from emo_utils.reports.pages import replace_section
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\nintro\n\n## Time to accuracy, 2026-11-25\n\nold one\n\n"
                     "## Training throughput, 2026-11-25\n\nthroughput\n\n## Time to accuracy, 2026-11-26\n\nolder two\n")
@@ -410,7 +413,7 @@ def test_a_run_a_time_cap_cut_short_is_listed_apart_as_capped_not_ranked(tmp_pat
 
 
 def test_short_device_names_a_cpu_by_family_and_threads_and_a_gpu_by_its_model():
-    from emo_utils.leaderboard import short_device
+    from emo_utils.reports.tables import short_device
     assert short_device("cpu (Intel(R) Xeon(R) Processor, AVX512-BF16, AMX, 2 threads)") == "Xeon AMX x2"
     assert short_device("cpu (AMD EPYC, AVX512-BF16, no AMX, 1 threads)") == "EPYC x1"
     assert short_device("cpu (x86_64, 2 threads)") == "CPU x2"
@@ -419,7 +422,8 @@ def test_short_device_names_a_cpu_by_family_and_threads_and_a_gpu_by_its_model()
 
 def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budget_weights(tmp_path):
     from emo_utils.paths import REPORTS_DIR
-    from emo_utils.notebooks import NOTEBOOKS, full_budget_run
+    from emo_utils.paths import NOTEBOOKS
+    from emo_utils.reports.notebooks import full_budget_run
     training, evaluation = NOTEBOOKS / "09_train_vgg_gap.ipynb", NOTEBOOKS / "10_evaluation.ipynb"
     assert full_budget_run(training, tmp_path) is None  # no GPU weights committed
     (tmp_path / "vgg_gap_full").mkdir()
@@ -433,7 +437,7 @@ def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budge
 
 def test_seed_interval_is_students_t_over_the_seeds():
     from scipy import stats
-    from emo_utils.metrics import seed_interval
+    from emo_utils.core.metrics import seed_interval
     summary = seed_interval([0.70, 0.71, 0.725])
     low, high = stats.t.interval(0.95, 2, loc=np.mean([0.70, 0.71, 0.725]), scale=stats.sem([0.70, 0.71, 0.725]))
     assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.711667, abs=1e-6)
@@ -442,7 +446,7 @@ def test_seed_interval_is_students_t_over_the_seeds():
 
 
 def test_a_prediction_interval_is_wider_than_the_means_by_the_new_seeds_own_spread():
-    from emo_utils.metrics import prediction_interval, seed_interval
+    from emo_utils.core.metrics import prediction_interval, seed_interval
     values = [0.70, 0.71, 0.725]
     low, high = prediction_interval(values)
     mean_low, mean_high = seed_interval(values)["low"], seed_interval(values)["high"]
@@ -453,7 +457,7 @@ def test_a_prediction_interval_is_wider_than_the_means_by_the_new_seeds_own_spre
 
 
 def test_a_difference_of_seed_means_has_welchs_interval_around_it():
-    from emo_utils.metrics import mean_difference
+    from emo_utils.core.metrics import mean_difference
     ours, base = [0.72, 0.707, 0.715], [0.694, 0.71, 0.705]
     diff = mean_difference(ours, base)
     # Welch by hand: the standard error of each mean, the Welch-Satterthwaite degrees of freedom, Student's t.
@@ -475,7 +479,7 @@ def stats_t_quantile(dof):
 
 def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit(tmp_path):
     import torch
-    from emo_utils.checkpoint import CHECKPOINT_FORMAT, trained_on_val
+    from emo_utils.core.checkpoint import CHECKPOINT_FORMAT, trained_on_val
     from emo_utils.paths import trained_models
     for path, refit in (("vgg_gap_full/model.pt", False), ("vgg_gap_full/seeds/2/model.pt", False),
                         ("vgg_gap_full/ablations/refit_on_train_val/model.pt", True),
@@ -491,8 +495,8 @@ def test_trained_models_lists_further_seeds_with_the_ablations_and_spots_a_refit
 
 
 def test_leaderboard_and_model_readme_show_the_deduplicated_headline_beside_the_raw_one(tmp_path):
-    from emo_utils.metrics import accuracy_interval
-    from emo_utils.reports import clean_lines
+    from emo_utils.core.metrics import accuracy_interval
+    from emo_utils.reports.pages import clean_lines
     reports = tmp_path / "reports"
     records = [model_record("flagship", 0.72, views="ten_crop"), model_record("runner_up", 0.71),
                model_record("old_report", 0.60)]  # written before the clean splits: no clean number, no error
@@ -515,7 +519,7 @@ def test_leaderboard_and_model_readme_show_the_deduplicated_headline_beside_the_
 
 
 def test_the_front_page_results_table_is_written_between_its_markers_from_the_reports(tmp_path):
-    from emo_utils.leaderboard import RESULTS_END, RESULTS_START
+    from emo_utils.reports.leaderboard import RESULTS_END, RESULTS_START
     reports = tmp_path / "reports"
     flagship = model_record("vgg_gap", 0.7219, views="ten_crop")
     flagship["provenance"]["seed"] = 0
@@ -540,7 +544,7 @@ def test_the_front_page_results_table_is_written_between_its_markers_from_the_re
 
 
 def test_the_front_page_gives_the_deduplicated_test_and_the_photo_pipeline_beside_the_best_model(tmp_path):
-    from emo_utils.leaderboard import front_page_results
+    from emo_utils.reports.leaderboard import front_page_results
     reports = tmp_path / "reports"
     flagship = model_record("vgg_gap", 0.7219, views="ten_crop")
     flagship["provenance"]["seed"] = 0
@@ -561,7 +565,7 @@ def test_the_front_page_gives_the_deduplicated_test_and_the_photo_pipeline_besid
 
 def test_the_commit_is_clean_while_make_reports_rewrites_reports_and_the_front_page(tmp_path):
     import subprocess
-    from emo_utils.reports import git_commit
+    from emo_utils.provenance import git_commit
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from emo_utils import paths, robustness
-from emo_utils.corruptions import condition_name, conditions, corrupt
-from emo_utils.ensemble import ensemble_probs
-from emo_utils.inference import predict_logits, softmax
-from emo_utils.checkpoint import load_trained
-from emo_utils.data import load_dataset
+from emo_utils import paths
+from emo_utils.reports import robustness
+from emo_utils.reports.corruptions import condition_name, conditions, corrupt
+from emo_utils.reports.ensemble import ensemble_probs
+from emo_utils.core.inference import predict_logits, softmax
+from emo_utils.core.checkpoint import load_trained
+from emo_utils.core.data import load_dataset
 from conftest import make_fer_zip
 from synthetic import make_learnable_data
 from tiny_model import tiny_model

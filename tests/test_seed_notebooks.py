@@ -5,9 +5,10 @@ import json
 import pytest
 
 from conftest import make_fer_files, make_fer_zip
-from emo_utils.leaderboard import PUBLISHED, published_text
+from emo_utils.reports.leaderboard import PUBLISHED, published_text, write_index
 from emo_utils.recipes import notebook_parameters
-from emo_utils.reports import NOTEBOOKS, run_reports, write_index
+from emo_utils.paths import NOTEBOOKS
+from emo_utils.reports.notebooks import run_reports
 
 KERNEL = "python3"
 CLASSES = ("anger", "contempt", "disgust", "fear", "happy", "sadness")

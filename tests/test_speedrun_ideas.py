@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from emo_utils.augment import AugmentPolicy, alternate_flip_bits, augment_batch, crop_for_epoch, to_float
-from emo_utils.checkpoint import TrainConfig, load_checkpoint
-from emo_utils.train import prepare, train
-from emo_utils.whitening import WHITENING_EPS, patch_covariance, whiten_first_conv, whitening_filters
+from emo_utils.core.augment import AugmentPolicy, alternate_flip_bits, augment_batch, crop_for_epoch, to_float
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.train import prepare, train
+from emo_utils.core.whitening import WHITENING_EPS, patch_covariance, whiten_first_conv, whitening_filters
 from synthetic import make_learnable_data
 
 
@@ -92,7 +93,7 @@ def test_the_loop_trains_with_all_three_and_a_resumed_run_repeats_it(tmp_path):
 
 
 def test_a_screen_is_read_against_its_reference_row_best_val_first():
-    from emo_utils.ablation import against_reference
+    from emo_utils.reports.ablation import against_reference
     rows = [{"run": "this recipe", "val": 0.70, "test_private": 0.72},
             {"run": "screen: a", "change": "{'lr': 0.2}", "val": 0.64, "test_private": 0.65},
             {"run": "screen: reference", "val": 0.635, "test_private": 0.66},
@@ -106,7 +107,7 @@ def test_a_screen_is_read_against_its_reference_row_best_val_first():
 
 
 def test_a_refit_is_read_against_where_one_more_train_only_seed_would_land():
-    from emo_utils.ablation import refit_lines
+    from emo_utils.reports.ablation import refit_lines
     rows = [{"run": "this recipe", "epochs": 82, "val": 0.71, "test_private": 0.7219},
             {"run": "30-minute budget", "epochs": 43, "val": 0.70, "test_private": 0.6938},
             {"run": "refit on train+val", "epochs": 82, "val": None, "test_private": 0.7450}]
@@ -127,7 +128,7 @@ def test_a_refit_is_read_against_where_one_more_train_only_seed_would_land():
 
 
 def test_runs_with_seeds_are_compared_by_their_means_and_the_interval_of_the_difference():
-    from emo_utils.ablation import seed_comparison_lines
+    from emo_utils.reports.ablation import seed_comparison_lines
 
     def seeds(*private):
         rows = [{"run": f"seed {s}", "test_private": p} for s, p in enumerate(private)]
@@ -155,7 +156,7 @@ def test_runs_with_seeds_are_compared_by_their_means_and_the_interval_of_the_dif
 
 def test_time_to_accuracy_says_which_goal_was_met_and_by_how_much_one_was_missed():
     import importlib.util
-    from emo_utils.data import REPO_ROOT
+    from emo_utils.core.data import REPO_ROOT
     spec = importlib.util.spec_from_file_location("time_to_accuracy", REPO_ROOT / "benchmarks" / "time_to_accuracy.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -179,7 +180,7 @@ def test_time_to_accuracy_says_which_goal_was_met_and_by_how_much_one_was_missed
 
 def test_time_to_accuracy_judges_a_run_with_seeds_by_their_mean():
     import importlib.util
-    from emo_utils.data import REPO_ROOT
+    from emo_utils.core.data import REPO_ROOT
     spec = importlib.util.spec_from_file_location("time_to_accuracy", REPO_ROOT / "benchmarks" / "time_to_accuracy.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
@@ -202,7 +203,7 @@ def test_time_to_accuracy_judges_a_run_with_seeds_by_their_mean():
 
 def test_time_to_accuracy_says_why_a_goal_was_missed_and_shows_a_refit_beside_the_recipes():
     import importlib.util
-    from emo_utils.data import REPO_ROOT
+    from emo_utils.core.data import REPO_ROOT
     spec = importlib.util.spec_from_file_location("time_to_accuracy", REPO_ROOT / "benchmarks" / "time_to_accuracy.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from emo_utils.augment import PIXEL_MEAN, PIXEL_STD, AugmentPolicy, augment_batch, make_policy
-from emo_utils.losses import FocalLoss, SoftCrossEntropy, make_loss
-from emo_utils.models import build_model, count_flops, count_params
-from emo_utils.checkpoint import CheckpointError, TrainConfig, load_checkpoint, load_trained, save_atomically
-from emo_utils.train import train
+from emo_utils.core.augment import PIXEL_MEAN, PIXEL_STD, AugmentPolicy, augment_batch, make_policy
+from emo_utils.core.losses import FocalLoss, SoftCrossEntropy, make_loss
+from emo_utils.core.models import build_model, count_flops, count_params
+from emo_utils.core.checkpoint import CheckpointError, load_checkpoint, load_trained, save_atomically
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.train import train
 from synthetic import FAST, make_learnable_data
 
 
@@ -182,7 +183,7 @@ def test_a_list_from_papermill_matches_a_tuple_from_the_notebook(data, tmp_path)
 
 
 def test_weights_over_the_size_limit_are_published_as_float16_and_evaluated_as_such(data, tmp_path, monkeypatch):
-    import emo_utils.checkpoint as training
+    import emo_utils.core.checkpoint as training
 
     monkeypatch.setattr(training, "MAX_PUBLISHED_BYTES", 0)
     result = train(TrainConfig(**FAST, epochs=1), data, tmp_path / "run", model_path=tmp_path / "model.pt",
@@ -219,7 +220,7 @@ def test_cpu_bf16_trains_the_forward_pass_in_bfloat16_and_still_learns(data, tmp
 
 
 def test_a_cpu_is_named_with_the_flags_that_set_its_bf16_speed():
-    from emo_utils.distributed import cpu_name
+    from emo_utils.core.distributed import cpu_name
     amx = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"
     assert cpu_name(amx) == "Intel(R) Xeon(R) Platinum 8488C, AVX512-BF16, AMX"
     epyc = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"

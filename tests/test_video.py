@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_utils import predict, tracking, video
-from emo_utils import faces as face_finder
+from emo_utils.predict import cli as predict, tracking, video, faces as face_finder
 from conftest import read_rows, run_cli
 from tiny_model import tiny_model
 

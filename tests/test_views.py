@@ -5,10 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from emo_utils import paths, views
-from emo_utils.augment import TTA_VIEWS
-from emo_utils.inference import predict_splits
-from emo_utils.checkpoint import load_trained
+from emo_utils import paths
+from emo_utils.reports import views
+from emo_utils.core.augment import TTA_VIEWS
+from emo_utils.core.inference import predict_splits
+from emo_utils.core.checkpoint import load_trained
 from synthetic import make_learnable_data
 from tiny_model import tiny_model
 

@@ -18,15 +18,14 @@ import pytest
 import torch
 
 from conftest import make_fer_folder
-from emo_utils import zoo, zoo_plan
-from emo_utils.paths import ablation_model_path, slug
-from emo_utils.augment import make_policy
-from emo_utils.data import load_dataset
-from emo_utils.notebooks import NOTEBOOKS
-from emo_utils.recipes import notebook_parameters
-from emo_utils.checkpoint import config_differences, config_from_recipe, load_checkpoint
-from emo_utils.recipes import parse_sets
-from emo_utils.train import train
+from emo_utils.zoo import runner as zoo, plan as zoo_plan
+from emo_utils.paths import ablation_model_path, slug, NOTEBOOKS
+from emo_utils.core.augment import make_policy
+from emo_utils.core.data import load_dataset
+from emo_utils.recipes import notebook_parameters, parse_sets
+from emo_utils.core.config import config_differences, config_from_recipe
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.core.train import train
 
 MINI_XCEPTION = NOTEBOOKS / "02_train_mini_xception.ipynb"
 # Notebook 02's CPU recipe (SGD, one-cycle, label smoothing, keras_light), made tiny; fp32 so any CPU runs it alike.
@@ -180,7 +179,7 @@ def test_a_run_that_fails_is_named_with_its_log_and_the_others_finish(faces, tmp
 
 def test_each_run_trains_the_config_its_notebook_would(tmp_path):
     """Seeds and each notebook's ablations (09's, and 08's run without vertical flips): each run's config, built as
-    `python -m emo_utils.train` builds it, equals the one the notebook trains, and lands where it looks."""
+    `python -m emo_utils.zoo.train` builds it, equals the one the notebook trains, and lands where it looks."""
     notebooks = zoo_plan.find_notebooks(["08", "09"])
     runs = zoo_plan.plan_runs(notebooks, "full", zoo_plan.seeds_by_notebook(["09=0,2"], notebooks), [],
                               tmp_path / "reports", tmp_path / "runs")

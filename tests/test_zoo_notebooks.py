@@ -7,10 +7,11 @@ import nbformat
 import pytest
 
 from conftest import make_fer_zip
-from emo_utils.augment import make_policy
-from emo_utils.checkpoint import TrainConfig, config_differences, load_checkpoint
-from emo_utils.reports import run_reports
-from emo_utils.tables import COLUMN_LABELS
+from emo_utils.core.augment import make_policy
+from emo_utils.core.config import TrainConfig, config_differences
+from emo_utils.core.checkpoint import load_checkpoint
+from emo_utils.reports.notebooks import run_reports
+from emo_utils.reports.tables import COLUMN_LABELS
 
 KERNEL = "python3"
 TINY = {"epochs": 1, "batch_size": 16, "augment": "heavy", "optimizer": "sgd", "lr": 0.01}
@@ -61,7 +62,7 @@ def test_evaluation_notebook_compares_every_trained_model(zoo):
                                     for c in code if c.source.startswith(starts) for o in c.outputs)
     assert "2 trained models: model_x, model_y" in output("from emo_utils.all")
     # Its board shows each model under the views of its own report, with the numbers of its own report.
-    table = next(o["data"]["text/markdown"] for c in code if c.source.startswith("from emo_utils.tables import board")
+    table = next(o["data"]["text/markdown"] for c in code if c.source.startswith("from emo_utils.reports.tables import board")
                  for o in c.outputs if "text/markdown" in o.get("data", {}))
     header, _, *lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()
                          if line.startswith("|")]

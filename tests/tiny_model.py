@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import FER_CLASSES
-from emo_utils.train import TrainConfig, train
+from emo_utils.core.config import TrainConfig
+from emo_utils.core.train import train
 from synthetic import make_learnable_data
 
 

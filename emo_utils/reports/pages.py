@@ -1,72 +1,23 @@
-"""Reports: where each result came from (provenance, convergence), each model's README and metrics.json, the
-ensemble's, and `make reports` itself.
-
-`make reports` calls `python -m emo_utils.reports`: every notebook in notebooks/ runs in order (notebooks.py),
-the executed copy and its HTML land in reports/, and reports/README.md is rewritten as an index and
-leaderboard from the reports/*/metrics.json files (leaderboard.py).
+"""The pages a run writes: whether it converged, each model's README and metrics.json, and the ensemble's.
+Where a result came from (commit, versions, device) is provenance.py's; `make reports` is __main__.py's.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
-import platform
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .checkpoint import TrainResult, load_checkpoint
-from .data import REPO_ROOT
-from .duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
-from .leaderboard import DATASET_TITLES, PUBLISHED, write_index
-from .metrics import accuracy_interval, most_confused_pairs, summary
-from .models import build_model, count_flops
-from .notebooks import NOTEBOOKS, run_notebooks
-from .paths import REPORTS_DIR
-from .recipes import NotebookError, parse_value
-from .tables import (changes_text, ensemble_verdict, markdown_table, per_class_table, plan_weights,  # noqa: F401
-                     plans_table, results_table, short_device)
+from ..core.checkpoint import TrainResult, load_checkpoint
+from ..core.duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
+from .leaderboard import DATASET_TITLES, PUBLISHED
+from ..core.metrics import accuracy_interval, most_confused_pairs, summary
+from ..core.models import build_model, count_flops
+from ..provenance import provenance
+from .tables import ensemble_verdict, markdown_table, per_class_table, plan_weights, plans_table, results_table, short_device
 from .views import SPLIT_TITLES, VIEW_TITLES, Evaluation, evaluate, headline_split
-
-# ---------------------------------------------------------------- provenance
-
-def git_commit(root: Path = REPO_ROOT) -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        # reports/ and the front page's results table (README.md) are what `make reports` rewrites as it goes:
-        # only a change elsewhere makes the code uncommitted (with README.md counted, every notebook after the
-        # first of a run said "uncommitted").
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports",
-                                ":!README.md"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("+uncommitted" if dirty else "")
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown"
-
-
-def library_versions() -> dict:
-    import sklearn
-    import torch
-    import torchvision
-    return {"python": platform.python_version(), "torch": str(torch.__version__),
-            "torchvision": str(torchvision.__version__), "numpy": np.__version__, "scikit-learn": sklearn.__version__}
-
-
-def provenance(seed: int, data_sha256: str, meta: dict, budget: str) -> dict:
-    """Where a result came from. `meta` is TrainResult.meta (device and wall time of the training run)."""
-    versions = library_versions()
-    return {"commit": git_commit(), "seed": seed, "data_sha256": data_sha256, "device": meta.get("device", ""),
-            "torch": versions["torch"], "versions": versions, "wall_seconds": round(meta.get("wall_seconds", 0.0), 1),
-            "epochs_run": meta.get("epochs_run", 0), "epochs_asked": meta.get("epochs_asked", 0),
-            "best_epoch": meta.get("best_epoch", 0), "stop_reason": meta.get("stop_reason", ""), "budget": budget,
-            "reused_weights": bool(meta.get("reused", False)),
-            **({"dedup_removed": meta["dedup_removed"]} if meta.get("dedup_removed") else {}),
-            "evaluated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-
 
 CONVERGENCE_WINDOW = 10  # epochs
 CONVERGENCE_TOLERANCE = 0.005  # half a point of val accuracy
@@ -299,10 +250,10 @@ def write_model_report(report_dir, title: str, result: TrainResult, evaluation: 
               "```json", json.dumps(config, indent=2), "```", "", "</details>", "",
               "## Load the weights", "", f"This reproduces the {SPLIT_TITLES.get(headline, headline)} accuracy above.",
               "", "```python",
-              "from emo_utils.checkpoint import load_trained",
-              *(["from emo_utils.data import load_dataset", "from emo_utils.inference import predict_splits",
+              "from emo_utils.core.checkpoint import load_trained",
+              *(["from emo_utils.core.data import load_dataset", "from emo_utils.core.inference import predict_splits",
                  "data = load_dataset()"] if dataset == "fer2013" else
-                ["from emo_utils.datasets import load_named", "from emo_utils.inference import predict_splits",
+                ["from emo_utils.core.datasets import load_named", "from emo_utils.core.inference import predict_splits",
                  f"data = load_named({dataset!r}, 'path/to/{dataset}', {result.config.label_mode!r})"]),
               f"result = load_trained('reports/{report_dir.name if dataset == 'fer2013' else f'{dataset}/{report_dir.name}'}"
               "/model.pt')  # TrainResult: .model, .config, .history",
@@ -386,42 +337,3 @@ def replace_section(path: Path, title: str, body: str, date: str | None = None) 
     kept.insert(min(where, len(kept)), new)
     path.write_text("\n".join([head.rstrip("\n") + "\n"] + [s_.rstrip("\n") + "\n" for s_ in kept]))
     return path
-
-
-# ---------------------------------------------------------------- make reports
-
-def run_reports(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,
-                notebooks_dir: Path = NOTEBOOKS, reports_dir: Path = REPORTS_DIR, progress=True) -> list[Path]:
-    """Run the notebooks (notebooks.run_notebooks), then rewrite reports/README.md from what they wrote."""
-    done = run_notebooks(only, parameters, retrain, kernel, cell_timeout, notebooks_dir, reports_dir, progress)
-    write_index(reports_dir, notebooks_dir)
-    return done
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Run the notebooks with papermill and regenerate reports/.")
-    parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="a papermill parameter (Python literal or string); repeatable")
-    parser.add_argument("--retrain", action="store_true", help="retrain instead of reusing committed weights")
-    parser.add_argument("--kernel", default="emo-fer")
-    parser.add_argument("--cell-timeout", type=int, default=4 * 3600, help="seconds one cell may run")
-    parser.add_argument("--index-only", action="store_true", help="only rewrite reports/README.md")
-    parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS,
-                        help="where the notebooks are (default: notebooks/)")
-    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where the reports go (default: reports/)")
-    args = parser.parse_args(argv)
-    if args.index_only:
-        print(write_index(args.reports_dir, args.notebooks_dir))
-        return 0
-    try:
-        run_reports(args.only, {k: parse_value(v) for k, v in args.parameter}, args.retrain, args.kernel,
-                    args.cell_timeout, args.notebooks_dir, args.reports_dir)
-    except NotebookError as e:
-        print(f"make reports: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

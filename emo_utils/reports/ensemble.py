@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from .metrics import compute_metrics
+from ..core.metrics import compute_metrics
 from .views import chosen_views, headline_split, scored_views, view_name
 
 LOG_EPS = 1e-12

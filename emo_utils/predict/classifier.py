@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import PIXEL_MEAN, PIXEL_STD
-from .checkpoint import CheckpointError, load_trained, resolve_model_path
+from ..core.augment import PIXEL_MEAN, PIXEL_STD
+from ..core.checkpoint import CheckpointError, load_trained
+from ..paths import resolve_model_path
 from .faces import PredictError
-from .inference import Classifier, predict_logits
+from ..core.inference import Classifier, predict_logits
 
 INPUT, OUTPUT = "faces", "logits"
 
@@ -62,11 +63,11 @@ def onnx_classifier(path: str | os.PathLike, tta: bool = False, threads: int | N
         session = make_session(path, threads)
     except Exception as e:  # onnxruntime raises its own exception types for a broken file
         raise PredictError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {str(e)[:200]}). "
-                           "Export it again with `python -m emo_utils.export`.") from e
+                           "Export it again with `python -m emo_utils.predict.export`.") from e
     meta = session.get_modelmeta().custom_metadata_map
     if "class_names" not in meta or "crop" not in meta:
         raise PredictError(f"{path}: no class names or crop in its metadata, so it was not written by "
-                           "emo_utils.export. Export it again with `python -m emo_utils.export`.")
+                           "emo_utils.predict.export. Export it again with `python -m emo_utils.predict.export`.")
     crop = int(meta["crop"])
 
     def logits_fn(faces_u8):

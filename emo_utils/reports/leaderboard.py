@@ -7,9 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from .metrics import accuracy_interval, seed_interval
-from .notebooks import NOTEBOOKS
-from .paths import FULL_SUFFIX, MAIN_RUN, REPORTS_DIR, ablation_record
+from ..core.metrics import accuracy_interval, seed_interval
+from ..paths import FULL_SUFFIX, MAIN_RUN, NOTEBOOKS, REPORTS_DIR, ablation_record
 from .plots import plot_leaderboard, save_figure
 from .tables import short_device
 from .views import SPLIT_TITLES, VIEW_TITLES, headline_split

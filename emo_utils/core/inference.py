@@ -1,7 +1,7 @@
 """Inference: logits and probabilities for a batch of uint8 faces (N, 48, 48), with optional flip TTA, and the
 Classifier that puts a trained model (PyTorch or ONNX) behind one call.
 
-Training, evaluation and ensembling import these from here; emo_utils.predict (the command line) still answers
+Training, evaluation and ensembling import these from here; emo_utils.predict.cli (the command line) still answers
 for them under their old names, importing this module (and torch) only when they are asked for.
 """
 from __future__ import annotations

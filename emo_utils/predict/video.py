@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from tqdm import tqdm
 
-from .faces import (DETECT_MAX_SIDE, FACE_MARGIN, MIN_FACE, PALETTE, Aligner, Face, PredictError, cut_faces,
-                    draw_faces)
-from .files import write_csv
+from .faces import DETECT_MAX_SIDE, FACE_MARGIN, MIN_FACE, PALETTE, Face, PredictError, cut_faces, draw_faces
+from .detectors import Aligner
+from ..core.files import write_csv
 from .tracking import IouTracker
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
-    from .inference import Classifier
+    from ..core.inference import Classifier
 
 # Containers OpenCV's bundled FFmpeg reads; an input with one of these suffixes is read as a video.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")

@@ -1,13 +1,10 @@
-"""Distillation (Hinton et al. 2015): a net learns from an ensemble's outputs on the training faces.
+"""The teacher of a distilled run: an ensemble's probabilities on every training face, written once to a file
+keyed by the data's checksum (core/distill.py reads it for the training step; TrainConfig.distill_targets names it).
 
-The teacher is an ensemble notebook 11 chose on val: its metrics.json names the members, their weights and each
-member's test-time views. The teacher's probabilities on every training face are computed once (a forward pass
-per member and view, the views' logits averaged, as everywhere else) and kept in a file keyed by the data's
-checksum. TrainConfig.distill_targets names that file; the training step then learns from
-(1 - distill_weight) x the labels + distill_weight x the teacher, the teacher softened by distill_temperature
-(each probability to the power 1/T, renormalised: T > 1 lifts the classes it ranks second and third).
+The ensemble is the one notebook 11 chose on val: its metrics.json names the members, their weights and each
+member's test-time views; each member's views' logits are averaged, as everywhere else.
 
-    python -m emo_utils.distill [--ensemble reports/ensemble/metrics.json] [--out reports/ensemble/teacher_train.npz] [--bf16]
+    python -m emo_utils.zoo.teacher [--ensemble reports/ensemble/metrics.json] [--out reports/ensemble/teacher_train.npz] [--bf16]
 """
 from __future__ import annotations
 
@@ -18,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as fer
-from .checkpoint import load_trained
-from .inference import default_device, predict_logits, softmax
-from .paths import REPORTS_DIR, trained_models
+from ..core import data as fer
+from ..core.checkpoint import load_trained
+from ..core.inference import default_device, predict_logits, softmax
+from ..paths import REPORTS_DIR, trained_models
 
 DEFAULT_ENSEMBLE = REPORTS_DIR / "ensemble" / "metrics.json"
 DEFAULT_TEACHER = REPORTS_DIR / "ensemble" / "teacher_train.npz"
@@ -63,30 +60,8 @@ def write_teacher(path: Path, probs: np.ndarray, data_sha256: str, members: dict
     return path
 
 
-def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Each row to the power 1/T, renormalised: the distribution softmax(logits / T) would give."""
-    powered = np.power(np.clip(probs, 1e-12, None), 1.0 / temperature)
-    return powered / powered.sum(axis=1, keepdims=True)
-
-
-def read_teacher(path: Path, data_sha256: str, num_faces: int, temperature: float = 1.0) -> np.ndarray:
-    """The teacher's probabilities on the training faces, softened; refused when they were computed on other
-    data or another training split."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no teacher probabilities. Write them with `python -m emo_utils.distill "
-                                f"--out {path}` (after notebook 11 has chosen the ensemble).")
-    with np.load(path) as saved:
-        probs, sha = saved["probs"], str(saved["data_sha256"])
-    if sha != data_sha256 or len(probs) != num_faces:
-        raise ValueError(f"{path} holds the teacher's outputs on {len(probs)} faces of data {sha[:16]}…, not on "
-                         f"these {num_faces} training faces of {data_sha256[:16]}…: write it again for this data "
-                         "with `python -m emo_utils.distill`.")
-    return soften(probs, temperature)
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emo_utils.distill", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.zoo.teacher", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ensemble", type=Path, default=DEFAULT_ENSEMBLE, help="an ensemble report's metrics.json")
     parser.add_argument("--out", type=Path, default=DEFAULT_TEACHER)

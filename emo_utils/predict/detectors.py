@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_SIZE, to_gray_48
+from ..core.data import IMAGE_SIZE, to_gray_48
 
 DETECTORS = ("haar", "hog", "cnn")
 # Where the eye centres sit in a 48x48 FER2013 face, (x, y) in pixels, image left and image right: the medians
 # over the 1,375 of 2,000 seeded training faces (seed 0) on which dlib's HOG detector finds one face once the
 # 48 px face is upsampled 4x, with the 5-point landmarks read inside that box (measure_fer_framing; `python -m
-# emo_utils.detectors` measures it again on the FER2013 that data.load_dataset finds, in about 20 s).
+# emo_utils.predict.detectors` measures it again on the FER2013 that data.load_dataset finds, in about 20 s).
 FER_LEFT_EYE = (15.0, 19.1)
 FER_RIGHT_EYE = (32.6, 18.8)
 
@@ -144,8 +144,8 @@ def measure_fer_framing(faces_u8: np.ndarray, upscale: int = 4) -> dict:
     return dict(faces=len(faces_u8), found=len(lefts), left_eye=left_eye, right_eye=right_eye)
 
 
-if __name__ == "__main__":  # python -m emo_utils.detectors: measure FER_LEFT_EYE and FER_RIGHT_EYE again
-    from .data import load_dataset
+if __name__ == "__main__":  # python -m emo_utils.predict.detectors: measure FER_LEFT_EYE and FER_RIGHT_EYE again
+    from ..core.data import load_dataset
 
     images, _ = load_dataset().split("train")
     chosen = np.random.default_rng(0).choice(len(images), 2000, replace=False)

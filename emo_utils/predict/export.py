@@ -1,6 +1,6 @@
 """ONNX export: a trained model as one self-contained .onnx file that onnxruntime runs without torch.
 
-    python -m emo_utils.export --model mini_xception        # writes reports/mini_xception/model.onnx
+    python -m emo_utils.predict.export --model mini_xception        # writes reports/mini_xception/model.onnx
     emo-predict faces/ --model reports/mini_xception/model.onnx
 
 The graph takes normalized faces (N, 1, S, S), S the model's evaluation crop (48 without one), with a
@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import PIXEL_MEAN, PIXEL_STD
-from .checkpoint import CheckpointError, load_trained, resolve_model_path
+from ..core.augment import PIXEL_MEAN, PIXEL_STD
+from ..core.checkpoint import CheckpointError, load_trained
+from ..paths import resolve_model_path
 from .classifier import INPUT, OUTPUT, make_session, normalize_faces
-from .data import IMAGE_SIZE
-from .files import write_atomically
-from .inference import predict_logits
+from ..core.data import IMAGE_SIZE
+from ..core.files import write_atomically
+from ..core.inference import predict_logits
 
 OPSET = 17
 EXPORT_ATOL = 1e-4  # onnxruntime against PyTorch, on logits
@@ -61,7 +62,7 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, class_names, cr
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    proto.producer_name = "emo_utils.export"
+    proto.producer_name = "emo_utils.predict.export"
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     worst = max_difference(model, data, crop, check_batches)

@@ -14,9 +14,7 @@ What the loop promises:
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, replace
@@ -27,18 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import data as fer
-from . import datasets, distributed
+from . import data as fer, datasets, distributed
 from .augment import AugmentPolicy, alternate_flip_bits, crop_for_epoch, make_policy
-from .checkpoint import (CHECKPOINT_FORMAT, TrainConfig, TrainResult, check_config, config_differences,
-                         config_from_recipe, load_checkpoint, load_trained, load_weights, publish_model,
-                         remove_stale_temporaries, save_atomically)
+from .checkpoint import (CHECKPOINT_FORMAT, TrainResult, check_config, load_checkpoint, load_trained, load_weights,
+                         publish_model, remove_stale_temporaries, save_atomically)
+from .config import TrainConfig, config_differences
 from .distill import read_teacher
 from .inference import default_device
 from .losses import balanced_class_weights, make_loss
 from .models import build_model, count_params
-from .paths import model_dirs, model_file, model_folder, roots
-from .recipes import notebook_parameters, parse_sets
 from .step import (estimate_epoch_seconds, epoch_generator, evaluate_loss_acc, make_optimizer, recompute_bn_statistics,
                    scheduled_lr, train_step, update_ema)
 from .whitening import whiten_first_conv
@@ -382,59 +377,3 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
             if on_epoch_end is not None:
                 on_epoch_end(row["epoch"], row)
     return finish(run, data, run_dir, model_path)
-
-
-# ---------------------------------------------------------------- command line (and torchrun)
-
-def main(argv=None) -> int:
-    """Train with the recipe in a notebook's parameters cell, e.g. on 8 GPUs:
-    torchrun --nproc_per_node=8 -m emo_utils.train notebooks/09_train_vgg_gap.ipynb --budget full
-    then `make reports NB=09 PARAMS="-p budget full"` evaluates the model it wrote instead of retraining."""
-    parser = argparse.ArgumentParser(prog="python -m emo_utils.train", description=main.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebook", type=Path, help="a training notebook; its parameters cell gives the recipe")
-    parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: the notebook's budget)")
-    parser.add_argument("--seed", type=int, help="default: the notebook's seed")
-    parser.add_argument("--data", help="the dataset's file or folder (default: the notebook's data_path; for FER2013 "
-                        "then the finder)")
-    parser.add_argument("--dataset", help="which dataset (datasets.py: fer2013, ferplus, rafdb, affectnet, ckplus, or "
-                        "a name of your own for a train/ + test/ folder; default: the notebook's dataset, else fer2013)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a recipe field, VALUE a Python literal (e.g. --set epochs=5); repeatable")
-    parser.add_argument("--report-dir", type=Path, help="where model.pt goes (default: reports/<model>)")
-    parser.add_argument("--model-path", type=Path, help="the finished model's file (default: REPORT_DIR/model.pt)")
-    parser.add_argument("--run-dir", type=Path, help="checkpoints (default: runs/<model>)")
-    parser.add_argument("--retrain", action="store_true", help="train even if a matching model.pt exists")
-    parser.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the training step (default: "
-                        "COMPILE_BY_DEFAULT, else off); reduce-overhead adds CUDA graphs")
-    args = parser.parse_args(argv)
-
-    params = notebook_parameters(args.notebook)
-    budget = args.budget or params.get("budget", "cpu")
-    seed = params.get("seed", 0) if args.seed is None else args.seed
-    # A notebook's label_mode parameter (FER+) is a recipe field as its overrides are; --set wins over both.
-    notebook_label_mode = {"label_mode": params["label_mode"]} if params.get("label_mode") else {}
-    overrides = {**notebook_label_mode, **(params.get("overrides") or {}), **parse_sets(args.set)}
-    model_name = params["model_name"]
-    dataset = args.dataset or params.get("dataset") or datasets.DEFAULT_DATASET
-    config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides,
-                                dataset)
-    data = datasets.load_named(dataset, args.data or params.get("data_path"), config.label_mode)
-    # reports/ and runs/ under REPO_ROOT as it is now, not at import: a test that moves REPO_ROOT writes there.
-    folder = model_folder(model_name, budget, params.get("budget", "cpu"), dataset)
-    report_dir, run_dir = model_dirs(folder, *roots(fer.REPO_ROOT))
-    report_dir, run_dir = args.report_dir or report_dir, args.run_dir or run_dir
-    model_path = args.model_path or model_file(report_dir)
-    if distributed.is_main():
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-    result = train(config, data, run_dir, retrain=args.retrain, model_path=model_path, compile_mode=args.compile)
-    if distributed.is_main():
-        print(json.dumps({k: v for k, v in result.meta.items()}, indent=1, default=str))
-        print(f"model: {model_path}")
-    if distributed.active():
-        distributed.end_rank(0)  # never returns: see end_rank for the abort it avoids
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

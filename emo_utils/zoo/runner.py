@@ -4,7 +4,7 @@
     python -m emo_utils.zoo 02 09 --budget full --seeds 09=0,1,2 --jobs 3
     python -m emo_utils.zoo --budget full --seeds 09=0,1,2 --data fer2013.zip --out zoo_out --time-cap 15
 
-Each run is `python -m emo_utils.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
+Each run is `python -m emo_utils.zoo.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
 zoo.log beside its checkpoints. So a run resumes after a kill like any run of the loop (start the same command
 again), one that fails leaves the others going, and each writes its model where the notebook would: `make
 reports` then evaluates it instead of retraining. Where things go (zoo_plan.py plans them, paths.py names them), <folder> being
@@ -39,12 +39,12 @@ from pathlib import Path
 
 import torch
 
-from . import data as fer
-from .paths import roots
+from ..core import data as fer
+from ..paths import roots
 from .progress import Display, duration, table
-from .reports import git_commit
-from .train import COMPILE_MODES
-from .zoo_plan import Run, find_notebooks, plan_runs, seeds_by_notebook
+from ..provenance import git_commit
+from ..core.train import COMPILE_MODES
+from .plan import Run, find_notebooks, plan_runs, seeds_by_notebook
 
 GPU_JOBS = 3  # measured on an H100: three runs kept an H100 97-100% busy, each as fast as alone
 LOG_HEADER = "=== zoo "  # starts each attempt's part of a run's log
@@ -54,7 +54,7 @@ PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 # ---------------------------------------------------------------- running
 
 def command(run: Run, data_path: Path, compile_mode: str | None) -> list[str]:
-    return ([sys.executable, "-m", "emo_utils.train", str(run.notebook), "--budget", run.budget,
+    return ([sys.executable, "-m", "emo_utils.zoo.train", str(run.notebook), "--budget", run.budget,
              "--seed", str(run.seed), "--data", str(data_path), "--model-path", str(run.model_path),
              "--run-dir", str(run.run_dir)]
             + (["--compile", compile_mode] if compile_mode else []) + [f"--set={item}" for item in run.sets])
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", action="append", default=[], metavar="[PREFIX=]SEEDS",
                         help="seeds to train, e.g. 0,1,2 for every notebook or 09=0,1,2 (default: the notebook's)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a recipe field in every run (as python -m emo_utils.train --set)")
+                        help="override a recipe field in every run (as python -m emo_utils.zoo.train --set)")
     parser.add_argument("--no-ablations", action="store_true",
                         help="skip the runs a notebook trains beside its recipe (its cpu_ablations or full_ablations)")
     parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the finder, see README)")
@@ -294,7 +294,3 @@ def main(argv=None) -> int:
             "runs": [record(run, root) for run in runs]}, indent=1) + "\n")
         print("\n".join(summary(runs) + [f"what ran: {json_path}"]), flush=True)
     return 0 if all(run.status in ("done", "reused") for run in runs) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from .faces import (FACE_MARGIN, Aligner, Face, FaceDetector, PredictError, SkipFile, annotate, extract_faces,
-                    read_image)
-from .files import write_csv as write_rows
-from .metrics import compute_metrics
+from .faces import FACE_MARGIN, Face, FaceDetector, PredictError, SkipFile, annotate, extract_faces, read_image
+from .detectors import Aligner
+from ..core.files import write_csv as write_rows
+from ..core.metrics import compute_metrics
 from .video import is_video
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
-    from .inference import Classifier
+    from ..core.inference import Classifier
 
 MAX_FILE_BYTES = 200 * 2**20  # a file (or zip member) above this is not read at all
 

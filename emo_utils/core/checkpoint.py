@@ -1,6 +1,6 @@
-"""Trained models on disk: the TrainConfig a checkpoint records, writing and reading checkpoints (checked against
-the config and the model's code), a finished one as a ready model (load_trained), publishing a run's weights
-to its report, and finding a trained model by name or path.
+"""Trained models on disk: writing and reading checkpoints (checked against the config they record, config.py,
+and the model's code), a finished one as a ready model (load_trained), and publishing a run's weights to its
+report.
 
 Everything above the models reads and writes weights through this module: the training loop, the views, the
 reports, the ONNX export and emo-predict. The format and the state-dict keys never change: every committed
@@ -8,102 +8,25 @@ model.pt loads.
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import paths
 from .augment import make_policy
+from .config import TrainConfig, config_differences
 from .files import write_atomically
 from .inference import default_device
 from .models import build_model
-
-MODEL_SUFFIXES = (".pt", ".onnx")  # a report's model.pt, or the model.onnx exported from it
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the fix."""
 
 
-# ---------------------------------------------------------------- the config
-
 CHECKPOINT_FORMAT = 1
-
-
-@dataclass
-class TrainConfig:
-    model: str = "mini_xception"
-    model_kwargs: dict = field(default_factory=dict)
-    optimizer: str = "adam"  # sgd | adam | adamw | adamax
-    lr: float = 1e-3
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
-    weight_decay: float = 0.0
-    scheduler: str = "plateau"  # plateau | cosine | onecycle | none
-    plateau_factor: float = 0.1
-    plateau_patience: int = 10
-    warmup_fraction: float = 0.0  # cosine/onecycle: share of the run spent warming up linearly
-    loss: str = "ce"  # ce | focal
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    class_weights: bool = False  # weight the loss by n / (C * n_c)
-    batch_size: int = 32
-    epochs: int = 100
-    early_stop_patience: int = 0  # epochs without a better val accuracy before stopping; 0 turns it off
-    augment: str | dict = "flip"  # a name in augment.POLICIES or AugmentPolicy fields
-    ema_decay: float = 0.0  # exponential moving average of weights, evaluated instead of the raw weights
-    # With an EMA: batch-norm statistics measured for the averaged weights (recompute_bn_statistics, before each
-    # evaluation) instead of the raw model's, copied by update_ema, which belong to other weights.
-    ema_recompute_bn: bool = False
-    # The first convolution's filters start as whitening filters of the training faces' patches (whitening.py).
-    whiten_init: bool = False
-    # Distillation (distill.py): a file of a teacher's probabilities on the training faces ("" for none; relative
-    # to the repository), mixed into the targets with this weight, softened by this temperature.
-    distill_targets: str = ""
-    distill_weight: float = 0.5
-    distill_temperature: float = 2.0
-    # Refit: train on train + val (the whole Training folder) for the planned epochs and keep the last epoch,
-    # once the recipe and its length were chosen on val by a train-only run. Nothing is chosen on the refit
-    # itself: its val numbers are training numbers, so no early stop and no plateau schedule.
-    refit: bool = False
-    # Deduplicated training (issue 29): leave out every training face with an exact or near copy among the held-out
-    # faces (val and test; test alone under refit) and every group with conflicting labels (data.dedup_removals).
-    dedup: bool = False
-    seed: int = 0
-    time_budget_min: float = 0.0  # 0: no limit
-    channels_last: bool = True
-    # bf16 autocast on CPU as well (it is always on for CUDA). oneDNN runs bf16 convolutions on AVX512-BF16 or
-    # AMX about twice as fast as fp32 (benchmarks/train_throughput.py measures it on the flagship).
-    # Off by default, so every model trained before it existed keeps its exact fp32 recipe.
-    cpu_bf16: bool = False
-    sync_batchnorm: bool = False  # under torchrun on GPUs: batch norm over the global batch, not each rank's share
-    # The dataset trained on (datasets.py): it names the report folder (reports/<dataset>/<model> for all but
-    # FER2013) and the leaderboard section. Every model trained before the field existed trained on FER2013.
-    dataset: str = "fer2013"
-    # "majority": one label per face; "probability": FER+'s vote distributions as soft targets, cross-entropy
-    # against them (Barsoum et al. 2016), through the step's soft-target path that distillation uses.
-    label_mode: str = "majority"
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TypeError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**values)
-
-
-def config_from_recipe(model: str, recipe: dict, seed: int = 0, overrides: dict | None = None,
-                       dataset: str | None = None) -> TrainConfig:
-    """A notebook's recipe (its full_recipe or cpu_recipe parameter) with `overrides` on top, as a TrainConfig;
-    `dataset` (a notebook's parameter) when given, else the recipe's or FER2013."""
-    return TrainConfig.from_dict({**recipe, **(overrides or {}), "model": model, "seed": seed,
-                                  **({"dataset": dataset} if dataset is not None else {})})
 
 
 @dataclass
@@ -163,16 +86,6 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path}: not an emo_utils checkpoint (format {CHECKPOINT_FORMAT} expected). "
                               "Delete it or retrain.")
     return checkpoint
-
-
-def config_differences(saved: dict, config: TrainConfig) -> list[str]:
-    # Compared as JSON: a tuple from a notebook and a list from papermill (which has no tuples) are the same.
-    # A field the checkpoint predates counts as its default, so adding a field keeps old models valid.
-    defaults = json.loads(json.dumps(asdict(TrainConfig())))
-    saved = {**defaults, **json.loads(json.dumps(saved))}
-    current = json.loads(json.dumps(asdict(config)))
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
-            for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
 
 def check_config(path: Path, checkpoint: dict, config: TrainConfig) -> None:
@@ -238,30 +151,6 @@ def publish_model(final_path: Path, model_path: Path) -> bool:
     return halve
 
 
-# ---------------------------------------------------------------- finding trained models
-
 def trained_on_val(model_path: Path) -> bool:
     """A refit (TrainConfig.refit) learnt the validation split: nothing may be chosen or weighted on it."""
     return bool(load_checkpoint(Path(model_path))["config"].get("refit"))
-
-
-def resolve_model_path(spec: str | os.PathLike, reports_dir: str | os.PathLike | None = None) -> Path:
-    """A model by report name (reports/<name>/model.pt, else model.onnx) or by path to a .pt or .onnx file."""
-    reports_dir = Path(reports_dir or paths.REPORTS_DIR)
-    path = Path(spec)
-    choices = list(paths.trained_models(reports_dir, suffixes=MODEL_SUFFIXES))
-    listing = (f"models in {reports_dir}: {', '.join(choices)}" if choices
-               else f"{reports_dir} holds no trained model yet (`make reports` trains them)")
-    if path.is_dir() and paths.model_file(path).is_file():  # a report folder given as a path
-        return paths.model_file(path)
-    if path.suffix in MODEL_SUFFIXES or path.is_file() or len(path.parts) > 1:
-        if not path.is_file():
-            raise CheckpointError(f"model file {path} does not exist; {listing}, or pass a path to a .pt or .onnx "
-                                  "file.")
-        return path
-    for suffix in MODEL_SUFFIXES:
-        candidate = reports_dir / str(spec) / f"model{suffix}"
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(f"no model named {str(spec)!r} ({paths.model_file(reports_dir / str(spec))} does not "
-                          f"exist); {listing}, or pass a path to a .pt or .onnx file.")

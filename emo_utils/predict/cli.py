@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from . import video
-from .faces import DETECTORS, FACE_MARGIN, MIN_FACE, PredictError, make_aligner, make_detector
+from .detectors import DETECTORS
+from .faces import FACE_MARGIN, MIN_FACE, PredictError, make_aligner, make_detector
 from .video import SETTINGS
 
 # A margin below -0.25 cuts a face to less than half its box, and the crop stops holding a face (at -0.6 every
@@ -42,7 +43,7 @@ def default_threads() -> int:
     return int(text) if text.strip().isdigit() and int(text) > 0 else DEFAULT_THREADS
 
 if TYPE_CHECKING:
-    from .inference import Classifier
+    from ..core.inference import Classifier
 
 
 def load_classifier(spec, tta: bool = False, device: str | None = None, threads: int | None = None,
@@ -384,7 +385,3 @@ def classify(args, classifier: Classifier, outputs: Outputs, class_map, boxes_by
         print(evaluation)
     log(summary_text(run, csv_path))
     return 0 if run.rows else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

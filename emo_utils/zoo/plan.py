@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import TrainConfig
-from .notebooks import NOTEBOOKS
-from .paths import (ablation_model_path, ablation_run_dir, model_dirs, model_file, model_folder, seed_model_path,
+from ..core.config import TrainConfig
+from ..paths import NOTEBOOKS
+from ..paths import (ablation_model_path, ablation_run_dir, model_dirs, model_file, model_folder, seed_model_path,
                     seed_run_dir, slug)
-from .recipes import TRAINING_NOTEBOOKS, notebook_parameters, parse_sets
+from ..recipes import TRAINING_NOTEBOOKS, notebook_parameters, parse_sets
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes

@@ -1,10 +1,13 @@
 """Notebooks: how a training notebook opens (open_chapter), and the runner behind `make reports`: each notebook
 executed headlessly through papermill on the project's kernel, its parameters checked against the ones it
-declares before anything runs, and the executed copy and its HTML written beside the reports. reports.py adds
-the index and leaderboard once they have run.
+declares before anything runs, and the executed copy and its HTML written beside the reports; then the index
+and leaderboard (leaderboard.py) are rewritten from what they wrote.
+
+    python -m emo_utils.reports [--only 09 10] [-p budget full] [--retrain] [--index-only]   (make reports)
 """
 from __future__ import annotations
 
+import argparse
 import ast
 import fnmatch
 import os
@@ -12,13 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from .data import REPO_ROOT, FERData
-from .datasets import DEFAULT_DATASET, load_named
-from .paths import FULL_SUFFIX, REPORTS_DIR, model_dirs, model_file, model_folder
-from .recipes import TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters
-
-NOTEBOOKS = REPO_ROOT / "notebooks"
-
+from ..core.data import REPO_ROOT, FERData
+from ..core.datasets import DEFAULT_DATASET, load_named
+from ..paths import FULL_SUFFIX, NOTEBOOKS, REPORTS_DIR, model_dirs, model_file, model_folder
+from ..recipes import TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters, parse_value
+from .leaderboard import write_index
 
 def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None,
                  budget: str = "cpu", home_budget: str = "cpu", dataset: str = DEFAULT_DATASET,
@@ -209,3 +210,38 @@ def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", c
         print(f"[{i}/{len(jobs)}] {stem} done in {time.time() - start:.0f}s -> {Path(output_dir) / (stem + '.html')}",
               flush=True)
     return done
+
+
+# ---------------------------------------------------------------- make reports
+
+def run_reports(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,
+                notebooks_dir: Path = NOTEBOOKS, reports_dir: Path = REPORTS_DIR, progress=True) -> list[Path]:
+    """Run the notebooks (notebooks.run_notebooks), then rewrite reports/README.md from what they wrote."""
+    done = run_notebooks(only, parameters, retrain, kernel, cell_timeout, notebooks_dir, reports_dir, progress)
+    write_index(reports_dir, notebooks_dir)
+    return done
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run the notebooks with papermill and regenerate reports/.")
+    parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a papermill parameter (Python literal or string); repeatable")
+    parser.add_argument("--retrain", action="store_true", help="retrain instead of reusing committed weights")
+    parser.add_argument("--kernel", default="emo-fer")
+    parser.add_argument("--cell-timeout", type=int, default=4 * 3600, help="seconds one cell may run")
+    parser.add_argument("--index-only", action="store_true", help="only rewrite reports/README.md")
+    parser.add_argument("--notebooks-dir", type=Path, default=NOTEBOOKS,
+                        help="where the notebooks are (default: notebooks/)")
+    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where the reports go (default: reports/)")
+    args = parser.parse_args(argv)
+    if args.index_only:
+        print(write_index(args.reports_dir, args.notebooks_dir))
+        return 0
+    try:
+        run_reports(args.only, {k: parse_value(v) for k, v in args.parameter}, args.retrain, args.kernel,
+                    args.cell_timeout, args.notebooks_dir, args.reports_dir)
+    except NotebookError as e:
+        print(f"make reports: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data import IMAGE_SIZE, to_gray, to_gray_48
+from ..core.data import IMAGE_SIZE, to_gray, to_gray_48
 from .detectors import DETECTORS, Aligner, DetectorError, DlibDetector
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
-    from .inference import Classifier
+    from ..core.inference import Classifier
 
 # Above the full-resolution photos of most cameras; an image over it is refused from its header, before any
 # pixel is decoded, so a decompression bomb (a tiny PNG that claims 20000x20000) costs nothing.

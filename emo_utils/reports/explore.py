@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .data import CLEAN_SPLITS, TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
-from .duplicates import CORRELATIONS, NEAR_CORRELATION, conflicting_groups, groups_touching
+from ..core.data import CLEAN_SPLITS, TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
+from ..core.duplicates import CORRELATIONS, NEAR_CORRELATION, conflicting_groups, groups_touching
 
 
 def _group_counts(data: FERData, group: np.ndarray) -> dict:

@@ -28,11 +28,11 @@ import pandas as pd
 import torch
 
 from .corruptions import CORRUPTIONS, SEVERITIES, SUITE_SEED, SUITE_VERSION, condition_name, conditions, corrupt
-from .data import DataError, file_sha256, load_dataset
+from ..core.data import DataError, file_sha256, load_dataset
 from .ensemble import ensemble_probs
-from .files import write_atomically
-from .inference import predict_logits, softmax
-from .paths import REPORTS_DIR, corruptions_cache, trained_models
+from ..core.files import write_atomically
+from ..core.inference import predict_logits, softmax
+from ..paths import REPORTS_DIR, corruptions_cache, trained_models
 from .views import SPLIT_TITLES, VIEW_TITLES, headline_split, load_for_scoring, view_name
 
 CLEAN = "clean"
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     """Score every leaderboard model (or those --models names) and the ensemble's members (unless
     --no-ensemble) on the suite, writing each one's model_corruptions.npz, so that notebook 10 only reads them
     (minutes on a GPU; hours on 2 CPU cores)."""
-    parser = argparse.ArgumentParser(prog="python -m emo_utils.robustness", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.reports.robustness", description=main.__doc__)
     parser.add_argument("--data", default=None, help="the dataset (default: $EMO_DATA, data/, ../shared/data/)")
     parser.add_argument("--reports-dir", default=None, help="default: reports/")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")

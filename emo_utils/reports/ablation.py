@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import TrainResult, config_from_recipe, load_checkpoint
-from .metrics import mean_difference, prediction_interval, seed_interval
-from .paths import (MAIN_RUN, ablation_model_path, ablation_run_dir, model_file, run_seed_dir, seed_model_path,
+from ..core.checkpoint import TrainResult, load_checkpoint
+from ..core.config import config_from_recipe
+from ..core.metrics import mean_difference, prediction_interval, seed_interval
+from ..paths import (MAIN_RUN, ablation_model_path, ablation_run_dir, model_file, run_seed_dir, seed_model_path,
                     seed_model_paths, seed_run_dir)
 from .tables import changes_text
-from .train import train
+from ..core.train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
 
 SEED_SPLITS = ("val", "test_private", "test_public", "test_all", "test_private_clean")  # the last where data has it

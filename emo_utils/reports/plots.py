@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from emo_utils import metrics
+from emo_utils.core import metrics
 
 
 def save_figure(fig, path, dpi: int = 120) -> Path:

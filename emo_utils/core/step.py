@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .augment import augment_batch, center_crop, mixup, to_float
-from .checkpoint import TrainConfig
+from .config import TrainConfig
 from .inference import predict_logits
 
 

@@ -29,7 +29,7 @@ from .duplicates import (CACHE_VERSION as DUPLICATES_VERSION, Duplicates, cached
                          groups_touching)
 from .files import write_atomically
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 48
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CACHE_VERSION = 1

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .augment import TTA_VIEWS
-from .checkpoint import load_checkpoint, load_trained
-from .data import file_sha256
-from .files import write_atomically
-from .metrics import accuracy_interval, compute_metrics
-from .inference import EVAL_SPLITS, predict_splits
-from .paths import views_cache
+from ..core.augment import TTA_VIEWS
+from ..core.checkpoint import load_checkpoint, load_trained
+from ..core.data import file_sha256
+from ..core.files import write_atomically
+from ..core.metrics import accuracy_interval, compute_metrics
+from ..core.inference import EVAL_SPLITS, predict_splits
+from ..paths import views_cache
 
 # What each view set averages, in words for tables and figure titles.
 VIEW_TITLES = {"center": "centre crop", "flip": "centre + mirror", "full_flip": "whole face + mirror",

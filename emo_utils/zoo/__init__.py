@@ -1,0 +1,5 @@
+"""The zoo app: the training command line (train: one notebook's recipe, alone or under torchrun), the runner that
+trains every notebook's recipe several runs at a time (runner, plan, progress; `make zoo`), and a distilled run's
+teacher (teacher). It imports the core and the shared modules (paths, recipes, provenance), never the reports' or
+predict's insides.
+"""

@@ -1,0 +1,72 @@
+"""The training command line: one training notebook's recipe, trained where `make reports` will find it.
+
+    python -m emo_utils.zoo.train notebooks/09_train_vgg_gap.ipynb [--budget full] [--seed 1] [--set epochs=5]
+    torchrun --nproc_per_node=8 -m emo_utils.zoo.train notebooks/09_train_vgg_gap.ipynb --budget full
+
+The zoo runs one of these per run; under torchrun every rank runs it (core/distributed.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..core import data as fer, datasets, distributed
+from ..core.config import config_from_recipe
+from ..core.train import COMPILE_MODES, train
+from ..paths import model_dirs, model_file, model_folder, roots
+from ..recipes import notebook_parameters, parse_sets
+
+
+def main(argv=None) -> int:
+    """Train with the recipe in a notebook's parameters cell, e.g. on 8 GPUs:
+    torchrun --nproc_per_node=8 -m emo_utils.zoo.train notebooks/09_train_vgg_gap.ipynb --budget full
+    then `make reports NB=09 PARAMS="-p budget full"` evaluates the model it wrote instead of retraining."""
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.zoo.train", description=main.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebook", type=Path, help="a training notebook; its parameters cell gives the recipe")
+    parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: the notebook's budget)")
+    parser.add_argument("--seed", type=int, help="default: the notebook's seed")
+    parser.add_argument("--data", help="the dataset's file or folder (default: the notebook's data_path; for FER2013 "
+                        "then the finder)")
+    parser.add_argument("--dataset", help="which dataset (datasets.py: fer2013, ferplus, rafdb, affectnet, ckplus, or "
+                        "a name of your own for a train/ + test/ folder; default: the notebook's dataset, else fer2013)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field, VALUE a Python literal (e.g. --set epochs=5); repeatable")
+    parser.add_argument("--report-dir", type=Path, help="where model.pt goes (default: reports/<model>)")
+    parser.add_argument("--model-path", type=Path, help="the finished model's file (default: REPORT_DIR/model.pt)")
+    parser.add_argument("--run-dir", type=Path, help="checkpoints (default: runs/<model>)")
+    parser.add_argument("--retrain", action="store_true", help="train even if a matching model.pt exists")
+    parser.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the training step (default: "
+                        "COMPILE_BY_DEFAULT, else off); reduce-overhead adds CUDA graphs")
+    args = parser.parse_args(argv)
+
+    params = notebook_parameters(args.notebook)
+    budget = args.budget or params.get("budget", "cpu")
+    seed = params.get("seed", 0) if args.seed is None else args.seed
+    # A notebook's label_mode parameter (FER+) is a recipe field as its overrides are; --set wins over both.
+    notebook_label_mode = {"label_mode": params["label_mode"]} if params.get("label_mode") else {}
+    overrides = {**notebook_label_mode, **(params.get("overrides") or {}), **parse_sets(args.set)}
+    model_name = params["model_name"]
+    dataset = args.dataset or params.get("dataset") or datasets.DEFAULT_DATASET
+    config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides,
+                                dataset)
+    data = datasets.load_named(dataset, args.data or params.get("data_path"), config.label_mode)
+    # reports/ and runs/ under REPO_ROOT as it is now, not at import: a test that moves REPO_ROOT writes there.
+    folder = model_folder(model_name, budget, params.get("budget", "cpu"), dataset)
+    report_dir, run_dir = model_dirs(folder, *roots(fer.REPO_ROOT))
+    report_dir, run_dir = args.report_dir or report_dir, args.run_dir or run_dir
+    model_path = args.model_path or model_file(report_dir)
+    if distributed.is_main():
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+    result = train(config, data, run_dir, retrain=args.retrain, model_path=model_path, compile_mode=args.compile)
+    if distributed.is_main():
+        print(json.dumps({k: v for k, v in result.meta.items()}, indent=1, default=str))
+        print(f"model: {model_path}")
+    if distributed.active():
+        distributed.end_rank(0)  # never returns: see end_rank for the abort it avoids
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

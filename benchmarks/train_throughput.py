@@ -31,12 +31,11 @@ from torch import nn
 
 from emo_utils.core.augment import make_policy
 from emo_utils.core.data import REPO_ROOT, find_dataset, load_dataset
-from emo_utils.core.losses import make_loss
 from emo_utils.core.models import build_model, count_flops
 from emo_utils.reports.pages import replace_section
 from emo_utils.core.config import TrainConfig
 from emo_utils.core.distributed import describe_device
-from emo_utils.core.step import make_optimizer, train_step
+from emo_utils.core.run import prepare, train_step
 
 # Our loop's augmentation: keras_light matches the seed-style transforms; crop40 is the flagship speedrun's.
 AUGMENT = {"keras_light": "keras_light", "crop40": {"crop": 40, "erase": 0.5}}
@@ -92,18 +91,11 @@ def our_step(model_name, data, batch_size, augment, cpu_bf16, channels_last, com
     """A function running one optimizer step of our loop on the batch of positions idx."""
     config = TrainConfig(model=model_name, batch_size=batch_size, augment=augment, optimizer="adam",
                          cpu_bf16=cpu_bf16, channels_last=channels_last)
-    torch.manual_seed(0)
-    model = build_model(model_name, data.num_classes)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer, loss_fn = make_optimizer(config, model), make_loss("ce")
-    net = torch.compile(model) if compile_model else model
-    policy, device = make_policy(config.augment), torch.device("cpu")
-    images, labels = (torch.from_numpy(a) for a in data.split("train"))
-    gen = torch.Generator().manual_seed(0)
+    run = prepare(config, data, torch.device("cpu"), slice(None), "default" if compile_model else "off")
+    run.rng = torch.Generator().manual_seed(0)
 
     def step(idx):
-        train_step(net, optimizer, loss_fn, config, policy, images[idx], labels[idx], gen, device, data.num_classes)
+        train_step(run, idx, 1)
     return step
 
 

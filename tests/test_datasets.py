@@ -148,9 +148,10 @@ def test_ferplus_trains_a_few_steps_in_each_label_mode_and_the_votes_reach_the_s
     seen = []
     real_step = train_module.train_step
 
-    def spy(*args, **kwargs):
-        seen.append((args[6].clone(), None if args[12] is None else args[12].clone(), args[13]))
-        return real_step(*args, **kwargs)
+    def spy(run, batch, epoch):
+        seen.append((run.labels[batch].clone(), None if run.teacher is None else run.teacher[batch].clone(),
+                     run.teacher_weight))
+        return real_step(run, batch, epoch)
 
     monkeypatch.setattr(train_module, "train_step", spy)
     config = TrainConfig(**FAST, dataset="ferplus", label_mode=label_mode, epochs=2, augment="none")

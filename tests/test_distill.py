@@ -13,7 +13,7 @@ from emo_utils.zoo.teacher import ensemble_members, teacher_probabilities, write
 from emo_utils.core.distill import read_teacher, soften
 from emo_utils.core.inference import predict_logits, softmax
 from emo_utils.core.losses import make_loss
-from emo_utils.core.step import train_step
+from emo_utils.core.run import Run, RunState, train_step
 from emo_utils.core.train import train
 from synthetic import make_learnable_data
 
@@ -50,9 +50,12 @@ def test_the_step_learns_from_the_labels_mixed_with_the_teacher():
         logits = model(to_float(images))
     targets = 0.7 * torch.nn.functional.one_hot(labels, 3).float() + 0.3 * teacher
     expected = loss_fn(logits, targets)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss, _ = train_step(model, optimizer, loss_fn, config, AugmentPolicy(flip=False), images, labels,
-                         torch.Generator().manual_seed(0), torch.device("cpu"), 3, teacher=teacher)
+    run = Run(config=config, device=torch.device("cpu"), shard=slice(None), compile_mode="off", num_classes=3,
+              images=images, labels=labels, val_images=None, val_labels=None, policy=AugmentPolicy(flip=False),
+              flip_bits=None, teacher=teacher, teacher_weight=None, model=model, net=model,
+              optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=loss_fn, plateau=None, ema_model=None,
+              state=RunState(planned_epochs=1), rng=torch.Generator().manual_seed(0))
+    loss, _ = train_step(run, torch.arange(5), 1)
     torch.testing.assert_close(loss, expected)
     assert not torch.allclose(loss, loss_fn(logits, labels))  # the teacher changed what it learns from
 

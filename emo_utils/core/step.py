@@ -1,20 +1,16 @@
-"""The pieces one training step is made of, and what the loop measures between steps: the optimizer and the
-learning-rate schedule, each epoch's random generator, one update (augmentation, mixup, bf16 autocast), the EMA of
-the weights and its batch-norm statistics, the validation loss, and a first estimate of an epoch's time.
-train.py strings them into the loop; benchmarks/train_throughput.py times train_step alone.
+"""The pieces a training step and the loop around it are made of: the optimizer and the learning-rate schedule,
+each epoch's random generator, when bf16 autocast is on, the EMA of the weights and its batch-norm statistics,
+and the validation loss. run.py's train_step and train.py's loop string them together.
 """
 from __future__ import annotations
 
-import copy
 import math
-import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .augment import augment_batch, center_crop, mixup, to_float
+from .augment import center_crop, to_float
 from .config import TrainConfig
 from .inference import predict_logits
 
@@ -55,35 +51,6 @@ def epoch_generator(config: TrainConfig, epoch: int, device: torch.device) -> to
     gen = torch.Generator(device=device)
     gen.manual_seed(config.seed * 1_000_003 + epoch)
     return gen
-
-
-def train_step(model, optimizer, loss_fn, config, policy, batch_u8, targets, gen, device, num_classes,
-               shard=slice(None), flip_mask=None, teacher=None, teacher_weight=None):
-    """One update. Augmentation (and mixup) runs on the global batch, then this rank keeps `shard` of it, so
-    ranks draw the same random numbers as one process would and together see exactly its batch. `flip_mask`:
-    which faces of the batch to mirror, for derandomized flips (else a coin flip each). `teacher`: a distribution
-    over the classes for each of the batch's faces, mixed into the targets with weight `teacher_weight`
-    (default config.distill_weight): a teacher's probabilities (distillation), or the annotators' votes (FER+'s
-    probability mode, weight 1: the votes alone are the target)."""
-    x = augment_batch(batch_u8, policy, gen, flip_mask)
-    soft = None
-    if teacher is not None:
-        weight = config.distill_weight if teacher_weight is None else teacher_weight
-        soft = torch.lerp(F.one_hot(targets, num_classes).float(), teacher.float(), weight)
-    if policy.mixup:
-        x, soft = mixup(x, soft if soft is not None else F.one_hot(targets, num_classes).float(), policy.mixup, gen)
-    if soft is not None:
-        soft = soft[shard]
-    x, targets = x[shard], targets[shard]
-    if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config, device)):
-        logits = model(x)
-    loss = loss_fn(logits.float(), soft if soft is not None else targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), logits.detach()
 
 
 def uses_bf16(config: TrainConfig, device: torch.device) -> bool:
@@ -135,24 +102,3 @@ def evaluate_loss_acc(model, images_u8, labels, crop, batch_size=512) -> tuple[f
                          (logits.argmax(1) == targets).sum().item()], dtype=torch.float64)
     sums = distributed.sum_across_ranks(sums.to(distributed.default_collective_device())).cpu()
     return (sums / len(labels)).tolist()
-
-
-def estimate_epoch_seconds(model, optimizer, loss_fn, config, policy, images, labels, steps_per_epoch,
-                           n_val, device, num_classes, shard=slice(None)) -> float:
-    """Time a few steps on copies of the model and optimizer (nothing of the real run changes)."""
-    rng_state = torch.get_rng_state()
-    model_copy, opt_copy = copy.deepcopy((model, optimizer))  # one deepcopy: the optimizer follows the copies
-    gen = epoch_generator(config, -1, device)
-    times = []
-    for _ in range(6):
-        start = time.perf_counter()
-        idx = torch.randint(0, len(images), (config.batch_size,), generator=gen, device=device)
-        train_step(model_copy, opt_copy, loss_fn, config, policy, images[idx], labels[idx], gen, device,
-                    num_classes, shard)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    torch.set_rng_state(rng_state)
-    step_seconds = float(np.median(times[2:]))
-    # Evaluation is a forward pass only, about a third of a training step per image.
-    return step_seconds * (steps_per_epoch + n_val / config.batch_size / 3)

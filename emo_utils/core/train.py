@@ -14,10 +14,9 @@ What the loop promises:
 """
 from __future__ import annotations
 
-import copy
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -25,18 +24,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import data as fer, datasets, distributed
-from .augment import AugmentPolicy, alternate_flip_bits, crop_for_epoch, make_policy
+from . import datasets, distributed
 from .checkpoint import (CHECKPOINT_FORMAT, TrainResult, check_config, load_checkpoint, load_trained, load_weights,
                          publish_model, remove_stale_temporaries, save_atomically)
 from .config import TrainConfig, config_differences
-from .distill import read_teacher
 from .inference import default_device
-from .losses import balanced_class_weights, make_loss
-from .models import build_model, count_params
-from .step import (estimate_epoch_seconds, epoch_generator, evaluate_loss_acc, make_optimizer, recompute_bn_statistics,
-                   scheduled_lr, train_step, update_ema)
-from .whitening import whiten_first_conv
+from .models import count_params
+from .run import Run, RunState, estimate_epoch_seconds, prepare, train_step
+from .step import epoch_generator, evaluate_loss_acc, recompute_bn_statistics, scheduled_lr, update_ema
 
 # Speed settings, not recipe: they live outside TrainConfig, so a model trained with them is reused by a config
 # without them (as one trained on a GPU is reused on a CPU). torch.compile per (model, device type), on by default
@@ -50,40 +45,6 @@ EVAL_BATCH_SIZE = {"cuda": 2048}
 
 
 # ---------------------------------------------------------------- a run, step by step
-
-@dataclass
-class Run:
-    """What one run holds while it trains; `state` is what last.pt keeps of it and a resumed run starts from."""
-    config: TrainConfig
-    device: torch.device
-    shard: slice  # this rank's part of each global batch (all of it without torchrun)
-    compile_mode: str
-    num_classes: int
-    images: torch.Tensor  # training faces, uint8 on the device for the whole run
-    labels: torch.Tensor
-    val_images: np.ndarray
-    val_labels: np.ndarray
-    policy: AugmentPolicy
-    flip_bits: torch.Tensor | None  # each face's start for derandomized flips (policy.alternate_flips), else None
-    teacher: torch.Tensor | None  # per training face: a teacher's softened probabilities, or FER+'s votes, else None
-    model: torch.nn.Module
-    net: torch.nn.Module  # what the training step calls: the model, wrapped for DDP and compiled as asked
-    optimizer: torch.optim.Optimizer
-    loss_fn: torch.nn.Module
-    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None
-    ema_model: torch.nn.Module | None
-    state: dict
-    teacher_weight: float | None = None  # how much of the target `teacher` is (None: config.distill_weight)
-
-    @property
-    def eval_model(self) -> torch.nn.Module:
-        """The weights the run is judged, kept and published by: the EMA's when there is one."""
-        return self.ema_model if self.ema_model is not None else self.model
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return max(len(self.images) // self.config.batch_size, 1)  # drop the last partial batch: BN needs company
-
 
 def setup(config: TrainConfig, device, compile_mode: str | None) -> tuple[torch.device, slice, str]:
     """This process's device (its rank's under torchrun), its share of each global batch, and the compile mode."""
@@ -131,80 +92,6 @@ def reuse_finished(config: TrainConfig, data, run_dir: Path, model_path, device)
     return None
 
 
-def per_face_extras(config: TrainConfig, policy: AugmentPolicy, data, num_faces: int, device
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None, float | None]:
-    """What a run holds for each training face besides its label: the start of its derandomized flips
-    (policy.alternate_flips), and a distribution the step mixes into its target with its weight: a teacher's
-    softened probabilities (config.distill_targets, weight config.distill_weight) or the annotators' vote
-    distribution (label_mode "probability", weight 1). Each None if unused."""
-    flip_bits = alternate_flip_bits(num_faces, config.seed, device) if policy.alternate_flips else None
-    teacher, weight = None, None
-    if config.distill_targets:  # a path relative to the repository, so a config reads the same on every machine
-        teacher = torch.from_numpy(read_teacher(fer.REPO_ROOT / config.distill_targets, data.sha256, num_faces,
-                                                config.distill_temperature)).to(device)
-    if config.label_mode == "probability":
-        teacher, weight = torch.from_numpy(datasets.training_soft_labels(data, config.refit)).to(device), 1.0
-    return flip_bits, teacher, weight
-
-
-def dedup_keep(config: TrainConfig, data) -> tuple[np.ndarray, dict[str, int]]:
-    """Which training faces (train, then val under refit, in that order) a run keeps, and how many `dedup` left
-    out for each reason (data.dedup_removals; a face with both reasons counts under each): all kept without it."""
-    parts = ["train", "val"] if config.refit else ["train"]
-    training = np.logical_or.reduce([data.split_mask(s) for s in parts])
-    if not config.dedup:
-        return np.ones(int(training.sum()), bool), {}
-    removals = data.dedup_removals(training)
-    left_out = np.logical_or.reduce(list(removals.values()))
-    keep = np.concatenate([~left_out[data.split_mask(s)] for s in parts])
-    return keep, {"faces before": int(training.sum()), **{why: int(m.sum()) for why, m in removals.items()},
-                  "faces left out": int(left_out.sum())}
-
-
-def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compile_mode: str) -> Run:
-    """The data on the device; the model (seeded from config.seed), its optimizer, loss, schedule and EMA, and
-    what the run holds per face besides its label."""
-    train_images, train_labels = data.split("train")
-    val_images, val_labels = data.split("val")
-    if config.refit:  # val joins training; it is still scored each epoch, as a training split
-        train_images = np.concatenate([train_images, val_images])
-        train_labels = np.concatenate([train_labels, val_labels])
-    keep, removed = dedup_keep(config, data)
-    train_images, train_labels = train_images[keep], train_labels[keep]
-    images = torch.from_numpy(train_images).to(device)
-    labels = torch.from_numpy(train_labels).to(device)
-    policy = make_policy(config.augment)
-
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, data.num_classes, **config.model_kwargs).to(device)
-    if config.whiten_init:
-        whiten_first_conv(model, images, config.seed)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model)
-    weights = balanced_class_weights(train_labels, data.num_classes).to(device) if config.class_weights else None
-    loss_fn = make_loss(config.loss, config.label_smoothing, config.focal_gamma, weights).to(device)
-    plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
-                                                          patience=config.plateau_patience)
-               if config.scheduler == "plateau" else None)
-    if config.scheduler not in ("plateau", "cosine", "onecycle", "none"):
-        raise KeyError(f"unknown scheduler {config.scheduler!r}; choose plateau, cosine, onecycle or none")
-    ema_model = copy.deepcopy(model) if config.ema_decay else None
-    net = distributed.wrap(model, device, config.sync_batchnorm)
-    if compile_mode != "off":  # only the step's module: model, ema_model and their state_dict keys stay as they are
-        net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode)
-    state = dict(epoch=0, step=0, history=[], wall_seconds=0.0, planned_epochs=config.epochs,
-                 best_metric=-1.0, best_epoch=0, stop_reason="")
-    flip_bits, teacher, teacher_weight = per_face_extras(config, policy, data, len(keep), device)
-    if teacher is not None:
-        teacher = teacher[torch.from_numpy(keep).to(device)]
-    if flip_bits is not None:
-        flip_bits = flip_bits[torch.from_numpy(keep).to(device)]
-    state["dedup_removed"] = removed
-    return Run(config, device, shard, compile_mode, data.num_classes, images, labels, val_images, val_labels, policy,
-               flip_bits, teacher, model, net, optimizer, loss_fn, plateau, ema_model, state, teacher_weight)
-
-
 def resume_or_plan(run: Run, last_path: Path) -> None:
     """Go on from last.pt where a killed run left one; else, under a time budget, plan the epochs that fit."""
     config, state = run.config, run.state
@@ -218,47 +105,40 @@ def resume_or_plan(run: Run, last_path: Path) -> None:
         if run.ema_model is not None:
             run.ema_model.load_state_dict(checkpoint["ema"])
         torch.set_rng_state(checkpoint["rng_cpu"])
-        state.update(checkpoint["state"])
+        run.state = RunState(**{**asdict(state), **checkpoint["state"]})
     elif config.time_budget_min:
-        epoch_seconds = estimate_epoch_seconds(run.model, run.optimizer, run.loss_fn, config, run.policy, run.images,
-                                               run.labels, run.steps_per_epoch, len(run.val_images), run.device,
-                                               run.num_classes, run.shard)
+        epoch_seconds = estimate_epoch_seconds(run)
         planned = max(1, min(config.epochs, int(config.time_budget_min * 60 / epoch_seconds)))
-        state["planned_epochs"] = distributed.from_main(planned)  # ranks time differently; rank 0 decides
+        state.planned_epochs = distributed.from_main(planned)  # ranks time differently; rank 0 decides
 
 
 def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     """One pass over the training faces in an order, with augmentations and dropout drawn from (seed, epoch),
     then the loss and accuracy on val: the epoch's row of the history."""
     config, state, device = run.config, run.state, run.device
-    policy = replace(run.policy, crop=crop_for_epoch(run.policy, epoch, state["planned_epochs"]))
     epoch_start = time.time()
     torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout of this epoch
-    gen = epoch_generator(config, epoch, device)
-    order = torch.randperm(len(run.images), generator=gen, device=device)
+    run.rng = epoch_generator(config, epoch, device)
+    order = torch.randperm(len(run.images), generator=run.rng, device=device)
     run.model.train()
     total_loss = torch.zeros((), device=device)
     total_correct = torch.zeros((), device=device)
-    total_steps = state["planned_epochs"] * run.steps_per_epoch
-    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch}/{state['planned_epochs']}",
+    total_steps = state.planned_epochs * run.steps_per_epoch
+    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch}/{state.planned_epochs}",
                disable=not (progress and distributed.is_main()), mininterval=5, leave=False)
     for i in bar:
         if run.plateau is None and config.scheduler != "none":
             for group in run.optimizer.param_groups:
-                group["lr"] = scheduled_lr(config, state["step"], total_steps)
-        idx = order[i * config.batch_size:(i + 1) * config.batch_size]
+                group["lr"] = scheduled_lr(config, state.step, total_steps)
+        batch = order[i * config.batch_size:(i + 1) * config.batch_size]
         if run.compile_mode != "off":
             torch.compiler.cudagraph_mark_step_begin()  # CUDA graphs may reuse the last step's output buffers
-        flip_mask = run.flip_bits[idx] ^ bool(epoch % 2) if run.flip_bits is not None else None
-        teacher = run.teacher[idx] if run.teacher is not None else None
-        loss, logits = train_step(run.net, run.optimizer, run.loss_fn, config, policy, run.images[idx],
-                                  run.labels[idx], gen, device, run.num_classes, run.shard, flip_mask, teacher,
-                                  run.teacher_weight)
+        loss, logits = train_step(run, batch, epoch)
         if run.ema_model is not None:
             update_ema(run.ema_model, run.model, config.ema_decay)
         total_loss += loss
-        total_correct += (logits.argmax(1) == run.labels[idx][run.shard]).sum()
-        state["step"] += 1
+        total_correct += (logits.argmax(1) == run.labels[batch][run.shard]).sum()
+        state.step += 1
     bar.close()
     if run.ema_model is not None and config.ema_recompute_bn:
         recompute_bn_statistics(run.ema_model, run.images, run.policy.crop, config.seed)
@@ -278,26 +158,26 @@ def record_epoch(run: Run, row: dict, best_path: Path, run_start: float) -> None
     """The epoch joins the history; its weights go to best.pt if val accuracy rose; the run stops early or when
     another epoch would pass the time budget, whose epochs are planned again from the measured epoch time."""
     config, state, epoch, val_acc = run.config, run.state, row["epoch"], row["val_acc"]
-    state["history"].append(row)
-    state["epoch"] = epoch
-    if val_acc > state["best_metric"] or config.refit:  # a refit keeps its last epoch: val is not held out
-        state["best_metric"], state["best_epoch"] = val_acc, epoch
+    state.history.append(row)
+    state.epoch = epoch
+    if val_acc > state.best_metric or config.refit:  # a refit keeps its last epoch: val is not held out
+        state.best_metric, state.best_epoch = val_acc, epoch
         if distributed.is_main():
             save_atomically({"format": CHECKPOINT_FORMAT, "model": run.eval_model.state_dict(), "epoch": epoch,
                              "val_acc": val_acc}, best_path)
-    if config.early_stop_patience and epoch - state["best_epoch"] >= config.early_stop_patience:
-        state["stop_reason"] = f"early stopping: no better val accuracy for {config.early_stop_patience} epochs"
-    state["wall_seconds"] = time.time() - run_start
+    if config.early_stop_patience and epoch - state.best_epoch >= config.early_stop_patience:
+        state.stop_reason = f"early stopping: no better val accuracy for {config.early_stop_patience} epochs"
+    state.wall_seconds = time.time() - run_start
     if config.time_budget_min:
         # Re-plan from the measured epoch time, so the schedule still ends when the budget does
         # even if the machine got slower or faster than the first estimate.
-        remaining = config.time_budget_min * 60 - state["wall_seconds"]
-        mean_epoch = float(np.mean([r["seconds"] for r in state["history"]]))
-        state["planned_epochs"] = max(epoch, min(config.epochs, epoch + int(remaining // mean_epoch)))
-        if state["planned_epochs"] == epoch and epoch < config.epochs:
-            state["stop_reason"] = f"time budget of {config.time_budget_min:g} min: another epoch would not fit"
-        state["planned_epochs"], state["stop_reason"] = distributed.from_main(
-            (state["planned_epochs"], state["stop_reason"]))
+        remaining = config.time_budget_min * 60 - state.wall_seconds
+        mean_epoch = float(np.mean([r["seconds"] for r in state.history]))
+        state.planned_epochs = max(epoch, min(config.epochs, epoch + int(remaining // mean_epoch)))
+        if state.planned_epochs == epoch and epoch < config.epochs:
+            state.stop_reason = f"time budget of {config.time_budget_min:g} min: another epoch would not fit"
+        state.planned_epochs, state.stop_reason = distributed.from_main(
+            (state.planned_epochs, state.stop_reason))
 
 
 def save_last(run: Run, row: dict, last_path: Path, progress: bool) -> None:
@@ -310,24 +190,24 @@ def save_last(run: Run, row: dict, last_path: Path, progress: bool) -> None:
                      "optimizer": run.optimizer.state_dict(),
                      "plateau": run.plateau.state_dict() if run.plateau is not None else {},
                      "ema": run.ema_model.state_dict() if run.ema_model is not None else {},
-                     "rng_cpu": torch.get_rng_state(), "state": run.state}, last_path)
+                     "rng_cpu": torch.get_rng_state(), "state": asdict(run.state)}, last_path)
 
 
 def finish(run: Run, data, run_dir: Path, model_path) -> TrainResult:
     """The best epoch's weights, with config, history and what the run spent, in final.pt and published to
     model_path; every rank returns the weights that were published."""
     config, state, eval_model = run.config, run.state, run.eval_model
-    if not state["stop_reason"]:
-        state["stop_reason"] = f"all {state['planned_epochs']} planned epochs run"
+    if not state.stop_reason:
+        state.stop_reason = f"all {state.planned_epochs} planned epochs run"
     distributed.barrier()  # rank 0 has written best.pt
     best = load_checkpoint(run_dir / "best.pt")
     eval_model.load_state_dict(best["model"])
     meta = dict(device=distributed.describe_device(run.device), torch=str(torch.__version__),
-                wall_seconds=state["wall_seconds"], epochs_run=state["epoch"], epochs_asked=config.epochs,
-                planned_epochs=state["planned_epochs"], stop_reason=state["stop_reason"],
-                best_epoch=state["best_epoch"], best_val_acc=state["best_metric"], params=count_params(eval_model),
+                wall_seconds=state.wall_seconds, epochs_run=state.epoch, epochs_asked=config.epochs,
+                planned_epochs=state.planned_epochs, stop_reason=state.stop_reason,
+                best_epoch=state.best_epoch, best_val_acc=state.best_metric, params=count_params(eval_model),
                 num_train=len(run.images), num_val=len(run.val_images),
-                **({"dedup_removed": state["dedup_removed"]} if state.get("dedup_removed") else {}),
+                **({"dedup_removed": state.dedup_removed} if state.dedup_removed else {}),
                 **({"compile": run.compile_mode} if run.compile_mode != "off" else {}))
     # With an EMA, the raw weights of the last epoch travel along, so a report can measure what the EMA adds.
     raw = {"raw_model": run.model.state_dict()} if run.ema_model is not None else {}
@@ -335,12 +215,12 @@ def finish(run: Run, data, run_dir: Path, model_path) -> TrainResult:
     if distributed.is_main():
         save_atomically({"format": CHECKPOINT_FORMAT, "config": asdict(config), "model": eval_model.state_dict(), **raw,
                          "num_classes": data.num_classes, "class_names": list(data.class_names),
-                         "data_sha256": data.sha256, "history": state["history"], "meta": meta}, run_dir / "final.pt")
+                         "data_sha256": data.sha256, "history": state.history, "meta": meta}, run_dir / "final.pt")
         halved = bool(model_path) and publish_model(run_dir / "final.pt", Path(model_path))
     if distributed.from_main(halved):
         # Evaluate exactly the weights that are committed, so a fresh clone reproduces every number.
         eval_model.load_state_dict(load_checkpoint(Path(model_path))["model"])
-    return TrainResult(eval_model.eval(), config, state["history"], {**meta, "reused": False}, list(data.class_names))
+    return TrainResult(eval_model.eval(), config, state.history, {**meta, "reused": False}, list(data.class_names))
 
 
 # ---------------------------------------------------------------- the loop
@@ -368,9 +248,9 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
         return finished
     run = prepare(config, data, device, shard, compile_mode)
     resume_or_plan(run, run_dir / "last.pt")
-    run_start = time.time() - run.state["wall_seconds"]
-    while run.state["epoch"] < run.state["planned_epochs"] and not run.state["stop_reason"]:
-        row = run_epoch(run, run.state["epoch"] + 1, progress)
+    run_start = time.time() - run.state.wall_seconds
+    while run.state.epoch < run.state.planned_epochs and not run.state.stop_reason:
+        row = run_epoch(run, run.state.epoch + 1, progress)
         record_epoch(run, row, run_dir / "best.pt", run_start)
         if distributed.is_main():
             save_last(run, row, run_dir / "last.pt", progress)

@@ -76,6 +76,11 @@ def seed_run_dir(run_dir: str | os.PathLike, seed: int) -> Path:
     return Path(run_dir) / f"seed{seed}"
 
 
+def run_config_file(run_dir: str | os.PathLike) -> Path:
+    """The config a zoo run trains, as JSON: the zoo writes it, the run's training command line reads it."""
+    return Path(run_dir) / "config.json"
+
+
 def seed_model_paths(report_dir: str | os.PathLike) -> list[Path]:
     """Every further seed's weights of the run in report_dir (seed_model_path), in order of their folder names."""
     return sorted(Path(report_dir).glob(f"seeds/*/{MODEL_FILE}"))

@@ -1,12 +1,15 @@
-"""A training notebook's parameters cell, read as data: the recipe a command line trains (train.main, the zoo)
-and the names `make reports` checks parameters against; and the one reader of values given on a command line
-(`--set FIELD=VALUE`, `-p NAME VALUE`). Below the training loop and the notebook runner, so both can read a
+"""A training notebook's parameters cell, read as data: the config a command line or the zoo trains
+(notebook_config) and the names `make reports` checks parameters against; and the one reader of values given on a
+command line (`--set FIELD=VALUE`, `-p NAME VALUE`). Shared by the apps, so the zoo and the notebook runner read a
 notebook without importing each other."""
 from __future__ import annotations
 
 import ast
 import json
 from pathlib import Path
+
+from .core.config import TrainConfig, config_from_recipe
+from .core.datasets import DEFAULT_DATASET
 
 
 class NotebookError(RuntimeError):
@@ -52,6 +55,19 @@ def notebook_parameters(notebook: Path) -> dict:
     namespace: dict = {}
     exec(compile(source, f"{notebook} (parameters cell)", "exec"), namespace)
     return {name: namespace[name] for name in declared}
+
+
+def notebook_config(params: dict, budget: str | None = None, seed: int | None = None, overrides: dict | None = None,
+                    dataset: str | None = None) -> TrainConfig:
+    """The config a notebook's parameters (notebook_parameters) train at `budget` (default: the notebook's), built
+    as the notebook builds it, with config_from_recipe: its recipe for that budget, its overrides and label_mode,
+    then `overrides` on top; seed and dataset the notebook's unless given."""
+    budget = budget or params.get("budget", "cpu")
+    notebook_label_mode = {"label_mode": params["label_mode"]} if params.get("label_mode") else {}
+    return config_from_recipe(params["model_name"], params["full_recipe" if budget == "full" else "cpu_recipe"],
+                              params.get("seed", 0) if seed is None else seed,
+                              {**notebook_label_mode, **(params.get("overrides") or {}), **(overrides or {})},
+                              dataset or params.get("dataset") or DEFAULT_DATASET)
 
 
 TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"  # the notebooks that train a model (02-09)

@@ -178,17 +178,12 @@ def test_a_run_that_fails_is_named_with_its_log_and_the_others_finish(faces, tmp
 
 
 def test_each_run_trains_the_config_its_notebook_would(tmp_path):
-    """Seeds and each notebook's ablations (09's, and 08's run without vertical flips): each run's config, built as
-    `python -m emo_utils.zoo.train` builds it, equals the one the notebook trains, and lands where it looks."""
+    """Seeds and each notebook's ablations (09's, and 08's run without vertical flips): the config the zoo hands
+    each run equals the one the notebook trains, and the run lands where the notebook looks."""
     notebooks = zoo_plan.find_notebooks(["08", "09"])
     runs = zoo_plan.plan_runs(notebooks, "full", zoo_plan.seeds_by_notebook(["09=0,2"], notebooks), [],
                               tmp_path / "reports", tmp_path / "runs")
     params = {run.notebook: notebook_parameters(run.notebook) for run in runs}
-
-    def as_the_command_line_builds(run):
-        p = params[run.notebook]
-        return config_from_recipe(p["model_name"], p["full_recipe"], run.seed,
-                                  {**(p.get("overrides") or {}), **parse_sets(run.sets)})
 
     by_name = {(run.name, run.seed): run for run in runs}
     assert list(by_name)[:3] == [("model_y", 0), ("vgg_gap", 0), ("vgg_gap", 2)]  # recipes first, extras after
@@ -197,13 +192,18 @@ def test_each_run_trains_the_config_its_notebook_would(tmp_path):
     assert by_name["vgg_gap", 2].model_path == tmp_path / "reports" / "vgg_gap_full" / "seeds" / "2" / "model.pt"
     assert by_name["vgg_gap", 2].run_dir == tmp_path / "runs" / "vgg_gap_full" / "seed2"
 
+    for seed in (0, 2):  # the recipe itself, as the notebook builds it at that seed
+        p = params[by_name["vgg_gap", seed].notebook]
+        wanted = config_from_recipe("vgg_gap", p["full_recipe"], seed, p.get("overrides") or {})
+        assert not config_differences(asdict(by_name["vgg_gap", seed].config), wanted)
+
     ablation_runs = 0
     for model in ("model_y", "vgg_gap"):
         p = params[by_name[model, 0].notebook]
         for name, changes in p["full_ablations"].items():  # as ablation.train_ablations builds them
             wanted = config_from_recipe(model, p["full_recipe"], 0, {**(p.get("overrides") or {}), **changes})
             run = by_name[f"{model} {slug(name)}", 0]
-            assert not config_differences(asdict(as_the_command_line_builds(run)), wanted)
+            assert not config_differences(asdict(run.config), wanted)
             assert run.model_path == ablation_model_path(tmp_path / "reports" / f"{model}_full", name)
             assert run.run_dir == tmp_path / "runs" / f"{model}_full" / "ablations" / slug(name)
             ablation_runs += 1

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.config import TrainConfig
-from ..paths import NOTEBOOKS
-from ..paths import (ablation_model_path, ablation_run_dir, model_dirs, model_file, model_folder, seed_model_path,
-                    seed_run_dir, slug)
-from ..recipes import TRAINING_NOTEBOOKS, notebook_parameters, parse_sets
+from ..paths import (NOTEBOOKS, ablation_model_path, ablation_run_dir, model_dirs, model_file, model_folder,
+                     seed_model_path, seed_run_dir, slug)
+from ..recipes import TRAINING_NOTEBOOKS, notebook_config, notebook_parameters, parse_sets
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes
@@ -21,7 +20,8 @@ class Run:
     model: str
     seed: int
     budget: str
-    sets: list[str]  # FIELD=VALUE overrides: the zoo's own, then an ablation's
+    config: TrainConfig  # what the run trains: its notebook's recipe, the zoo's --set, then an ablation's changes
+    changes: dict  # those overrides on the recipe: the zoo's --set, then an ablation's
     model_path: Path
     run_dir: Path
     planned: int  # the recipe's epochs until the run's own plan is read from its checkpoint
@@ -85,29 +85,31 @@ def notebook_ablations(params: dict, budget: str, report_dir: Path,
 
 def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[int]], sets: list[str],
               report_root: Path, run_root: Path, ablations: bool = True) -> list[Run]:
-    """The runs in order: each notebook's seeds in the order named, then every notebook's ablations."""
+    """The runs in order: each notebook's seeds in the order named, then every notebook's ablations. Each run's
+    config is built as the notebook builds it (recipes.notebook_config), with the zoo's `sets` on top."""
     runs, extra = [], []
+    zoo_changes = parse_sets(sets)
     for notebook in notebooks:
         params = notebook_parameters(notebook)
         model, default_seed = params["model_name"], params.get("seed", 0)
         run_budget = budget or params.get("budget", "cpu")
         folder = model_folder(model, run_budget, params.get("budget", "cpu"))  # e.g. reports/vgg_gap_full
         report_dir, run_dir = model_dirs(folder, report_root, run_root)
-        recipe = {**params["full_recipe" if run_budget == "full" else "cpu_recipe"],
-                  **(params.get("overrides") or {}), **parse_sets(sets)}
-        common = dict(notebook=notebook, model=model, budget=run_budget,
-                      planned=recipe.get("epochs", TrainConfig.epochs),
-                      early_stops=bool(recipe.get("early_stop_patience") or recipe.get("time_budget_min")))
+
+        def planned_run(name: str, seed: int, changes: dict, model_path: Path, run_path: Path) -> Run:
+            config = notebook_config(params, run_budget, seed, changes)
+            return Run(name=name, notebook=notebook, model=model, seed=seed, budget=run_budget, config=config,
+                       changes=changes, model_path=model_path, run_dir=run_path, planned=config.epochs,
+                       early_stops=bool(config.early_stop_patience or config.time_budget_min))
         for seed in seeds.get(notebook, [default_seed]):
             if seed == default_seed:
                 seed_model, seed_run = model_file(report_dir), run_dir
             else:
                 seed_model, seed_run = seed_model_path(report_dir, seed), seed_run_dir(run_dir, seed)
-            runs.append(Run(name=model, seed=seed, sets=list(sets), model_path=seed_model, run_dir=seed_run, **common))
+            runs.append(planned_run(model, seed, zoo_changes, seed_model, seed_run))
         if ablations and default_seed in seeds.get(notebook, [default_seed]):
             for name, (changes, model_path, ablation_run) in notebook_ablations(
                     params, run_budget, report_dir, run_dir).items():
-                ablation_sets = list(sets) + [f"{key}={value!r}" for key, value in changes.items()]
-                extra.append(Run(name=f"{model} {name}", seed=default_seed, sets=ablation_sets, model_path=model_path,
-                                 run_dir=ablation_run, **common))
+                extra.append(planned_run(f"{model} {name}", default_seed, {**zoo_changes, **changes}, model_path,
+                                         ablation_run))
     return runs + extra

@@ -35,16 +35,18 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..core import data as fer
-from ..paths import roots
-from .progress import Display, duration, table
-from ..provenance import git_commit
+from ..core.files import write_atomically
 from ..core.train import COMPILE_MODES
+from ..paths import roots, run_config_file
+from ..provenance import git_commit
 from .plan import Run, find_notebooks, plan_runs, seeds_by_notebook
+from .progress import Display, duration, table
 
 GPU_JOBS = 3  # measured on an H100: three runs kept an H100 97-100% busy, each as fast as alone
 LOG_HEADER = "=== zoo "  # starts each attempt's part of a run's log
@@ -54,10 +56,13 @@ PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 # ---------------------------------------------------------------- running
 
 def command(run: Run, data_path: Path, compile_mode: str | None) -> list[str]:
-    return ([sys.executable, "-m", "emo_utils.zoo.train", str(run.notebook), "--budget", run.budget,
-             "--seed", str(run.seed), "--data", str(data_path), "--model-path", str(run.model_path),
-             "--run-dir", str(run.run_dir)]
-            + (["--compile", compile_mode] if compile_mode else []) + [f"--set={item}" for item in run.sets])
+    """The run's training command line, handed its config as JSON in its run folder (written here)."""
+    config_path = run_config_file(run.run_dir)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(config_path, lambda f: f.write(json.dumps(asdict(run.config), indent=1).encode()))
+    return ([sys.executable, "-m", "emo_utils.zoo.train", "--config", str(config_path), "--data", str(data_path),
+             "--model-path", str(run.model_path), "--run-dir", str(run.run_dir)]
+            + (["--compile", compile_mode] if compile_mode else []))
 
 
 def child_environment(device: str, threads: int) -> dict[str, str]:
@@ -203,7 +208,7 @@ def record(run: Run, root: Path) -> dict:
     finished = read_checkpoint(run.model_path) if run.status in ("done", "reused") else None
     weights = finished["model"] if finished else {}
     return {"name": run.name, "notebook": run.notebook.name, "model": run.model, "seed": run.seed,
-            "budget": run.budget, "sets": run.sets, "status": run.status, "returncode": run.returncode,
+            "budget": run.budget, "changes": run.changes, "status": run.status, "returncode": run.returncode,
             "epochs_run": run.epoch, "planned_epochs": run.planned, "best_val_acc": run.best_val_acc,
             "seconds_per_epoch": run.seconds_per_epoch, "wall_seconds": run.wall_seconds,
             "started_unix": run.started, "ended_unix": run.ended,

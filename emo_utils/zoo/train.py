@@ -12,19 +12,22 @@ import json
 from pathlib import Path
 
 from ..core import data as fer, datasets, distributed
-from ..core.config import config_from_recipe
+from ..core.config import TrainConfig
 from ..core.train import COMPILE_MODES, train
 from ..paths import model_dirs, model_file, model_folder, roots
-from ..recipes import notebook_parameters, parse_sets
+from ..recipes import notebook_config, notebook_parameters, parse_sets
 
 
 def main(argv=None) -> int:
     """Train with the recipe in a notebook's parameters cell, e.g. on 8 GPUs:
     torchrun --nproc_per_node=8 -m emo_utils.zoo.train notebooks/09_train_vgg_gap.ipynb --budget full
-    then `make reports NB=09 PARAMS="-p budget full"` evaluates the model it wrote instead of retraining."""
+    then `make reports NB=09 PARAMS="-p budget full"` evaluates the model it wrote instead of retraining.
+    Or train a config written as JSON (what the zoo hands each of its runs): --config run.json --data D
+    --model-path M --run-dir R."""
     parser = argparse.ArgumentParser(prog="python -m emo_utils.zoo.train", description=main.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("notebook", type=Path, help="a training notebook; its parameters cell gives the recipe")
+    parser.add_argument("notebook", type=Path, nargs="?", help="a training notebook; its parameters cell gives the recipe")
+    parser.add_argument("--config", type=Path, help="a TrainConfig as JSON, instead of a notebook's recipe")
     parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: the notebook's budget)")
     parser.add_argument("--seed", type=int, help="default: the notebook's seed")
     parser.add_argument("--data", help="the dataset's file or folder (default: the notebook's data_path; for FER2013 "
@@ -40,23 +43,25 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the training step (default: "
                         "COMPILE_BY_DEFAULT, else off); reduce-overhead adds CUDA graphs")
     args = parser.parse_args(argv)
+    if (args.notebook is None) == (args.config is None):
+        parser.error("give a training notebook or --config FILE.json, not both")
+    if args.config and not (args.model_path and args.run_dir):
+        parser.error("--config needs --model-path and --run-dir: a bare config does not say where its run goes")
 
-    params = notebook_parameters(args.notebook)
-    budget = args.budget or params.get("budget", "cpu")
-    seed = params.get("seed", 0) if args.seed is None else args.seed
-    # A notebook's label_mode parameter (FER+) is a recipe field as its overrides are; --set wins over both.
-    notebook_label_mode = {"label_mode": params["label_mode"]} if params.get("label_mode") else {}
-    overrides = {**notebook_label_mode, **(params.get("overrides") or {}), **parse_sets(args.set)}
-    model_name = params["model_name"]
-    dataset = args.dataset or params.get("dataset") or datasets.DEFAULT_DATASET
-    config = config_from_recipe(model_name, params["full_recipe" if budget == "full" else "cpu_recipe"], seed, overrides,
-                                dataset)
-    data = datasets.load_named(dataset, args.data or params.get("data_path"), config.label_mode)
-    # reports/ and runs/ under REPO_ROOT as it is now, not at import: a test that moves REPO_ROOT writes there.
-    folder = model_folder(model_name, budget, params.get("budget", "cpu"), dataset)
-    report_dir, run_dir = model_dirs(folder, *roots(fer.REPO_ROOT))
-    report_dir, run_dir = args.report_dir or report_dir, args.run_dir or run_dir
-    model_path = args.model_path or model_file(report_dir)
+    if args.config:
+        config = TrainConfig.from_dict({**json.loads(args.config.read_text()), **parse_sets(args.set)})
+        data_path, model_path, run_dir = args.data, args.model_path, args.run_dir
+    else:
+        params = notebook_parameters(args.notebook)
+        config = notebook_config(params, args.budget, args.seed, parse_sets(args.set), args.dataset)
+        data_path = args.data or params.get("data_path")
+        # reports/ and runs/ under REPO_ROOT as it is now, not at import: a test that moves REPO_ROOT writes there.
+        folder = model_folder(config.model, args.budget or params.get("budget", "cpu"), params.get("budget", "cpu"),
+                              config.dataset)
+        report_dir, run_dir = model_dirs(folder, *roots(fer.REPO_ROOT))
+        run_dir = args.run_dir or run_dir
+        model_path = args.model_path or model_file(args.report_dir or report_dir)
+    data = datasets.load_named(config.dataset, data_path, config.label_mode)
     if distributed.is_main():
         model_path.parent.mkdir(parents=True, exist_ok=True)
     result = train(config, data, run_dir, retrain=args.retrain, model_path=model_path, compile_mode=args.compile)

@@ -11,7 +11,7 @@ from emo_utils.core import duplicates as dups
 from emo_utils.core.config import TrainConfig
 from emo_utils.core.data import TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
 from emo_utils.reports.explore import duplicate_report
-from emo_utils.core.train import dedup_keep
+from emo_utils.core.run import dedup_keep
 
 
 def face(seed: int) -> np.ndarray:

@@ -7,7 +7,8 @@ import torch
 from emo_utils.core.augment import AugmentPolicy, alternate_flip_bits, augment_batch, crop_for_epoch, to_float
 from emo_utils.core.config import TrainConfig
 from emo_utils.core.checkpoint import load_checkpoint
-from emo_utils.core.train import prepare, train
+from emo_utils.core.run import prepare
+from emo_utils.core.train import train
 from emo_utils.core.whitening import WHITENING_EPS, patch_covariance, whiten_first_conv, whitening_filters
 from synthetic import make_learnable_data
 

@@ -396,9 +396,9 @@ def test_demo_notebook_runs_on_synthetic_data(model_path, tmp_path, monkeypatch)
     zip_path = make_fer_zip(tmp_path / "data", n_train=4, n_public=2, n_private=2)
     params = {"model": str(model_path), "data_path": str(zip_path), "n_faces": 5,
               "onnx_out": str(tmp_path / "demo.onnx")}
-    run_reports(only=["12_predict_demo"], parameters=params, kernel="python3", reports_dir=tmp_path / "reports",
+    run_reports(only=["40_predict_demo"], parameters=params, kernel="python3", reports_dir=tmp_path / "reports",
                 progress=False)
-    html = (tmp_path / "reports" / "12_predict_demo.html").read_text()
+    html = (tmp_path / "reports" / "40_predict_demo.html").read_text()
     assert "pasted faces" in html and "5 of 5 faces get the same class as PyTorch" in html
     assert "two_faces.mp4: 30 frame(s) in" in html  # the video section ran its clip through emo-predict
     assert (tmp_path / "demo.onnx").stat().st_size > 0

@@ -424,7 +424,7 @@ def test_make_reports_runs_a_training_notebook_again_on_its_committed_full_budge
     from emo_utils.paths import REPORTS_DIR
     from emo_utils.paths import NOTEBOOKS
     from emo_utils.reports.notebooks import full_budget_run
-    training, evaluation = NOTEBOOKS / "09_train_vgg_gap.ipynb", NOTEBOOKS / "10_evaluation.ipynb"
+    training, evaluation = NOTEBOOKS / "09_train_vgg_gap.ipynb", NOTEBOOKS / "20_evaluation.ipynb"
     assert full_budget_run(training, tmp_path) is None  # no GPU weights committed
     (tmp_path / "vgg_gap_full").mkdir()
     (tmp_path / "vgg_gap_full" / "model.pt").write_bytes(b"")

@@ -171,7 +171,7 @@ def test_an_ensemble_fitted_on_other_data_or_with_a_member_missing(model_file, d
     write_ensemble(reports_dir, make_learnable_data(train_per_class=30, seed=5), {"tiny": 1.0})
     assert robustness.ensemble_mix(data, reports_dir) is None  # its weights say nothing about this data
     write_ensemble(reports_dir, data, {"tiny": 0.5, "gone": 0.5})
-    with pytest.raises(FileNotFoundError, match="names members without weights .*: gone; run notebook 11 again"):
+    with pytest.raises(FileNotFoundError, match="names members without weights .*: gone; run notebook 30 again"):
         robustness.ensemble_mix(data, reports_dir)
 
 

@@ -54,9 +54,9 @@ def test_model_x_and_y_reports_and_the_vflip_ablation(zoo):
 
 def test_evaluation_notebook_compares_every_trained_model(zoo):
     _, zip_path, reports = zoo
-    run_reports(only=["10"], kernel=KERNEL, reports_dir=reports, progress=False,
+    run_reports(only=["20"], kernel=KERNEL, reports_dir=reports, progress=False,
                 parameters={"data_path": str(zip_path), "reports_dir": str(reports), "device": "cpu"})
-    executed = nbformat.read(reports / "10_evaluation.ipynb", as_version=4)
+    executed = nbformat.read(reports / "20_evaluation.ipynb", as_version=4)
     code = [c for c in executed.cells if c.cell_type == "code"]
     output = lambda starts: "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")  # noqa: E731
                                     for c in code if c.source.startswith(starts) for o in c.outputs)
@@ -80,7 +80,7 @@ def test_evaluation_notebook_compares_every_trained_model(zoo):
 
 def test_ensembling_notebook_writes_the_ensemble_report(zoo):
     _, zip_path, reports = zoo
-    run_reports(only=["11"], kernel=KERNEL, reports_dir=reports, progress=False,  # the seed pair: no ablation runs
+    run_reports(only=["30"], kernel=KERNEL, reports_dir=reports, progress=False,  # the seed pair: no ablation runs
                 parameters={"data_path": str(zip_path), "reports_dir": str(reports), "device": "cpu",
                             "include_ablations": False})
     record = json.loads((reports / "ensemble" / "metrics.json").read_text())

@@ -1,6 +1,6 @@
 """Distillation (Hinton et al. 2015): a net learns from an ensemble's outputs on the training faces.
 
-The teacher is an ensemble notebook 11 chose on val: its metrics.json names the members, their weights and each
+The teacher is an ensemble notebook 30 chose on val: its metrics.json names the members, their weights and each
 member's test-time views. The teacher's probabilities on every training face are computed once (a forward pass
 per member and view, the views' logits averaged, as everywhere else) and kept in a file keyed by the data's
 checksum. TrainConfig.distill_targets names that file; the training step then learns from
@@ -28,7 +28,7 @@ def read_teacher(path: Path, data_sha256: str, num_faces: int, temperature: floa
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no teacher probabilities. Write them with `python -m emo_utils.zoo.teacher "
-                                f"--out {path}` (after notebook 11 has chosen the ensemble).")
+                                f"--out {path}` (after notebook 30 has chosen the ensemble).")
     with np.load(path) as saved:
         probs, sha = saved["probs"], str(saved["data_sha256"])
     if sha != data_sha256 or len(probs) != num_faces:

@@ -9,7 +9,7 @@ severities: other weights, other data, another sample or another suite are score
 one entry per view set asked for, so a model scored under several keeps them all.
 
 The ensemble is never predicted: its probabilities are the weighted mix (ensemble.ensemble_probs) of its
-members' stored probabilities, with the weights notebook 11 fitted on val (reports/ensemble/metrics.json), under
+members' stored probabilities, with the weights notebook 30 fitted on val (reports/ensemble/metrics.json), under
 the views it was fitted with.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ CLEAN = "clean"
 # much (the whole suite on PrivateTest, 2 CPU cores: 110 minutes against 22 for flip, measured 2026-12-06).
 SUITE_VIEWS = "flip"
 # Ensemble members whose weights together make up this little of the mix are left out, and the rest renormalised:
-# notebook 11's log-loss fit leaves 31 of its 42 members under 0.1% each (0.13% in all); without them, not one of
+# notebook 30's log-loss fit leaves 31 of its 42 members under 0.1% each (0.13% in all); without them, not one of
 # the 3,589 PrivateTest predictions of its clean mix changes (flip views, measured 2026-12-06).
 MIN_MEMBER_WEIGHT = 1e-3
 # The suite scores 1,000 faces of its split, not PrivateTest deduplicated's 2,962: a model's accuracy under one
@@ -162,7 +162,7 @@ def _parse(name: str) -> tuple[str, int]:
 
 @dataclass
 class EnsembleMix:
-    """The members and weights of notebook 11's ensemble that enter the mix here."""
+    """The members and weights of notebook 30's ensemble that enter the mix here."""
     weights: dict[str, float]  # {member: weight}, renormalised over the members kept
     paths: dict[str, Path]  # {member: model file}
     views: str  # the views every member is scored under here
@@ -171,7 +171,7 @@ class EnsembleMix:
 
 
 def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT) -> EnsembleMix | None:
-    """The ensemble notebook 11 reported (reports/ensemble/metrics.json), or None when there is none or it was
+    """The ensemble notebook 30 reported (reports/ensemble/metrics.json), or None when there is none or it was
     fitted on other data (its weights say nothing about this data)."""
     reports_dir = Path(reports_dir or REPORTS_DIR)
     metrics_path = reports_dir / "ensemble" / "metrics.json"
@@ -188,7 +188,7 @@ def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT) 
     missing = [m for m in provenance["members"] if m not in files]
     if missing:
         raise FileNotFoundError(f"{metrics_path} names members without weights under {reports_dir}: "
-                                f"{', '.join(missing)}; run notebook 11 again (make reports NB=11)")
+                                f"{', '.join(missing)}; run notebook 30 again (make reports NB=30)")
     kept = {m: w for m, w in provenance["members"].items() if w >= min_weight}
     total = sum(kept.values())
     return EnsembleMix({m: w / total for m, w in kept.items()}, {m: files[m] for m in kept}, views,
@@ -262,7 +262,7 @@ class SuiteResult:
 
 def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEWS, reports_dir=None,
                      device=None, ensemble: bool = True) -> SuiteResult:
-    """Every model in `model_files` on the suite, under one view set, and notebook 11's ensemble unless
+    """Every model in `model_files` on the suite, under one view set, and notebook 30's ensemble unless
     `ensemble` is False (then none of its members is scored)."""
     mix = ensemble_mix(data, reports_dir) if ensemble else None
     if not model_files and mix is None:
@@ -277,7 +277,7 @@ def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEW
             f"{VIEW_TITLES.get(view_name(views), views)} ({view_name(views)}); suite v{SUITE_VERSION}, seed {SUITE_SEED}.")
     if mix is not None:
         probs["ensemble"], view_of["ensemble"] = ensemble_corruptions(mix, data, device), mix.views
-        note += (f" The ensemble: notebook 11's weights on its {len(mix.weights)} members over "
+        note += (f" The ensemble: notebook 30's weights on its {len(mix.weights)} members over "
                  f"{MIN_MEMBER_WEIGHT:g} (renormalised; the {len(mix.left_out)} left out weigh "
                  f"{sum(mix.left_out.values()):.2%} in all), under {mix.views}"
                  + (f" (its weights were fitted with each member under {mix.fitted_views}; the suite scores one "
@@ -320,7 +320,7 @@ def plot_corruption_curves(result: SuiteResult, models: list[str] | None = None)
 
 def main(argv=None) -> int:
     """Score every leaderboard model (or those --models names) and the ensemble's members (unless
-    --no-ensemble) on the suite, writing each one's model_corruptions.npz, so that notebook 10 only reads them
+    --no-ensemble) on the suite, writing each one's model_corruptions.npz, so that notebook 20 only reads them
     (minutes on a GPU; hours on 2 CPU cores)."""
     parser = argparse.ArgumentParser(prog="python -m emo_utils.reports.robustness", description=main.__doc__)
     parser.add_argument("--data", default=None, help="the dataset (default: $EMO_DATA, data/, ../shared/data/)")

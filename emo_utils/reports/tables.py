@@ -107,7 +107,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def board_table(board, headline: str) -> str:
-    """Notebook 10's leaderboard (a DataFrame, one row per model) as a markdown table that fits a page: best
+    """Notebook 20's leaderboard (a DataFrame, one row per model) as a markdown table that fits a page: best
     headline accuracy first, of the deduplicated splits only the headline's (metrics.json has the others),
     parameters in millions."""
     rows = []

@@ -1,7 +1,7 @@
 """The teacher of a distilled run: an ensemble's probabilities on every training face, written once to a file
 keyed by the data's checksum (core/distill.py reads it for the training step; TrainConfig.distill_targets names it).
 
-The ensemble is the one notebook 11 chose on val: its metrics.json names the members, their weights and each
+The ensemble is the one notebook 30 chose on val: its metrics.json names the members, their weights and each
 member's test-time views; each member's views' logits are averaged, as everywhere else.
 
     python -m emo_utils.zoo.teacher [--ensemble reports/ensemble/metrics.json] [--out reports/ensemble/teacher_train.npz] [--bf16]
@@ -31,7 +31,7 @@ def ensemble_members(metrics_path: Path, reports_dir: Path | None = None) -> dic
     missing = sorted(set(prov["members"]) - set(files))
     if missing:
         raise FileNotFoundError(f"{metrics_path} names members without weights under reports/: {missing}. Train "
-                                "them (make zoo) or run notebook 11 again to choose from the models there are.")
+                                "them (make zoo) or run notebook 30 again to choose from the models there are.")
     return {name: (files[name], prov["member_views"][name], weight) for name, weight in prov["members"].items()}
 
 

@@ -2,6 +2,8 @@
 register_model does, so a name is written once); configs refer to models by that name."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 import torch
@@ -42,11 +44,6 @@ def count_flops(model: nn.Module, image_size: int = 48) -> int:
     return int(counter.get_total_flops())
 
 
-# Importing a family registers it.
-from . import mini_xception  # noqa: E402,F401
-from . import model_xy  # noqa: E402,F401
-from . import residual_gap  # noqa: E402,F401
-from . import the_model  # noqa: E402,F401
-from . import cnn3  # noqa: E402,F401
-from . import unet_classifier  # noqa: E402,F401
-from . import vgg_gap  # noqa: E402,F401
+# Importing a family registers it: every module in this folder is imported, so a new model is one file here.
+for _family in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_family}")

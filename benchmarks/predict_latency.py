@@ -38,7 +38,8 @@ import torch
 from PIL import Image
 
 from emo_utils.predict import cli as predict, video, faces as face_finder
-from emo_utils.core.data import CSV_EMOTIONS, REPO_ROOT, DataError, find_dataset
+from emo_utils.core.readers import CSV_EMOTIONS, DataError
+from emo_utils.core.data import REPO_ROOT, find_dataset
 from emo_utils.provenance import git_commit
 from emo_utils.reports.pages import replace_section
 from emo_utils.core.checkpoint import load_trained

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from emo_utils.core.data import TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
+from emo_utils.core.readers import TEST_PRIVATE, TEST_PUBLIC, TRAIN
+from emo_utils.core.data import FERData
 
 # A Mini-Xception narrow enough that an epoch on make_learnable_data() takes a second: TrainConfig(**FAST, ...).
 FAST = dict(model="mini_xception", model_kwargs={"widths": (8, 16)}, batch_size=32)

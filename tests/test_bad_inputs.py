@@ -19,7 +19,8 @@ import torch
 from conftest import make_fer_csv, make_fer_files, make_fer_zip, make_image_bytes
 from emo_utils.core import data as data_module
 from emo_utils.predict import cli as predict
-from emo_utils.core.data import DataError, load_dataset
+from emo_utils.core.readers import DataError
+from emo_utils.core.data import load_dataset
 from emo_utils.reports.notebooks import check_parameter_type, run_reports
 from emo_utils.recipes import NotebookError
 from emo_utils.core.checkpoint import CheckpointError, load_checkpoint, load_trained

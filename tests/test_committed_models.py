@@ -32,7 +32,8 @@ pytestmark = pytest.mark.real_data
 
 @pytest.fixture(scope="module")
 def fer2013():
-    from emo_utils.core.data import DataError, load_dataset
+    from emo_utils.core.readers import DataError
+    from emo_utils.core.data import load_dataset
     try:
         return load_dataset()
     except DataError as e:

@@ -11,8 +11,9 @@ import pytest
 
 from conftest import (CSV_EMOTIONS, FER_CLASSES, make_csv_rows, make_decoded, make_fer_csv, make_fer_files,
                       make_fer_folder, make_fer_zip, make_image_bytes)
-from emo_utils.core import data
-from emo_utils.core.data import DataError, load_dataset
+from emo_utils.core import data, readers
+from emo_utils.core.readers import DataError
+from emo_utils.core.data import load_dataset
 
 REAL_REPO_ROOT = data.REPO_ROOT
 REAL_FER_ZIP = REAL_REPO_ROOT.parent / "shared" / "data" / "fer2013.zip"
@@ -49,11 +50,11 @@ def test_kaggle_zip(tmp_path, prefix):
     assert fer.num_classes == 7
     assert fer.images.shape == (7 * 15, 48, 48) and fer.images.dtype == np.uint8
     assert fer.labels.dtype == np.int64 and fer.source == str(src)
-    assert fer.sha256 == data.file_sha256(src)
+    assert fer.sha256 == readers.file_sha256(src)
     assert fer.available_splits() == ["train", "val", "test_public", "test_private", "test_all"]
-    assert np.bincount(fer.labels[fer.source_split == data.TRAIN]).tolist() == [10] * 7
-    assert np.bincount(fer.labels[fer.source_split == data.TEST_PUBLIC]).tolist() == [2] * 7
-    assert np.bincount(fer.labels[fer.source_split == data.TEST_PRIVATE]).tolist() == [3] * 7
+    assert np.bincount(fer.labels[fer.source_split == readers.TRAIN]).tolist() == [10] * 7
+    assert np.bincount(fer.labels[fer.source_split == readers.TEST_PUBLIC]).tolist() == [2] * 7
+    assert np.bincount(fer.labels[fer.source_split == readers.TEST_PRIVATE]).tolist() == [3] * 7
     # every image decodes to exactly its PNG's pixels, with the label of its class folder
     got = by_name(fer)
     assert set(got) == set(files)
@@ -62,7 +63,7 @@ def test_kaggle_zip(tmp_path, prefix):
         top, cls, name = path.split("/")
         assert np.array_equal(img, make_decoded(raw))
         assert label == FER_CLASSES.index(cls)
-        assert split == {"Tr": data.TRAIN, "Pu": data.TEST_PUBLIC, "Pr": data.TEST_PRIVATE}[name[:2]]
+        assert split == {"Tr": readers.TRAIN, "Pu": readers.TEST_PUBLIC, "Pr": readers.TEST_PRIVATE}[name[:2]]
 
 
 def test_kaggle_zip_without_dir_entries_and_deflated(tmp_path):
@@ -78,7 +79,7 @@ def test_extracted_folder_matches_zip(tmp_path):
     from_folder = load_dataset(folder)
 
     assert from_folder.source == str(folder)
-    assert from_folder.sha256 == data.folder_sha256(folder) != from_zip.sha256
+    assert from_folder.sha256 == readers.folder_sha256(folder) != from_zip.sha256
     assert from_folder.class_names == from_zip.class_names
     a, b = by_name(from_zip), by_name(from_folder)
     assert a.keys() == b.keys()
@@ -96,7 +97,7 @@ def test_challenge_csv_remaps_labels_alphabetically(tmp_path):
     for i, (emotion, pixels, usage) in enumerate(rows):
         assert np.array_equal(fer.images[i], pixels)
         assert fer.class_names[fer.labels[i]] == CSV_EMOTIONS[emotion]
-        assert fer.source_split[i] == data.CSV_USAGE[usage]
+        assert fer.source_split[i] == readers.CSV_USAGE[usage]
         assert fer.names[i] == f"row{i + 2}"
     label_of = {e: int(fer.labels[[r[0] for r in rows].index(e)]) for e in range(7)}
     assert label_of[4] == 5 and fer.class_names[5] == "sad"
@@ -112,7 +113,7 @@ def test_generic_image_folder_has_only_test_all(tmp_path, as_zip):
     fer = load_dataset(src)
 
     assert fer.class_names == ["cat", "dog", "owl"]
-    assert set(fer.source_split.tolist()) == {data.TRAIN, data.TEST_UNLABELLED_SPLIT}
+    assert set(fer.source_split.tolist()) == {readers.TRAIN, readers.TEST_UNLABELLED_SPLIT}
     assert fer.available_splits() == ["train", "val", "test_all"]
     assert split_sizes(fer) == {"train": 27, "val": 3, "test_all": 12}
     assert set(fer.counts()) == {"train", "val", "test_all"}
@@ -150,7 +151,7 @@ def test_split_sizes_and_stratified_val(tmp_path):
     assert sizes == {"train": 280 - 28, "val": 28, "test_public": 14, "test_private": 21, "test_all": 35}
 
     train, val = fer.split_mask("train"), fer.split_mask("val")
-    training = fer.source_split == data.TRAIN
+    training = fer.source_split == readers.TRAIN
     assert not (train & val).any()
     assert np.array_equal(train | val, training)
     assert np.array_equal(fer.split_mask("test_all"), fer.split_mask("test_public") | fer.split_mask("test_private"))
@@ -301,7 +302,7 @@ def test_non_48x48_gray_images_are_converted_with_one_warning(tmp_path):
     got = by_name(fer)
     assert (got["train/angry/Training_rgb.png"][0] == 76).all()  # ITU-R 601 luma of pure red
     assert (got["train/fear/Training_big.png"][0] == 100).all()
-    assert got["test/happy/PublicTest_rgb64.jpg"][2] == data.TEST_PUBLIC
+    assert got["test/happy/PublicTest_rgb64.jpg"][2] == readers.TEST_PUBLIC
 
 
 def test_conversion_warning_uses_pytest_warns_and_not_raised_for_clean_data(tmp_path):
@@ -491,4 +492,4 @@ def test_real_fer2013_counts(real_fer):
     assert dict(zip(fer.class_names, counts["test_all"].tolist())) == FER_TEST_COUNTS
     for c, n in enumerate(counts["train"] + counts["val"]):
         assert abs(counts["val"][c] - 0.1 * n) <= 0.5
-    assert set(fer.source_split.tolist()) == {data.TRAIN, data.TEST_PUBLIC, data.TEST_PRIVATE}
+    assert set(fer.source_split.tolist()) == {readers.TRAIN, readers.TEST_PUBLIC, readers.TEST_PRIVATE}

@@ -20,7 +20,7 @@ from emo_utils.zoo import train as train_cli
 from emo_utils import paths
 from emo_utils.core.config import TrainConfig, config_differences
 from emo_utils.core.checkpoint import load_checkpoint
-from emo_utils.core.data import DataError
+from emo_utils.core.readers import DataError
 from emo_utils.reports.leaderboard import write_index
 
 

@@ -9,7 +9,8 @@ from PIL import Image
 
 from emo_utils.core import duplicates as dups
 from emo_utils.core.config import TrainConfig
-from emo_utils.core.data import TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
+from emo_utils.core.readers import TEST_PRIVATE, TEST_PUBLIC, TRAIN
+from emo_utils.core.data import FERData
 from emo_utils.reports.explore import duplicate_report
 from emo_utils.core.run import dedup_keep
 

@@ -8,7 +8,8 @@ import pytest
 
 import emo_utils
 from emo_utils import paths
-from emo_utils.core.data import REPO_ROOT, DataError
+from emo_utils.core.data import REPO_ROOT
+from emo_utils.core.readers import DataError
 
 PATH_PARTS = {"ablations", "seeds", "runs"}
 

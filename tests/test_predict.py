@@ -21,7 +21,8 @@ from PIL import Image
 from conftest import FER_CLASSES, make_fer_zip, read_rows, run_cli
 from emo_utils.predict import inputs, cli as predict, faces as face_finder
 from emo_utils import paths
-from emo_utils.core.data import REPO_ROOT, to_gray_48
+from emo_utils.core.data import REPO_ROOT
+from emo_utils.core.readers import to_gray_48
 from emo_utils.core.metrics import compute_metrics
 from synthetic import class_images
 from tiny_model import tiny_model

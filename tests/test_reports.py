@@ -339,7 +339,8 @@ def test_an_annealed_schedule_converged_when_a_longer_run_of_its_recipe_reached_
 def test_every_page_shows_one_number_per_model_and_views():
     """The committed reports: each model's metrics.json, README and the ensemble's members agree with the scored
     views kept beside the weights (probabilities re-read, labels from FER2013, skipped without it)."""
-    from emo_utils.core.data import DataError, load_dataset
+    from emo_utils.core.readers import DataError
+    from emo_utils.core.data import load_dataset
     from emo_utils.paths import REPORTS_DIR as REPORTS
     from emo_utils.reports.views import SPLIT_TITLES
     from emo_utils.paths import views_cache

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as fer
-from .data import TEST_PRIVATE, TEST_PUBLIC, TEST_UNLABELLED_SPLIT, TRAIN, DataError, FERData
+from . import data as fer, readers
+from .readers import TEST_PRIVATE, TEST_PUBLIC, TEST_UNLABELLED_SPLIT, TRAIN, DataError
+from .data import FERData
 from .files import write_atomically
 
 DEFAULT_DATASET = "fer2013"
@@ -109,7 +110,7 @@ def files_digest(root: Path, relative_paths: list[str]) -> str:
 
 
 def decode_files(root: Path, relative_paths: list[str]) -> np.ndarray:
-    decode = fer._Decoder()  # data.py's decoder: any image to 48x48 grayscale, a corrupt one named
+    decode = readers._Decoder()  # readers.py's decoder: any image to 48x48 grayscale, a corrupt one named
     return np.stack([decode((root / rel).read_bytes(), f"{root}: {rel}") for rel in relative_paths])
 
 
@@ -202,7 +203,7 @@ def load_ferplus(path: Path, label_mode: str = "majority") -> NamedData:
     source = require(folder / "fer2013.csv", "FER2013's challenge CSV", FERPLUS_HOW)
     new = require(folder / "fer2013new.csv", "FERPlus's vote file", FERPLUS_HOW)
     faces = fer.load_dataset(source)  # decoded once and cached by data.py
-    usage_of = {code: usage for usage, code in fer.CSV_USAGE.items()}
+    usage_of = {code: usage for usage, code in readers.CSV_USAGE.items()}
     names, votes = read_ferplus_votes(new, [usage_of[int(s)] for s in faces.source_split])
     keep, soft = [], []
     for i, (name, row) in enumerate(zip(names, votes)):
@@ -216,7 +217,7 @@ def load_ferplus(path: Path, label_mode: str = "majority") -> NamedData:
     # FER+'s own validation split: PublicTest selects, and is never reported as a test.
     val_mask = usage == TEST_PUBLIC
     splits = np.where(usage == TEST_PRIVATE, TEST_PRIVATE, TRAIN).astype(np.int8)
-    digest = hashlib.sha256((faces.sha256 + fer.file_sha256(new)).encode()).hexdigest()
+    digest = hashlib.sha256((faces.sha256 + readers.file_sha256(new)).encode()).hexdigest()
     return NamedData(images=faces.images[keep], labels=soft.argmax(1).astype(np.int64), source_split=splits,
                      names=np.array([f"{n} ({faces.names[i]})" for n, i in zip(np.array(names)[keep], keep)]),
                      class_names=list(FERPLUS_EMOTIONS), sha256=digest, source=str(folder), _val_mask=val_mask,
@@ -271,7 +272,7 @@ def class_folder_files(top: Path) -> dict[str, list[str]]:
     found = {}
     for class_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found[class_dir.name] = [f"{top.name}/{class_dir.name}/{f.name}" for f in sorted(class_dir.iterdir())
-                                 if f.is_file() and f.suffix.lower() in fer.IMAGE_SUFFIXES and not f.name.startswith(".")]
+                                 if f.is_file() and f.suffix.lower() in readers.IMAGE_SUFFIXES and not f.name.startswith(".")]
     empty = [name for name, files in found.items() if not files]
     if not found or empty:
         raise DataError(f"{top}: expected class folders with images (empty: {empty or 'no class folder'}). "

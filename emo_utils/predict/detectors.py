@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..core.data import IMAGE_SIZE, to_gray_48
+from ..core.readers import IMAGE_SIZE, to_gray_48
 
 DETECTORS = ("haar", "hog", "cnn")
 # Where the eye centres sit in a 48x48 FER2013 face, (x, y) in pixels, image left and image right: the medians

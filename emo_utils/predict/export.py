@@ -26,7 +26,7 @@ from ..core.augment import PIXEL_MEAN, PIXEL_STD
 from ..core.checkpoint import CheckpointError, load_trained
 from ..paths import resolve_model_path
 from .classifier import INPUT, OUTPUT, make_session, normalize_faces
-from ..core.data import IMAGE_SIZE
+from ..core.readers import IMAGE_SIZE
 from ..core.files import write_atomically
 from ..core.inference import predict_logits
 

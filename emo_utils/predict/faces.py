@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..core.data import IMAGE_SIZE, to_gray, to_gray_48
+from ..core.readers import IMAGE_SIZE, to_gray, to_gray_48
 from .detectors import DETECTORS, Aligner, DetectorError, DlibDetector
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch

@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..core.data import CLEAN_SPLITS, TEST_PRIVATE, TEST_PUBLIC, TRAIN, FERData
+from ..core.data import CLEAN_SPLITS, FERData
+from ..core.readers import TEST_PRIVATE, TEST_PUBLIC, TRAIN
 from ..core.duplicates import CORRELATIONS, NEAR_CORRELATION, conflicting_groups, groups_touching
 
 

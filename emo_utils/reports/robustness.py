@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 
 from .corruptions import CORRUPTIONS, SEVERITIES, SUITE_SEED, SUITE_VERSION, condition_name, conditions, corrupt
-from ..core.data import DataError, file_sha256, load_dataset
+from ..core.readers import DataError, file_sha256
+from ..core.data import load_dataset
 from .ensemble import ensemble_probs
 from ..core.files import write_atomically
 from ..core.inference import predict_logits, softmax

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..core.augment import TTA_VIEWS
 from ..core.checkpoint import load_checkpoint, load_trained
-from ..core.data import file_sha256
+from ..core.readers import file_sha256
 from ..core.files import write_atomically
 from ..core.metrics import accuracy_interval, compute_metrics
 from ..core.inference import EVAL_SPLITS, predict_splits

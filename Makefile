@@ -1,6 +1,7 @@
 # Everything starts here: `make reports` and `make test` bootstrap their own environment.
 #   make setup                 create .venv (torch 2.14.1 / torchvision 0.29.1 pinned) and the Jupyter kernel
 #   make test                  run the test suite (synthetic data; real-FER2013 checks skip when the zip is absent)
+#   make test-fast             the inner loop: every test not marked slow (no notebook, subprocess or real data), < 1 min
 #   make reports               execute every notebook with papermill, write reports/ (HTML, per-model READMEs, leaderboard)
 #   make reports NB=01         run only the notebooks whose name starts with 01
 #   make reports RETRAIN=1     retrain instead of re-evaluating committed weights
@@ -17,7 +18,7 @@ PY      := $(VENV)/bin/python
 KERNEL  := emo-fer
 STAMP   := $(VENV)/.setup-done
 
-.PHONY: setup test reports zoo zoo-rental lab bench clean-cache
+.PHONY: setup test test-fast reports zoo zoo-rental lab bench clean-cache
 
 setup: $(STAMP)
 
@@ -31,6 +32,9 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow' tests
 
 reports: setup
 	$(PY) -m emo_utils.reports --kernel $(KERNEL) $(if $(NB),--only $(NB)) $(if $(RETRAIN),--retrain) $(PARAMS)

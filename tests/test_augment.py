@@ -1,4 +1,5 @@
 """Batch augmentation draws its randomness from the epoch's generator, on the device, without host syncs."""
+import pytest
 import torch
 
 from emo_utils.core.augment import mixup, sample_beta, sample_gamma
@@ -14,6 +15,7 @@ def test_gamma_draws_have_the_mean_and_variance_of_the_gamma_distribution():
         assert abs(draws.var().item() / shape - 1) < 0.05
 
 
+@pytest.mark.slow
 def test_beta_draws_match_beta_alpha_alpha():
     gen = torch.Generator().manual_seed(1)
     alpha = 0.4

@@ -27,7 +27,7 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 MODELS = sorted(p.parent.name for p in REPORTS.glob("*/model.pt"))
 ABLATIONS = sorted(f"{p.parents[2].name}/{p.parent.name}" for p in REPORTS.glob("*/ablations/*/model.pt"))
 
-pytestmark = pytest.mark.real_data
+pytestmark = [pytest.mark.real_data, pytest.mark.slow]  # evaluates every committed model on FER2013
 
 
 @pytest.fixture(scope="module")

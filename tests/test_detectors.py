@@ -143,6 +143,7 @@ def test_ids_survive_a_detector_that_misses_frames_with_every_2(classifier):
 
 # ---------------------------------------------------------------- the defaults
 
+@pytest.mark.slow
 def test_video_default_finds_every_face_the_photo_default_finds():
     def settings_detector(name):
         s = video.SETTINGS[name]

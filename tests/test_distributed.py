@@ -16,6 +16,8 @@ from emo_utils.core.models import build_model
 from emo_utils.core.checkpoint import load_checkpoint
 from emo_utils.core.train import train
 
+pytestmark = pytest.mark.slow  # runs notebooks or torchrun processes end to end
+
 WORKER = Path(ddp_worker.__file__)
 
 

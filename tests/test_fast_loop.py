@@ -81,6 +81,7 @@ def test_a_cpu_run_leaves_the_cuda_settings_alone(tmp_path):
         torch.backends.cudnn.benchmark = saved
 
 
+@pytest.mark.slow
 def test_a_compiled_run_saves_what_an_eager_run_saves(tmp_path, monkeypatch):
     # Dynamo traces the step as it would for inductor, then runs the graph eagerly: this checks our wiring (the
     # keys saved, the EMA, the meta) in seconds; inductor's own code generation takes minutes on 2 CPU cores.

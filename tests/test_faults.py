@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from emo_utils.core.metrics import compute_metrics
@@ -116,6 +117,7 @@ def without_time(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     config = TrainConfig(**FAST, epochs=8, optimizer="sgd", nesterov=True, lr=0.05, scheduler="onecycle",
                          label_smoothing=0.1, ema_decay=0.9, augment=dict(translate=3, rotate=10, erase=0.5))
@@ -188,6 +190,7 @@ def tensors_that_differ(a, b, where="") -> list[str]:
     return [] if a == b else [where]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(tmp_path):
     data = make_learnable_data(train_per_class=20)
 

@@ -96,6 +96,7 @@ def flagship(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_the_notebook_recipe_and_the_notebook_reuses_it(flagship):
     report, cli = flagship
     assert f"model: {report / 'model.pt'}" in cli.stdout
@@ -104,6 +105,7 @@ def test_the_command_line_trains_the_notebook_recipe_and_the_notebook_reuses_it(
     assert record["provenance"]["epochs_run"] == 2
 
 
+@pytest.mark.slow
 def test_the_report_carries_the_ablations_and_the_choices_made_on_val(flagship):
     report, _ = flagship
     prov = json.loads((report / "metrics.json").read_text())["provenance"]
@@ -117,6 +119,7 @@ def test_the_report_carries_the_ablations_and_the_choices_made_on_val(flagship):
     assert (report / "ablations" / "no_ema" / "model.pt").exists()
 
 
+@pytest.mark.slow
 def test_the_report_shows_each_seed_and_their_mean_and_a_refit_without_a_val_score(flagship):
     report, _ = flagship
     readme = (report / "README.md").read_text()
@@ -137,6 +140,7 @@ def test_the_report_shows_each_seed_and_their_mean_and_a_refit_without_a_val_sco
             f"{100 * refit_private:.2f}% against {100 * mean:.2f}% +- ") in readme  # the recipe's mean of 3 seeds
 
 
+@pytest.mark.slow
 def test_the_seeds_section_compares_two_runs_by_their_seed_means(flagship):
     report, _ = flagship
     record = json.loads((report / "ablations.json").read_text())
@@ -150,6 +154,7 @@ def test_the_seeds_section_compares_two_runs_by_their_seed_means(flagship):
         assert "95% interval of the difference" in shown and shown in (report / "README.md").read_text().split("## Seeds")[1]
 
 
+@pytest.mark.slow
 def test_a_capped_runs_further_seed_replays_the_epochs_its_cap_fitted_without_the_cap(flagship):
     report, _ = flagship
     capped = load_checkpoint(report / "ablations" / "capped" / "model.pt")
@@ -166,6 +171,7 @@ def test_a_capped_runs_further_seed_replays_the_epochs_its_cap_fitted_without_th
     assert recorded["capped"][1]["epochs"] == fitted
 
 
+@pytest.mark.slow
 def test_the_recipes_own_further_seed_is_trained_by_the_notebook_beside_the_zoos(flagship):
     report, _ = flagship
     main, seed2 = load_checkpoint(report / "model.pt"), load_checkpoint(report / "seeds" / "2" / "model.pt")

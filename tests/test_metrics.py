@@ -244,6 +244,7 @@ def test_the_schedule_figure_draws_each_runs_val_and_train_curves_and_names_its_
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_plots_return_figures_and_save(faces, tmp_path):
     for name, fig, n_axes in figures(faces):
         assert isinstance(fig, Figure), name

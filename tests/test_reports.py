@@ -37,6 +37,7 @@ def folders(tmp_path):
     return tmp_path / "nb", tmp_path / "reports"
 
 
+@pytest.mark.slow
 def test_runs_notebooks_in_order_with_parameters_and_writes_html_and_index(folders):
     nb_dir, reports = folders
     log = nb_dir.parent / "ran.txt"  # each notebook appends what it ran with: the order and the parameters
@@ -70,6 +71,7 @@ def test_missing_parameters_tag_is_an_error(folders):
         run_reports(kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports)
 
 
+@pytest.mark.slow
 def test_failing_notebook_stops_the_run_naming_notebook_and_cell(folders):
     nb_dir, reports = folders
     write_notebook(nb_dir / "01_broken.ipynb", "x = 1", "y = 2", "raise ValueError('boom in the data')")
@@ -79,6 +81,7 @@ def test_failing_notebook_stops_the_run_naming_notebook_and_cell(folders):
     assert not (reports / "02_after.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_hung_cell_fails_within_its_timeout_naming_the_notebook(folders):
     nb_dir, reports = folders
     write_notebook(nb_dir / "01_hangs.ipynb", "x = 1", "import time\ntime.sleep(600)")
@@ -88,6 +91,7 @@ def test_hung_cell_fails_within_its_timeout_naming_the_notebook(folders):
     assert time.time() - start < 60
 
 
+@pytest.mark.slow
 def test_reports_command_with_a_hung_notebook_exits_1_within_its_timeout(folders, capsys):
     """What `make reports` runs (`python -m emo_utils.reports`, i.e. main): exit status 1 and the notebook named
     on stderr."""
@@ -130,6 +134,7 @@ def cell_output(executed, starts: str) -> str:
     return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
 
 
+@pytest.mark.slow
 def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(synthetic_env):
     files = make_fer_files(n_train=6)  # 7 classes, each 6 train (5 + 1 val), 2 PublicTest, 2 PrivateTest
     train_face = next(p for p in files if p.startswith("train/happy/"))
@@ -173,6 +178,7 @@ def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(s
 
 @pytest.mark.parametrize("classes", [("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"),
                                      ("anger", "contempt", "disgust", "fear", "happy", "sadness")])
+@pytest.mark.slow
 def test_mini_xception_notebook_smoke_run_writes_a_full_report(synthetic_env, classes):
     zip_path = make_fer_zip(synthetic_env / "data", files=make_fer_files(classes, n_train=12, n_public=3, n_private=3))
     report_dir, reports = synthetic_env / "reports" / "mini_xception", synthetic_env / "reports"
@@ -336,6 +342,7 @@ def test_an_annealed_schedule_converged_when_a_longer_run_of_its_recipe_reached_
     assert convergence(rising, "all 30 planned epochs run", longer=shorter)[0] is False
 
 
+@pytest.mark.slow
 def test_every_page_shows_one_number_per_model_and_views():
     """The committed reports: each model's metrics.json, README and the ensemble's members agree with the scored
     views kept beside the weights (probabilities re-read, labels from FER2013, skipped without it)."""

@@ -56,6 +56,7 @@ def test_the_suite_is_the_models_predictions_on_each_corrupted_split_and_is_kept
         np.testing.assert_allclose(scored[name], direct, atol=1e-3)  # stored as float16
 
 
+@pytest.mark.slow
 def test_the_suite_is_read_back_for_the_same_weights_and_scored_again_for_others(model_file, data, monkeypatch):
     first = robustness.scored_corruptions(model_file, data)
     real_loader = robustness.load_for_scoring
@@ -104,6 +105,7 @@ def write_ensemble(reports_dir, data, members: dict[str, float], views="flip"):
         "data_sha256": data.sha256, "tta": views, "members": members}}))
 
 
+@pytest.mark.slow
 def test_the_ensemble_is_the_weighted_mix_of_its_members_stored_probabilities(model_file, data, monkeypatch):
     reports_dir = model_file.parents[1]
     other = other_weights(model_file, reports_dir / "other" / "model.pt", shift=0.03)

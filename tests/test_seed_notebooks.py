@@ -10,6 +10,8 @@ from emo_utils.recipes import notebook_parameters
 from emo_utils.paths import NOTEBOOKS
 from emo_utils.reports.notebooks import run_reports
 
+pytestmark = pytest.mark.slow  # runs notebooks or torchrun processes end to end
+
 KERNEL = "python3"
 CLASSES = ("anger", "contempt", "disgust", "fear", "happy", "sadness")
 SEED_NOTEBOOKS = {"03": "residual_gap", "04": "the_model", "05": "cnn3", "06": "unet_classifier"}

@@ -21,6 +21,7 @@ def weights_equal(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_loop_learns_above_chance(data, tmp_path):
     config = TrainConfig(**FAST, optimizer="adam", lr=1e-2, scheduler="none", epochs=15, augment="flip")
     result = train(config, data, tmp_path, progress=False)
@@ -37,6 +38,7 @@ def test_loop_learns_above_chance(data, tmp_path):
     dict(optimizer="adamax", lr=2e-3, scheduler="plateau", plateau_patience=0, weight_decay=1e-4, loss="focal",
          class_weights=True, augment="heavy"),
 ])
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(data, tmp_path, recipe):
     config = TrainConfig(**FAST, epochs=3, **recipe)
     whole = train(config, data, tmp_path / "whole", progress=False)
@@ -88,6 +90,7 @@ def test_a_garbage_checkpoint_gets_a_clear_error(data, tmp_path):
         train(config, data, tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_time_budget_stops_cleanly_and_plans_the_schedule(data, tmp_path):
     config = TrainConfig(**FAST, epochs=500, scheduler="onecycle", optimizer="sgd", lr=0.05, time_budget_min=0.05)
     result = train(config, data, tmp_path, progress=False)
@@ -197,6 +200,7 @@ def test_weights_over_the_size_limit_are_published_as_float16_and_evaluated_as_s
     assert weights_equal(result.model, reloaded.model)
 
 
+@pytest.mark.slow
 def test_cpu_bf16_trains_the_forward_pass_in_bfloat16_and_still_learns(data, tmp_path):
     conv_output_dtypes = []
 

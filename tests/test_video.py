@@ -162,6 +162,7 @@ def test_track_smoothing_is_the_mean_over_the_last_seconds():
 
 # ---------------------------------------------------------------- a video file, end to end
 
+@pytest.mark.slow
 def test_video_end_to_end_csv_rows_stable_ids_annotated_video_and_plot(model_path, tmp_path, capsys):
     frames, pasted = still_clip(12)
     clip = tmp_path / "clip.mp4"
@@ -250,6 +251,7 @@ def test_camera_loop_stops_on_q_and_on_ctrl_c_and_keeps_what_it_has(classifier, 
     assert sorted({r["frame"] for r in run.rows}) == list(range(6))
 
 
+@pytest.mark.slow
 def test_camera_command_line_writes_what_it_has_after_ctrl_c(model_path, tmp_path, capsys, monkeypatch):
     frames, _ = still_clip(8)
     monkeypatch.setattr(video, "open_camera", lambda index: (FakeCapture(frames, interrupt_at=5), 30.0))

@@ -37,6 +37,7 @@ def test_views_are_the_predictions_of_each_view_and_are_written_beside_the_weigh
                                        atol=1e-6)
 
 
+@pytest.mark.slow
 def test_views_are_read_back_without_the_model_and_rescored_when_weights_or_data_change(model_file, monkeypatch):
     data = make_learnable_data(train_per_class=30)
     first = views.scored_views(model_file, data)

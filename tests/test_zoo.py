@@ -71,6 +71,7 @@ def tensors_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_end_with_the_weights_each_gets_alone(faces, alone, tmp_path):
     out = tmp_path / "out"
     assert zoo.main(zoo_args(faces, out, "02")) == 0
@@ -125,6 +126,7 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="runs die with the zoo through Linux's prctl")
 def test_a_killed_zoo_started_again_resumes_every_run(faces, alone, tmp_path):
     out = tmp_path / "out"
@@ -162,6 +164,7 @@ def write_training_notebook(path: Path, model_name: str, recipe: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_is_named_with_its_log_and_the_others_finish(faces, tmp_path, capsys):
     broken = write_training_notebook(tmp_path / "99_train_broken.ipynb", "no_such_net", {"epochs": 2})
     out = tmp_path / "out"
@@ -221,6 +224,7 @@ def test_jobs_divide_the_cores_on_a_cpu():
     assert zoo.default_jobs_and_threads("cuda", None, None, cores=16) == (zoo.GPU_JOBS, 16 // zoo.GPU_JOBS)
 
 
+@pytest.mark.slow
 def test_the_time_cap_stops_the_runs_and_says_how_to_resume(faces, tmp_path, capsys):
     out = tmp_path / "out"
     args = zoo_args(faces, out, "02", sets=[*TINY, "epochs=1000"]) + ["--jobs", "1", "--time-cap", "0.02"]

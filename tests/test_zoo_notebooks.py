@@ -13,6 +13,8 @@ from emo_utils.core.checkpoint import load_checkpoint
 from emo_utils.reports.notebooks import run_reports
 from emo_utils.reports.tables import COLUMN_LABELS
 
+pytestmark = pytest.mark.slow  # runs notebooks or torchrun processes end to end
+
 KERNEL = "python3"
 TINY = {"epochs": 1, "batch_size": 16, "augment": "heavy", "optimizer": "sgd", "lr": 0.01}
 

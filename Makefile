@@ -54,6 +54,7 @@ lab: setup
 bench: setup
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/predict_latency.py
+	$(PY) benchmarks/torchrun_exits.py
 
 clean-cache:
 	rm -rf .cache

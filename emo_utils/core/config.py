@@ -36,7 +36,7 @@ class TrainConfig:
     ema_recompute_bn: bool = False
     # The first convolution's filters start as whitening filters of the training faces' patches (whitening.py).
     whiten_init: bool = False
-    # Distillation (distill.py): a file of a teacher's probabilities on the training faces ("" for none; relative
+    # Distillation (distill.py; zoo/teacher.py writes the file): a file of a teacher's probabilities on the training faces ("" for none; relative
     # to the repository), mixed into the targets with this weight, softened by this temperature.
     distill_targets: str = ""
     distill_weight: float = 0.5

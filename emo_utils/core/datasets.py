@@ -1,5 +1,5 @@
 """Datasets other than FER2013, each read from the layout its authors publish, and each with its own validation
-protocol. data.py reads FER2013 (and any train/ + test/ folder of class folders); this module names a dataset
+protocol. data.py reads FER2013 (and any train/ + test/ folder of class folders; readers.py reads the files); this module names a dataset
 and dispatches: `load_named(name, path, label_mode)` returns a FERData whose splits follow that dataset's
 protocol, so the loop, the views and the reports need nothing new.
 
@@ -10,7 +10,7 @@ protocol, so the loop, the views and the reports need nothing new.
 | rafdb     | RAF-DB basic: EmoLabel/list_patition_label.txt + Image/aligned/     | 10% of train         | test               |
 | affectnet | train/<class>/ and val/<class>/ (AffectNet's val is its test set)   | 10% of train         | val/               |
 | ckplus    | <class>/S<subject>_<sequence>_<frame>.png, no split of its own      | one subject fold     | another subject fold |
-| any other | train/<class>/ and test/<class>/ (data.py's folder reader)           | 10% of train         | test/              |
+| any other | train/<class>/ and test/<class>/ (readers.py's folder reader)           | 10% of train         | test/              |
 
 Nothing is downloaded and nothing is redistributed: the user brings the files (README, "Datasets").
 """

@@ -102,10 +102,17 @@ def to_gray_48(img: Image.Image) -> Image.Image:
     return to_gray(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
 
 
+def unsafe_member(name: str) -> bool:
+    """A zip entry whose path is absolute, names a drive or climbs out with '..': never read, by the dataset
+    loader here or by emo-predict (predict/inputs.py)."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return name.startswith(("/", "\\")) or ".." in parts or (len(parts) > 0 and ":" in parts[0])
+
+
 def _parse_member(path: str, where: str) -> tuple[str, str, str] | None:
     """(top, class, file) for a path like [prefix/]train/<class>/<file>; None for anything else."""
     p = PurePosixPath(path)
-    if p.is_absolute() or ".." in p.parts or path.startswith(("/", "\\")) or ":" in p.parts[0]:
+    if unsafe_member(path):
         raise DataError(f"{where}: unsafe entry {path!r} (absolute or '..' path). The archive is not a "
                         "dataset we trust: re-download it from its source.")
     parts = p.parts

@@ -2,7 +2,7 @@
 as FER2013 frames a face and convert it to 48x48 grayscale exactly as the training data was, classify, and
 draw boxes and labels. Also a photo-like collage of faces on a background, to measure what the detector finds.
 
-No torch here: `emo-predict` (predict.py) and video.py build on this module, and `emo-predict --help` must not
+No torch here: `emo-predict` (cli.py) and video.py build on this module, and `emo-predict --help` must not
 wait for torch. cv2 is imported where it is used.
 """
 from __future__ import annotations

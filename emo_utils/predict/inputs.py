@@ -1,6 +1,6 @@
 """Images, folders and zips classified in one run: every file read in place (a zip is never extracted), faces
 found or taken whole, classified in batches across images, and the run's CSV, summary and, when the inputs sit
-in folders named after the classes, accuracy and the confusion matrix. emo-predict (predict.py) is its command
+in folders named after the classes, accuracy and the confusion matrix. emo-predict (cli.py) is its command
 line; a video or a camera is video.py's.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .faces import FACE_MARGIN, Face, FaceDetector, PredictError, SkipFile, anno
 from .detectors import Aligner
 from ..core.files import write_csv as write_rows
 from ..core.metrics import compute_metrics
+from ..core.readers import unsafe_member
 from .video import is_video
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
@@ -63,12 +64,6 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[]
 
 def _hidden(parts) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
-def unsafe_member(name: str) -> bool:
-    """A zip entry whose path is absolute or climbs out with '..', which data.load_dataset refuses too."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    return name.startswith(("/", "\\")) or ".." in parts or (len(parts) > 0 and ":" in parts[0])
 
 
 def iter_inputs(paths, skip: Callable[[str, str], None]) -> Iterator[InputFile]:

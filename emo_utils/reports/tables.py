@@ -1,6 +1,6 @@
 """Tables a reader takes in at a glance on a 1000-px page: one precision per column, one mark for a missing
 value, devices by short name, config changes as short text, an ensemble's members counted ('k of n') with their
-weights in a collapsed block. Every report (reports.py, leaderboard.py) writes its markdown tables here.
+weights in a collapsed block. Every report (pages.py, leaderboard.py) writes its markdown tables here.
 """
 from __future__ import annotations
 

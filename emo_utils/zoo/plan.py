@@ -1,5 +1,5 @@
 """The zoo's plan: which runs it makes of the training notebooks (each notebook's seeds, then its ablations) and
-where each one writes, the same places the notebook itself reads them from. zoo.py runs the plan."""
+where each one writes, the same places the notebook itself reads them from. runner.py runs the plan."""
 from __future__ import annotations
 
 from dataclasses import dataclass

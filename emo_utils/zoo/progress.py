@@ -1,5 +1,5 @@
 """The zoo's progress: one table of its runs (run, seed, epoch of planned, best val accuracy, s/epoch, ETA), drawn
-in place on a terminal, or one line per event in a log. A run is zoo_plan.Run, or anything with its fields.
+in place on a terminal, or one line per event in a log. A run is plan.Run, or anything with its fields.
 """
 from __future__ import annotations
 

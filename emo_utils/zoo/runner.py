@@ -7,7 +7,7 @@
 Each run is `python -m emo_utils.zoo.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
 zoo.log beside its checkpoints. So a run resumes after a kill like any run of the loop (start the same command
 again), one that fails leaves the others going, and each writes its model where the notebook would: `make
-reports` then evaluates it instead of retraining. Where things go (zoo_plan.py plans them, paths.py names them), <folder> being
+reports` then evaluates it instead of retraining. Where things go (plan.py plans them, paths.py names them), <folder> being
 <model> for the cpu budget and <model>_full for the full one (make reports runs the notebook on both):
 
   the notebook's seed        reports/<folder>/model.pt                     runs/<folder>/

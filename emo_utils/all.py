@@ -9,20 +9,20 @@ from pathlib import Path
 import pandas as pd
 from IPython.display import Markdown
 
-from .reports import ablation, plots
 from . import paths
-from .core.config import TrainConfig, config_from_recipe
 from .core.checkpoint import load_checkpoint, load_trained
+from .core.config import TrainConfig, config_from_recipe
 from .core.data import load_dataset
 from .core.inference import seconds_per_image
 from .core.metrics import most_confused_pairs, prediction_counts, summary_frame
-from .reports.notebooks import open_chapter
+from .core.train import train
 from .paths import REPORTS_DIR, trained_models
-from .reports.views import SPLIT_TITLES, evaluate, headline_split, load_for_scoring, scored_views, view_table_frame
+from .provenance import provenance
+from .reports import ablation, plots
+from .reports.notebooks import open_chapter
 from .reports.pages import comparison_note, run_summary, show_headline, write_model_report
 from .reports.tables import markdown_table
-from .provenance import provenance
-from .core.train import train
+from .reports.views import SPLIT_TITLES, evaluate, headline_split, load_for_scoring, scored_views, view_table_frame
 
 __all__ = ["Markdown", "Path", "json", "REPORTS_DIR", "SPLIT_TITLES", "TrainConfig", "ablation", "comparison_note",
            "config_from_recipe", "evaluate", "headline_split", "load_checkpoint", "load_dataset", "load_for_scoring",

@@ -248,3 +248,21 @@ def test_a_budget_other_than_the_notebooks_own_goes_beside_its_report(tmp_path):
     assert folders(None) == ["the_model", "vgg_gap"]
     assert folders("full") == ["the_model", "vgg_gap_full"]
     assert folders("cpu") == ["the_model_cpu", "vgg_gap"]
+
+
+def test_a_config_file_that_cannot_be_trained_is_named_before_anything_is_written(tmp_path, capsys):
+    from emo_utils.zoo import train as train_cli
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text(json.dumps({"epochs": 1, "colour": 2}))
+    to = ["--model-path", str(tmp_path / "m.pt"), "--run-dir", str(tmp_path / "run")]
+    cases = {"missing": ([str(tmp_path / "missing.json"), *to], "No such file"),
+             "not json": ([str(MINI_XCEPTION), *to], f"--config {MINI_XCEPTION}"),  # a notebook is JSON, not a config
+             "unknown field": ([str(unknown), *to], "unknown TrainConfig field(s) ['colour']"),
+             "nowhere to write": ([str(unknown)], "--config needs --model-path and --run-dir")}
+    for case, (args, named) in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            train_cli.main(["--config", *args])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert stop.value.code == 2 and err.startswith("python -m emo_utils.zoo.train: error: "), (case, err)
+        assert named in err, (case, err)
+    assert list(tmp_path.iterdir()) == [unknown]  # no model, no run folder

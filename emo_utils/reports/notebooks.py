@@ -223,7 +223,8 @@ def run_reports(only=None, parameters=None, retrain=False, kernel="emo-fer", cel
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Run the notebooks with papermill and regenerate reports/.")
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.reports",
+                                     description="Run the notebooks with papermill and regenerate reports/.")
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a papermill parameter (Python literal or string); repeatable")

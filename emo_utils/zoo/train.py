@@ -49,7 +49,10 @@ def main(argv=None) -> int:
         parser.error("--config needs --model-path and --run-dir: a bare config does not say where its run goes")
 
     if args.config:
-        config = TrainConfig.from_dict({**json.loads(args.config.read_text()), **parse_sets(args.set)})
+        try:
+            config = TrainConfig.from_dict({**json.loads(args.config.read_text()), **parse_sets(args.set)})
+        except (OSError, ValueError, TypeError) as e:  # missing, not JSON, or fields TrainConfig does not have
+            parser.error(f"--config {args.config}: {e}. Write it with the zoo, or as json.dumps(asdict(config)).")
         data_path, model_path, run_dir = args.data, args.model_path, args.run_dir
     else:
         params = notebook_parameters(args.notebook)

@@ -133,14 +133,15 @@ def test_gloo_threads_outlive_destroy_process_group_once_ddp_wrapped_a_model(tmp
         "del net\n"
         "dist.destroy_process_group()\n"
         "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')]\n"
-        "print('GLOO', int(any('gloo' in n for n in names)), flush=True)\n"
+        "open(os.path.join(os.path.dirname(__file__), 'gloo_rank' + os.environ['RANK']), 'w')"
+        ".write(str(int(any('gloo' in n for n in names))))\n"  # a file per rank: their stdout lines interleave
         "os._exit(0)\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.count("GLOO 1") == 2, done.stdout
+    assert [(tmp_path / f"gloo_rank{rank}").read_text() for rank in (0, 1)] == ["1", "1"], done.stdout
 
 
 def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(tmp_path):

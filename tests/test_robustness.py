@@ -160,11 +160,11 @@ def test_the_summary_as_markdown_is_in_percent_under_short_names_and_fits_a_page
     summary = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1]).summary
     head, rule, row, *rest = robustness.summary_markdown(summary).splitlines()
     names = [c.strip() for c in head.strip("|").split("|")]
-    assert names[:4] == ["model", "clean", "mean corrupted", "relative"] and "noise" in names and "views" not in names
+    assert names[:4] == ["model", "clean", "mean corrupted", "ratio"] and "noise" in names and "views" not in names
     assert len(names) == len(summary.columns) == rule.count("|") - 1  # the views column left to the note
     cells = dict(zip(names, (c.strip() for c in row.strip("|").split("|"))))
     assert cells["clean"] == f"{100 * summary.loc['tiny', 'clean']:.1f}"
-    assert cells["relative"] == f"{summary.loc['tiny', 'relative robustness']:.2f}"
+    assert cells["ratio"] == f"{summary.loc['tiny', 'relative robustness']:.2f}"
     assert len(row) < 150 and "percent" in rest[-1]
 
 

@@ -232,7 +232,7 @@ def summary_frame(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # Column names short enough for the summary's 15 columns to fit a 1000-px page.
-SHORT_NAMES = {"mean corruption accuracy": "mean corrupted", "relative robustness": "relative",
+SHORT_NAMES = {"mean corruption accuracy": "mean corrupted", "relative robustness": "ratio",
                "gaussian_noise": "noise", "gaussian_blur": "blur", "brightness": "bright", "low_resolution": "low res",
                "rotation": "rotate", "eyes_occluded": "eyes", "mouth_occluded": "mouth", "random_square": "square"}
 
@@ -247,8 +247,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
         cells = [f"{row[c]:.2f}" if c == "relative robustness" else f"{100 * row[c]:.1f}" for c in columns]
         lines.append("| " + " | ".join([model, *cells]) + " |")
     return "\n".join(lines) + ("\n\nAccuracy in percent on the suite's faces: clean, the mean over every "
-                               "corruption and severity, then each corruption's mean over its severities; relative: "
-                               "mean corrupted / clean.")
+                               "corruption and severity, then each corruption's mean over its severities; ratio: "
+                               "mean corrupted / clean (relative robustness).")
 
 
 @dataclass

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from emo_utils.core.data import REPO_ROOT  # noqa: E402
-from emo_utils.core.distributed import cpu_name  # noqa: E402
-from emo_utils.provenance import git_commit  # noqa: E402
-from emo_utils.reports.pages import replace_section  # noqa: E402
+from emo_utils.core.data import REPO_ROOT
+from emo_utils.core.distributed import cpu_name
+from emo_utils.provenance import git_commit
+from emo_utils.reports.pages import replace_section
 
 WORKER = REPO_ROOT / "tests" / "ddp_worker.py"
 REPORT = REPO_ROOT / "reports" / "benchmarks.md"

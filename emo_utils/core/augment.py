@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .corrupt import TRAINED_CORRUPTIONS, random_corruptions
+
 # FER2013 train-set pixel statistics (mean 129.4, std 65.0 on the 0..255 scale), rounded.
 PIXEL_MEAN, PIXEL_STD = 0.507, 0.255
 
@@ -33,6 +35,10 @@ class AugmentPolicy:
     contrast: float = 0.0  # max multiplicative contrast change, as a fraction
     erase: float = 0.0  # random-erasing probability (Zhong et al. 2020), one box of 2-20% of the image
     mixup: float = 0.0  # mixup alpha (Zhang et al. 2018); 0 turns it off
+    # Camera corruptions (corrupt.py): the share of faces given one of `corruptions` at a random strength, before
+    # the geometric changes, as a photo is noisy or compressed before a detector crops and turns the face.
+    corrupt: float = 0.0
+    corruptions: tuple = TRAINED_CORRUPTIONS
 
 
 POLICIES = {
@@ -43,6 +49,9 @@ POLICIES = {
     "crop_flip": AugmentPolicy(translate=4),
     "heavy": AugmentPolicy(vflip=0.5, rotate=15, scale=0.15, translate=4, brightness=0.2, contrast=0.2),
 }
+# The robust recipes' additions to a policy (issue 38): half the faces under a camera corruption, and the framing a
+# detector and aligner give a face (a few degrees of tilt, a few percent of zoom) on top of the policy's crops.
+ROBUST = dict(corrupt=0.5, rotate=15, scale=0.1)
 
 
 def make_policy(policy: str | dict | AugmentPolicy) -> AugmentPolicy:
@@ -177,6 +186,8 @@ def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Gen
         c = 1 + _uniform(b, -policy.contrast, policy.contrast, gen, x.device).view(b, 1, 1, 1)
         d = _uniform(b, -policy.brightness, policy.brightness, gen, x.device).view(b, 1, 1, 1)
         x = ((x - mean) * c + mean + d).clamp(0, 1)
+    if policy.corrupt:
+        x = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen)
     x = (x - PIXEL_MEAN) / PIXEL_STD
     if policy.rotate or policy.scale:
         x = random_affine(x, policy.rotate, policy.scale, gen)

@@ -48,6 +48,9 @@ class TrainConfig:
     # Deduplicated training (issue 29): leave out every training face with an exact or near copy among the held-out
     # faces (val and test; test alone under refit) and every group with conflicting labels (data.dedup_removals).
     dedup: bool = False
+    # Fine-tuning (issue 38's robust recipes): start from a finished model's weights (a model.pt, relative to the
+    # repository) instead of the seed's initialisation; "" trains from scratch. The file's sha256 goes in the meta.
+    init_weights: str = ""
     seed: int = 0
     time_budget_min: float = 0.0  # 0: no limit
     channels_last: bool = True

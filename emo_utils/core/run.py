@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from . import data as fer, datasets, distributed
+from pathlib import Path
+
+from .checkpoint import CheckpointError, load_checkpoint, load_weights
 from .augment import AugmentPolicy, alternate_flip_bits, augment_batch, crop_for_epoch, make_policy, mixup
 from .config import TrainConfig
 from .distill import read_teacher
@@ -102,6 +105,14 @@ def dedup_keep(config: TrainConfig, data) -> tuple[np.ndarray, dict[str, int]]:
                   "faces left out": int(left_out.sum())}
 
 
+def start_from(model, path: Path, config: TrainConfig) -> None:
+    """A fine-tune's starting point: the finished model's weights (its raw weights, as the loop saves them)."""
+    if not path.is_file():
+        raise CheckpointError(f"init_weights {config.init_weights}: no such file under the repository; name a "
+                              "finished model.pt (e.g. reports/vgg_gap/model.pt), relative to the repository")
+    load_weights(model, load_checkpoint(path)["model"], path, config)
+
+
 def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compile_mode: str) -> Run:
     """The data on the device; the model (seeded from config.seed), its optimizer, loss, schedule and EMA, and
     what the run holds per face besides its label."""
@@ -117,6 +128,8 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.num_classes, **config.model_kwargs).to(device)
+    if config.init_weights:
+        start_from(model, fer.REPO_ROOT / config.init_weights, config)
     if config.whiten_init:
         whiten_first_conv(model, images, config.seed)
     if config.channels_last:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import datasets, distributed
+from . import data as fer, datasets, distributed
+from .readers import file_sha256
 from .checkpoint import (CHECKPOINT_FORMAT, TrainResult, check_config, load_checkpoint, load_trained, load_weights,
                          publish_model, remove_stale_temporaries, save_atomically)
 from .config import TrainConfig, config_differences
@@ -208,6 +209,7 @@ def finish(run: Run, data, run_dir: Path, model_path) -> TrainResult:
                 best_epoch=state.best_epoch, best_val_acc=state.best_metric, params=count_params(eval_model),
                 num_train=len(run.images), num_val=len(run.val_images),
                 **({"dedup_removed": state.dedup_removed} if state.dedup_removed else {}),
+                **({"init_weights_sha256": file_sha256(fer.REPO_ROOT / config.init_weights)} if config.init_weights else {}),
                 **({"compile": run.compile_mode} if run.compile_mode != "off" else {}))
     # With an EMA, the raw weights of the last epoch travel along, so a report can measure what the EMA adds.
     raw = {"raw_model": run.model.state_dict()} if run.ema_model is not None else {}

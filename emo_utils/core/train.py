@@ -15,6 +15,7 @@ What the loop promises:
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -43,6 +44,33 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 # Evaluation is a forward pass without gradients: on a GPU a few large batches beat many small launches (2,048
 # faces of the widest zoo net, vgg_gap, hold about 0.6 GB per bf16 activation). The CPU keeps its old batch.
 EVAL_BATCH_SIZE = {"cuda": 2048}
+
+
+# ---------------------------------------------------------------- progress
+
+def someone_watches() -> str | None:
+    """Where a person watches this run: "notebook" (a kernel whose frontend can answer input(): JupyterLab, VS
+    Code), "terminal" (stderr is a terminal), else None (papermill, nbclient, a nohup log, a test)."""
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    kernel = getattr(shell, "kernel", None)
+    if kernel is not None:
+        # A frontend a person types in sends its cells with allow_stdin; nbclient, and so papermill, never does
+        # (a headless run cannot answer a prompt). ipykernel keeps the current cell's flag in _allow_stdin.
+        return "notebook" if getattr(kernel, "_allow_stdin", False) else None
+    return "terminal" if sys.stderr.isatty() else None
+
+
+def step_bar(steps: int, desc: str, progress: bool):
+    """The steps of an epoch, with a bar where someone watches: a widget in JupyterLab (tqdm.auto), a
+    carriage-return bar on a terminal. Elsewhere no bar at all: a papermill page or a log file gets the one line
+    per epoch that save_last prints, never a bar's redraws (on stderr, which a published page must not hold)."""
+    watcher = someone_watches() if progress else None
+    if watcher is None:
+        return range(steps)
+    if watcher == "notebook":
+        from tqdm.auto import tqdm as widget_bar  # imported here: it picks the widget when a kernel imports it
+        return widget_bar(range(steps), desc=desc, mininterval=1, leave=False)
+    return tqdm(range(steps), desc=desc, mininterval=5, leave=False)
 
 
 # ---------------------------------------------------------------- a run, step by step
@@ -125,8 +153,7 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     total_loss = torch.zeros((), device=device)
     total_correct = torch.zeros((), device=device)
     total_steps = state.planned_epochs * run.steps_per_epoch
-    bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch}/{state.planned_epochs}",
-               disable=not (progress and distributed.is_main()), mininterval=5, leave=False)
+    bar = step_bar(run.steps_per_epoch, f"epoch {epoch}/{state.planned_epochs}", progress and distributed.is_main())
     for i in bar:
         if run.plateau is None and config.scheduler != "none":
             for group in run.optimizer.param_groups:
@@ -140,7 +167,8 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
         total_loss += loss
         total_correct += (logits.argmax(1) == run.labels[batch][run.shard]).sum()
         state.step += 1
-    bar.close()
+    if hasattr(bar, "close"):
+        bar.close()
     if run.ema_model is not None and config.ema_recompute_bn:
         recompute_bn_statistics(run.ema_model, run.images, run.policy.crop, config.seed)
     val_loss, val_acc = evaluate_loss_acc(run.eval_model, run.val_images, run.val_labels, run.policy.crop,

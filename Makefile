@@ -1,5 +1,6 @@
 # Everything starts here: `make reports` and `make test` bootstrap their own environment.
-#   make setup                 create .venv (torch 2.14.1 / torchvision 0.29.1 pinned) and the Jupyter kernel
+#   make setup                 create .venv (torch 2.14.1 / torchvision 0.29.1 pinned), the Jupyter kernel, and the
+#                              git filter that commits notebooks/ without outputs (nbstripout; .gitattributes)
 #   make test                  run the test suite (synthetic data; real-FER2013 checks skip when the zip is absent)
 #   make test-fast             the inner loop: every test not marked slow (no notebook, subprocess or real data), < 1 min
 #   make reports               execute every notebook with papermill, write reports/ (HTML, per-model READMEs, leaderboard)
@@ -28,6 +29,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (emo-fer)" >/dev/null
+	$(PY) -m emo_utils.reports.nbform --install-filter
 	@touch $@
 
 test: setup

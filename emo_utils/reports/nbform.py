@@ -1,0 +1,125 @@
+"""The form notebooks/ are committed in (issue 37, item 6): the bytes JupyterLab writes when it saves a notebook,
+less what a run adds, so that opening, running and saving one in JupyterLab leaves `git status` clean.
+
+Two pieces keep it so:
+  - the form: nbformat.read + nbformat.write, as JupyterLab's contents manager saves (indent 1, sorted keys, a
+    trailing newline, each cell's id kept), without outputs, execution counts or the kernel's language_info;
+  - the git filter that strips what a run adds on every commit: nbstripout (the ecosystem's tool), installed into
+    the repository's git config by `make setup` (install_filter) and applied to notebooks/ only by .gitattributes.
+    reports/*.ipynb are the executed records and keep their outputs.
+
+    python -m emo_utils.reports.nbform [--check] [NOTEBOOK ...]   rewrite (or check) notebooks/ in that form
+    python -m emo_utils.reports.nbform --install-filter            the git filter, into this clone's git config
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import nbformat
+
+from ..paths import NOTEBOOKS
+
+# What nbstripout 0.9 strips besides outputs and execution counts (its built-in list), then ours: the kernel's
+# language_info, which JupyterLab writes into a notebook as soon as a kernel starts (its Python version, so it
+# differs between machines), while the kernelspec already names the kernel.
+NBSTRIPOUT_DEFAULT_KEYS = ("metadata.signature", "metadata.widgets", "cell.metadata.collapsed",
+                           "cell.metadata.ExecuteTime", "cell.metadata.execution", "cell.metadata.heading_collapsed",
+                           "cell.metadata.hidden", "cell.metadata.scrolled")
+EXTRA_KEYS = ("metadata.language_info",)
+
+
+def committed_form(nb: nbformat.NotebookNode) -> str:
+    """The notebook as the git filter commits it and JupyterLab saves it: no outputs, no counts, none of the keys
+    above, cell ids kept (nbstripout --keep-id: ids Jupyter gave stay, so inserting a cell changes one line)."""
+    from nbstripout import strip_output
+
+    stripped = strip_output(nb, keep_output=False, keep_count=False, keep_id=True,
+                            extra_keys=[*NBSTRIPOUT_DEFAULT_KEYS, *EXTRA_KEYS])
+    return jupyter_bytes(stripped)
+
+
+def jupyter_bytes(nb: nbformat.NotebookNode) -> str:
+    """What JupyterLab's save writes for this notebook: nbformat.write's text (writes + a trailing newline)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nbformat's note on ids it had to add
+        text = nbformat.writes(nb, version=nbformat.NO_CONVERT)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return nbformat.read(path, as_version=nbformat.NO_CONVERT)
+
+
+def rewrite(paths: list[Path], check: bool = False) -> list[Path]:
+    """The notebooks not in committed_form; rewritten into it unless `check`."""
+    changed = []
+    for path in paths:
+        text = committed_form(read(path))
+        if path.read_text(encoding="utf-8") != text:
+            changed.append(path)
+            if not check:
+                path.write_text(text, encoding="utf-8")
+    return changed
+
+
+# ---------------------------------------------------------------- the git filter
+
+def filter_config(python: str = sys.executable) -> dict[str, str]:
+    """The git config of the nbstripout filter, as `nbstripout --install` writes it, with --keep-id and our keys.
+    The attributes are not installed here: .gitattributes (committed) scopes the filter to notebooks/."""
+    command = f'"{python}" -m nbstripout'
+    return {"filter.nbstripout.clean": f"{command} --keep-id",
+            "filter.nbstripout.smudge": "cat",
+            "filter.nbstripout.required": "true",
+            "filter.nbstripout.extrakeys": " ".join(EXTRA_KEYS),
+            "diff.ipynb.textconv": f"{command} --keep-id -t"}
+
+
+def install_filter(repo: Path, python: str = sys.executable) -> None:
+    """Write the filter into the repository's own git config (`git config --local`)."""
+    for key, value in filter_config(python).items():
+        subprocess.run(["git", "-C", str(repo), "config", "--local", key, value], check=True)
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it from here: relative to the current folder when it is under it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emo_utils.reports.nbform", description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in notebooks/")
+    parser.add_argument("--check", action="store_true", help="only list the notebooks not in that form (exit 1)")
+    parser.add_argument("--install-filter", action="store_true",
+                        help="install the nbstripout git filter into this clone's git config (make setup does)")
+    args = parser.parse_args(argv)
+    if args.install_filter:
+        repo = Path(__file__).resolve().parents[2]
+        if subprocess.run(["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True).returncode:
+            print(f"nbform: {repo} is not a git clone; no filter to install (a copy without git commits nothing)")
+            return 0
+        install_filter(repo)
+        print(f"nbform: nbstripout filter installed in {repo}'s git config (notebooks/ per .gitattributes)")
+        return 0
+    paths = args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    changed = rewrite(paths, check=args.check)
+    verb = "not in Jupyter's committed form" if args.check else "rewritten"
+    for path in changed:
+        print(f"{verb}: {shown(path)}")
+    if args.check and changed:
+        print("fix: python -m emo_utils.reports.nbform " + " ".join(shown(p) for p in changed))
+    return 1 if args.check and changed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Notebooks that JupyterLab leaves alone (issue 37, item 6): notebooks/ are stored in the bytes JupyterLab's save
+writes, without outputs, and the nbstripout filter `make setup` installs strips a run's outputs from notebooks/ on
+commit (so a Run All leaves `git status` clean) and never from reports/, the executed records."""
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from emo_utils.core.data import REPO_ROOT
+from emo_utils.paths import NOTEBOOKS
+from emo_utils.reports import nbform
+
+COMMITTED = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_saving_a_committed_notebook_in_jupyterlab_changes_no_byte(path):
+    raw = path.read_text(encoding="utf-8")
+    saved = nbform.jupyter_bytes(nbformat.read(path, as_version=nbformat.NO_CONVERT))  # what its save writes
+    assert saved == raw, f"{path.name}: not in Jupyter's form; run python -m emo_utils.reports.nbform {path.name}"
+    assert nbform.committed_form(nbformat.reads(raw, as_version=nbformat.NO_CONVERT)) == raw  # the filter's too
+
+
+def a_notebook(**metadata) -> nbformat.NotebookNode:
+    nb = new_notebook(metadata={"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                                **metadata})
+    nb.cells = [new_markdown_cell("# A chapter"), new_code_cell("print(6 * 7)")]
+    return nb
+
+
+def test_the_tool_writes_jupyters_form_without_what_a_run_adds(tmp_path, capsys):
+    nb = a_notebook(language_info={"name": "python", "version": "3.11.9"}, widgets={"state": {}})
+    nb.cells[1].execution_count = 3
+    nb.cells[1].outputs = [new_output("stream", name="stdout", text="42\n")]
+    nb.cells[1].metadata["scrolled"] = True
+    ids = [cell.id for cell in nb.cells]
+    path = tmp_path / "demo.ipynb"
+    path.write_text(nbformat.writes(nb, indent=4), encoding="utf-8")  # another indent: not Jupyter's bytes
+
+    assert nbform.main(["--check", str(path)]) == 1
+    assert "fix: python -m emo_utils.reports.nbform" in capsys.readouterr().out
+    assert nbform.rewrite([path]) == [path]
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith('{\n "cells": [\n  {\n   "cell_type"') and text.endswith("}\n")  # indent 1, sorted
+    again = nbformat.reads(text, as_version=4)
+    assert [cell.id for cell in again.cells] == ids  # Jupyter's ids kept, not renumbered
+    assert again.cells[1].outputs == [] and again.cells[1].execution_count is None
+    assert again.cells[1].source == "print(6 * 7)" and again.cells[1].metadata == {}
+    assert set(again.metadata) == {"kernelspec"}
+    assert nbform.rewrite([path]) == [] and nbform.main(["--check", str(path)]) == 0
+
+
+def test_a_missing_notebook_is_named(capsys):
+    with pytest.raises(SystemExit) as exit:
+        nbform.main(["--check", "notebooks/99_none.ipynb"])
+    assert exit.value.code == 2 and "no such notebook: notebooks/99_none.ipynb" in capsys.readouterr().err
+
+
+def test_the_filter_is_nbstripout_keeping_ids_and_the_attributes_scope_it_to_notebooks():
+    config = nbform.filter_config("/venv/bin/python")
+    assert config["filter.nbstripout.clean"] == '"/venv/bin/python" -m nbstripout --keep-id'
+    assert config["filter.nbstripout.required"] == "true" and config["filter.nbstripout.extrakeys"]
+    rules = [line.split() for line in (REPO_ROOT / ".gitattributes").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert rules == [["notebooks/**/*.ipynb", "filter=nbstripout", "diff=ipynb"]]
+
+
+def git(repo, *args) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+def run_all(path):
+    """A Run All and a save, as JupyterLab does them: outputs, counts and the kernel's language_info written back."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    nbformat.write(nb, path)
+
+
+@pytest.mark.slow
+def test_a_run_all_leaves_git_status_clean_for_notebooks_and_reports_keep_their_outputs(tmp_path):
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    shutil.copy(REPO_ROOT / ".gitattributes", repo / ".gitattributes")
+    nbform.install_filter(repo, python=sys.executable)
+    for folder in ("notebooks", "notebooks/drafts", "reports"):
+        (repo / folder).mkdir()
+        (repo / folder / "demo.ipynb").write_text(nbform.committed_form(a_notebook()), encoding="utf-8")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "notebooks in the committed form")
+    assert git(repo, "check-attr", "filter", "--", "notebooks/drafts/x.ipynb", "reports/x.ipynb").splitlines() == [
+        "notebooks/drafts/x.ipynb: filter: nbstripout", "reports/x.ipynb: filter: unspecified"]
+
+    for folder in ("notebooks", "notebooks/drafts", "reports"):
+        run_all(repo / folder / "demo.ipynb")
+    ran = nbformat.read(repo / "notebooks" / "demo.ipynb", as_version=4)
+    assert ran.cells[1].outputs[0].text == "42\n" and "version" in ran.metadata.language_info  # saved with its run
+    # Through the filter nothing changed in notebooks/ (git status may still list them, by their size, until an
+    # add refreshes the index; the add stages nothing there).
+    assert git(repo, "diff", "--name-only").splitlines() == ["reports/demo.ipynb"]
+    git(repo, "add", "-A")
+    assert git(repo, "status", "--porcelain").splitlines() == ["M  reports/demo.ipynb"]
+    kept = nbformat.reads(git(repo, "show", ":reports/demo.ipynb"), as_version=4)
+    assert kept.cells[1].outputs[0].text == "42\n"  # the executed record keeps its outputs

@@ -1,6 +1,7 @@
 """Notebooks that JupyterLab leaves alone (issue 37, item 6): notebooks/ are stored in the bytes JupyterLab's save
 writes, without outputs, and the nbstripout filter `make setup` installs strips a run's outputs from notebooks/ on
 commit (so a Run All leaves `git status` clean) and never from reports/, the executed records."""
+import json
 import shutil
 import subprocess
 import sys
@@ -102,10 +103,30 @@ def test_a_run_all_leaves_git_status_clean_for_notebooks_and_reports_keep_their_
         run_all(repo / folder / "demo.ipynb")
     ran = nbformat.read(repo / "notebooks" / "demo.ipynb", as_version=4)
     assert ran.cells[1].outputs[0].text == "42\n" and "version" in ran.metadata.language_info  # saved with its run
-    # Through the filter nothing changed in notebooks/ (git status may still list them, by their size, until an
-    # add refreshes the index; the add stages nothing there).
+    # Through the filter nothing changed in notebooks/; git status still lists them (it sees their new size) until
+    # JupyterLab's save hook refreshes the index, which stages nothing.
     assert git(repo, "diff", "--name-only").splitlines() == ["reports/demo.ipynb"]
+    for folder in ("notebooks", "notebooks/drafts", "reports"):
+        nbform.refresh_git_index(os_path=str(repo / folder / "demo.ipynb"), model=None, contents_manager=None)
+    assert git(repo, "status", "--porcelain").splitlines() == [" M reports/demo.ipynb"]
+
+    edited = nbformat.read(repo / "notebooks" / "demo.ipynb", as_version=4)  # a real change is never staged
+    edited.cells[1].source = "print(6 * 9)"
+    nbformat.write(edited, repo / "notebooks" / "demo.ipynb")
+    nbform.refresh_git_index(os_path=str(repo / "notebooks" / "demo.ipynb"))
+    assert git(repo, "status", "--porcelain").splitlines() == [" M notebooks/demo.ipynb", " M reports/demo.ipynb"]
     git(repo, "add", "-A")
-    assert git(repo, "status", "--porcelain").splitlines() == ["M  reports/demo.ipynb"]
     kept = nbformat.reads(git(repo, "show", ":reports/demo.ipynb"), as_version=4)
     assert kept.cells[1].outputs[0].text == "42\n"  # the executed record keeps its outputs
+    committed = nbformat.reads(git(repo, "show", ":notebooks/demo.ipynb"), as_version=4)
+    assert committed.cells[1].source == "print(6 * 9)" and committed.cells[1].outputs == []
+
+
+def test_the_save_hook_is_in_the_environments_jupyter_server_config(tmp_path):
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    from traitlets.config import Config
+
+    path = nbform.install_save_hook(prefix=str(tmp_path))
+    assert path == tmp_path / "etc" / "jupyter" / "jupyter_server_config.d" / "emo-fer-nbstripout.json"
+    manager = FileContentsManager(config=Config(json.loads(path.read_text())), root_dir=str(tmp_path))
+    assert manager.post_save_hook is nbform.refresh_git_index

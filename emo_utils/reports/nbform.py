@@ -6,7 +6,11 @@ Two pieces keep it so:
     trailing newline, each cell's id kept), without outputs, execution counts or the kernel's language_info;
   - the git filter that strips what a run adds on every commit: nbstripout (the ecosystem's tool), installed into
     the repository's git config by `make setup` (install_filter) and applied to notebooks/ only by .gitattributes.
-    reports/*.ipynb are the executed records and keep their outputs.
+    reports/*.ipynb are the executed records and keep their outputs;
+  - a save hook for JupyterLab's server (refresh_git_index, installed by `make setup` in this environment's Jupyter
+    config): git compares a file's size before it runs a filter, so a notebook saved with outputs is listed as
+    modified by `git status` although the filter leaves nothing to commit; the hook refreshes git's index for a
+    saved notebook whose only changes the filter strips, and for nothing else.
 
     python -m emo_utils.reports.nbform [--check] [NOTEBOOK ...]   rewrite (or check) notebooks/ in that form
     python -m emo_utils.reports.nbform --install-filter            the git filter, into this clone's git config
@@ -14,14 +18,13 @@ Two pieces keep it so:
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 import nbformat
-
-from ..paths import NOTEBOOKS
 
 # What nbstripout 0.9 strips besides outputs and execution counts (its built-in list), then ours: the kernel's
 # language_info, which JupyterLab writes into a notebook as soon as a kernel starts (its Python version, so it
@@ -93,12 +96,43 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
+def git_output(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
+
+
+def refresh_git_index(os_path: str, **_) -> None:
+    """JupyterLab's post-save hook: a notebook under the nbstripout filter that the filter makes identical to the
+    index is re-added (which stages nothing), so `git status` stops listing it; any other save is left alone."""
+    path = Path(os_path)
+    if path.suffix != ".ipynb":
+        return
+    folder, name = path.parent, path.name
+    attribute = git_output(folder, "check-attr", "filter", "--", name).stdout.strip()
+    tracked = git_output(folder, "ls-files", "--error-unmatch", "--", name).returncode == 0
+    if not (attribute.endswith(": nbstripout") and tracked):
+        return
+    if git_output(folder, "diff", "--quiet", "--", name).returncode == 0:  # nothing left after the filter
+        git_output(folder, "add", "--", name)
+
+
+JUPYTER_CONFIG = {"ContentsManager": {"post_save_hook": f"{__name__}.refresh_git_index"}}
+
+
+def install_save_hook(prefix: str = sys.prefix) -> Path:
+    """The hook in this environment's Jupyter server config (a JupyterLab started from .venv reads it)."""
+    path = Path(prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "emo-fer-nbstripout.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(JUPYTER_CONFIG, indent=1) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emo_utils.reports.nbform", description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: every notebook in notebooks/")
     parser.add_argument("--check", action="store_true", help="only list the notebooks not in that form (exit 1)")
     parser.add_argument("--install-filter", action="store_true",
-                        help="install the nbstripout git filter into this clone's git config (make setup does)")
+                        help="install the nbstripout git filter into this clone's git config and JupyterLab's "
+                             "save hook into this environment (make setup does)")
     args = parser.parse_args(argv)
     if args.install_filter:
         repo = Path(__file__).resolve().parents[2]
@@ -106,8 +140,12 @@ def main(argv=None) -> int:
             print(f"nbform: {repo} is not a git clone; no filter to install (a copy without git commits nothing)")
             return 0
         install_filter(repo)
-        print(f"nbform: nbstripout filter installed in {repo}'s git config (notebooks/ per .gitattributes)")
+        hook = install_save_hook()
+        print(f"nbform: nbstripout filter installed in {repo}'s git config (notebooks/ per .gitattributes), "
+              f"JupyterLab's save hook in {hook}")
         return 0
+    from ..paths import NOTEBOOKS  # here, not above: JupyterLab's server imports this module for its save hook
+
     paths = args.notebooks or sorted(NOTEBOOKS.glob("*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:

@@ -2,6 +2,8 @@
 writes, without outputs, and the nbstripout filter `make setup` installs strips a run's outputs from notebooks/ on
 commit (so a Run All leaves `git status` clean) and never from reports/, the executed records."""
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,3 +132,62 @@ def test_the_save_hook_is_in_the_environments_jupyter_server_config(tmp_path):
     assert path == tmp_path / "etc" / "jupyter" / "jupyter_server_config.d" / "emo-fer-nbstripout.json"
     manager = FileContentsManager(config=Config(json.loads(path.read_text())), root_dir=str(tmp_path))
     assert manager.post_save_hook is nbform.refresh_git_index
+
+
+# ---------------------------------------------------------------- executed notebooks: no machine paths
+
+def absolute_paths(value) -> list[str]:
+    """Every string in a notebook's JSON that holds an absolute path."""
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in absolute_paths(v)]
+    if isinstance(value, list):
+        return [p for v in value for p in absolute_paths(v)]
+    return re.findall(r"(?<![\w.])/(?:tmp|work|home|root|Users|mnt|var|private)/\S*", value) \
+        if isinstance(value, str) else []
+
+
+def test_papermills_record_of_an_executed_notebook_is_rewritten_without_machine_paths(tmp_path):
+    root = tmp_path / "clone"
+    data_zip = tmp_path / "data" / "fer2013.zip"
+    nb = a_notebook()
+    injected = new_code_cell(f'# Parameters\ndata_path = "{data_zip}"\nepochs = 1\n')
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(1, injected)
+    nb.metadata["papermill"] = {"input_path": str(root / "notebooks" / "demo.ipynb"),
+                                "output_path": str(root / "reports" / "demo.ipynb"),
+                                "parameters": {"data_path": str(data_zip), "epochs": 1, "name": "demo"},
+                                "environment_variables": {}, "version": "2.7.0"}
+    executed = root / "reports" / "demo.ipynb"
+    executed.parent.mkdir(parents=True)
+    nbformat.write(nb, executed)
+    assert absolute_paths(json.loads(executed.read_text()))  # the planted paths are found
+
+    nbform.without_machine_paths(executed, run_in=root / "notebooks", root=root)
+    text = executed.read_text()
+    assert absolute_paths(json.loads(text)) == []
+    record = json.loads(text)["metadata"]["papermill"]
+    assert record["input_path"] == "notebooks/demo.ipynb" and record["output_path"] == "reports/demo.ipynb"
+    assert record["parameters"] == {"data_path": "../../data/fer2013.zip", "epochs": 1, "name": "demo"}
+    cell = nbformat.reads(text, as_version=4).cells[1]
+    assert cell.source == '# Parameters\ndata_path = "../../data/fer2013.zip"\nepochs = 1\n'  # the same file from notebooks/
+    assert text == nbform.jupyter_bytes(nbformat.reads(text, as_version=nbformat.NO_CONVERT))
+
+
+@pytest.mark.slow
+def test_make_reports_writes_executed_notebooks_without_machine_paths(tmp_path):
+    from emo_utils.reports.notebooks import run_reports
+
+    (tmp_path / "nb").mkdir()
+    nb = a_notebook()
+    parameters = new_code_cell("out = None")
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells.insert(1, parameters)
+    nbformat.write(nb, tmp_path / "nb" / "01_demo.ipynb")
+    written = tmp_path / "written.txt"
+    run_reports(parameters={"out": str(written)}, kernel="python3", notebooks_dir=tmp_path / "nb",
+                reports_dir=tmp_path / "reports", progress=False)
+    executed = json.loads((tmp_path / "reports" / "01_demo.ipynb").read_text())
+    assert absolute_paths(executed) == [], absolute_paths(executed)
+    record = executed["metadata"]["papermill"]
+    assert record["input_path"] == os.path.relpath(tmp_path / "nb" / "01_demo.ipynb", REPO_ROOT)
+    assert record["parameters"]["out"] == "../written.txt"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -69,6 +70,32 @@ def rewrite(paths: list[Path], check: bool = False) -> list[Path]:
             if not check:
                 path.write_text(text, encoding="utf-8")
     return changed
+
+
+# ---------------------------------------------------------------- executed notebooks
+
+INJECTED_TAG = "injected-parameters"  # papermill's cell of the parameters it was given
+
+
+def without_machine_paths(executed: Path, run_in: Path, root: Path | None = None) -> None:
+    """An executed notebook (reports/*.ipynb) with no absolute path of this machine in papermill's record: the
+    notebook and its executed copy relative to the repository, a parameter's path relative to the folder the
+    notebook ran in (notebooks/, so the injected cell still names the same file), in the record and the cell."""
+    if root is None:
+        from ..core.data import REPO_ROOT as root
+    nb = read(executed)
+    record = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if isinstance(record.get(key), str) and os.path.isabs(record[key]):
+            record[key] = os.path.relpath(record[key], root)
+    injected = [cell for cell in nb.cells if INJECTED_TAG in cell.get("metadata", {}).get("tags", [])]
+    for name, value in record.get("parameters", {}).items():
+        if isinstance(value, str) and os.path.isabs(value):
+            record["parameters"][name] = os.path.relpath(value, run_in)
+            for cell in injected:
+                cell.source = cell.source.replace(value, record["parameters"][name])
+    with open(executed, "w", encoding="utf-8") as f:
+        f.write(jupyter_bytes(nb))
 
 
 # ---------------------------------------------------------------- the git filter

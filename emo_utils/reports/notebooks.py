@@ -20,6 +20,7 @@ from ..core.datasets import DEFAULT_DATASET, load_named
 from ..paths import FULL_SUFFIX, NOTEBOOKS, REPORTS_DIR, model_dirs, model_file, model_folder
 from ..recipes import TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters, parse_value
 from .leaderboard import write_index
+from .nbform import without_machine_paths
 
 def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None,
                  budget: str = "cpu", home_budget: str = "cpu", dataset: str = DEFAULT_DATASET,
@@ -105,6 +106,7 @@ def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel:
         raise NotebookError(f"{notebook.name} did not finish: {type(e).__name__}: {str(e)[:500]}. "
                             f"The partly executed copy is {executed}.") from e
     strip_local_only_outputs(executed)
+    without_machine_paths(executed, notebook.parent)
     body, _ = HTMLExporter(template_name="lab").from_filename(str(executed))
     (output_dir / f"{executed.stem}.html").write_text(collapse_parameter_cells(body))
     return executed

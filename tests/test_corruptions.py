@@ -80,3 +80,13 @@ def test_a_bad_corruption_or_severity_is_named(faces):
         corrupt(faces, "fog", 1)
     with pytest.raises(ValueError, match="jpeg has severities 1 to 3, not 4"):
         corrupt(faces, "jpeg", 4)
+
+
+def test_the_seen_types_are_the_cores_trained_corruptions_and_the_robust_framings_rotation():
+    from emo_utils.core.augment import ROBUST
+    from emo_utils.core.corrupt import TRAINED_CORRUPTIONS
+
+    assert ROBUST["rotate"] and corruptions.SEEN == (*TRAINED_CORRUPTIONS, "rotation")
+    assert set(corruptions.SEEN) | set(corruptions.HELD_OUT) == set(corruptions.CORRUPTIONS)
+    assert not set(corruptions.SEEN) & set(corruptions.HELD_OUT)
+    assert corruptions.HELD_OUT == ("brightness", "contrast", "eyes_occluded", "mouth_occluded", "random_square")

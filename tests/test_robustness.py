@@ -9,13 +9,14 @@ import torch
 
 from emo_utils import paths
 from emo_utils.reports import robustness
-from emo_utils.reports.corruptions import condition_name, conditions, corrupt
+from emo_utils.reports.corruptions import HELD_OUT, SEEN, condition_name, conditions, corrupt
 from emo_utils.reports.ensemble import ensemble_probs
 from emo_utils.core.inference import predict_logits, softmax
 from emo_utils.core.checkpoint import load_trained
 from emo_utils.core.data import load_dataset
 from conftest import make_fer_zip
 from synthetic import make_learnable_data
+from test_report_readability import TABLE_BUDGET, markdown_tables, table_width
 from tiny_model import tiny_model
 
 NAMES = [robustness.CLEAN] + [condition_name(*c) for c in conditions()]
@@ -146,26 +147,52 @@ def test_the_ensemble_is_the_weighted_mix_of_its_members_stored_probabilities(mo
 def test_the_summary_and_the_figure_say_what_they_hold(model_file, data):
     result = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1])
     row = result.summary.loc["tiny"]
-    corrupted = result.table[result.table.corruption != robustness.CLEAN].accuracy
-    assert row["views"] == "flip" and row["mean corruption accuracy"] == round(corrupted.mean(), 4)
-    assert row["relative robustness"] == round(corrupted.mean() / row["clean"], 4)
+    corrupted = result.table[result.table.corruption != robustness.CLEAN]
+    assert row["views"] == "flip" and row["mean corruption accuracy"] == round(corrupted.accuracy.mean(), 4)
+    assert row["relative robustness"] == round(corrupted.accuracy.mean() / row["clean"], 4)
+    for group, types in (("seen", SEEN), ("held out", HELD_OUT)):
+        assert row[group] == round(corrupted[corrupted.corruption.isin(types)].accuracy.mean(), 4)
+    assert list(result.summary.columns[-10:]) == [*SEEN, *HELD_OUT]  # each type's mean, seen types first
     assert ("PrivateTest, deduplicated (test_private_clean, 35 faces); every model under centre + mirror (flip)"
             in result.note)
     figure = robustness.plot_corruption_curves(result)
     assert "tiny (flip) on PrivateTest, deduplicated (35 faces)" in figure._suptitle.get_text()
     assert [t.get_text() for t in figure.legends[0].get_texts()] == ["tiny (flip)"]
+    titles = [ax.get_title() for ax in figure.axes if ax.has_data()]
+    assert titles[0] == "gaussian noise (seen)" and titles[-1] == "random square (held out)" and len(titles) == 10
 
 
-def test_the_summary_as_markdown_is_in_percent_under_short_names_and_fits_a_page(model_file, data):
+def test_the_summary_as_markdown_is_two_tables_in_percent_under_short_names_each_within_a_page(model_file, data):
     summary = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1]).summary
-    head, rule, row, *rest = robustness.summary_markdown(summary).splitlines()
-    names = [c.strip() for c in head.strip("|").split("|")]
-    assert names[:4] == ["model", "clean", "mean corrupted", "ratio"] and "noise" in names and "views" not in names
-    assert len(names) == len(summary.columns) == rule.count("|") - 1  # the views column left to the note
-    cells = dict(zip(names, (c.strip() for c in row.strip("|").split("|"))))
-    assert cells["clean"] == f"{100 * summary.loc['tiny', 'clean']:.1f}"
-    assert cells["ratio"] == f"{summary.loc['tiny', 'relative robustness']:.2f}"
-    assert len(row) < 150 and "percent" in rest[-1]
+    # The longest names a model may carry here: a robust recipe's row beside the widest report names.
+    summary = summary.rename(index={"tiny": "mini_xception_robust"})
+    text = robustness.summary_markdown(summary)
+    headline, per_type = markdown_tables(text)
+    assert headline[0] == ["model", "clean", "mean corrupted", "seen", "held out", "ratio"]
+    assert per_type[0] == ["model", "noise", "blur", "jpeg", "low res", "rotate",
+                           "bright", "contrast", "eyes", "mouth", "square"]
+    cells = dict(zip(headline[0], headline[1]))
+    assert cells["clean"] == f"{100 * summary.loc['mini_xception_robust', 'clean']:.1f}"
+    assert cells["held out"] == f"{100 * summary.loc['mini_xception_robust', 'held out']:.1f}"
+    assert cells["ratio"] == f"{summary.loc['mini_xception_robust', 'relative robustness']:.2f}"
+    assert dict(zip(per_type[0], per_type[1]))["rotate"] == f"{100 * summary.loc['mini_xception_robust', 'rotation']:.1f}"
+    assert all(table_width(table) <= TABLE_BUDGET for table in (headline, per_type))
+    assert "seen: noise, blur, jpeg, low res, rotate" in text and "held out: bright, contrast, eyes, mouth, square" in text
+
+
+@pytest.mark.slow
+def test_a_robust_models_folder_is_a_row_and_drawn_beside_its_base(model_file, data):
+    reports_dir = model_file.parents[1]
+    other_weights(model_file, reports_dir / "tiny_robust" / "model.pt", shift=0.02)  # as the lead adds one
+    for name in ("a", "b", "c", "d", "e", "f"):
+        other_weights(model_file, reports_dir / name / "model.pt", shift=0.01 * (ord(name) - 96))
+    result = robustness.corruption_suite(paths.trained_models(reports_dir), data, reports_dir=reports_dir)
+    assert {"tiny", "tiny_robust"} <= set(result.summary.index) and len(result.summary) == 8
+    shown = robustness.figure_models(result.summary)
+    assert {"tiny", "tiny_robust"} <= set(shown) and len(shown) == len(set(shown)) >= 6
+    figure = robustness.plot_corruption_curves(result, models=shown)
+    styles = {t.get_label(): t.get_linestyle() for t in figure.axes[0].get_lines()}
+    assert styles["tiny_robust (flip)"] == "--" and styles["tiny (flip)"] == "-"
 
 
 def test_an_ensemble_fitted_on_other_data_or_with_a_member_missing(model_file, data):

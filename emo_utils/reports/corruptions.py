@@ -21,6 +21,9 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+from ..core.augment import ROBUST
+from ..core.corrupt import TRAINED_CORRUPTIONS
+
 # 2: robustness.py scores a stratified sample of SUITE_FACES faces of the split, not the whole split.
 SUITE_VERSION = 2
 SUITE_SEED = 0
@@ -46,6 +49,13 @@ SEVERITIES = {
     "random_square": (12, 18, 24),
 }
 CORRUPTIONS = tuple(SEVERITIES)
+
+# Seen and held-out types (issue 38), as ImageNet-C keeps corruptions no training policy may see: the robust
+# recipes draw the core's trained corruptions (core/corrupt.py) and turn faces as the detector's framing does
+# (core/augment.py ROBUST's rotate), which is the suite's rotation; they never simulate the other types. A recipe's
+# own augmentation may still resemble a held-out type: random erasing's boxes are akin to the occlusions.
+SEEN = tuple(TRAINED_CORRUPTIONS) + (("rotation",) if ROBUST.get("rotate") else ())
+HELD_OUT = tuple(c for c in CORRUPTIONS if c not in SEEN)
 
 
 def conditions() -> list[tuple[str, int]]:

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .corruptions import CORRUPTIONS, SEVERITIES, SUITE_SEED, SUITE_VERSION, condition_name, conditions, corrupt
+from .corruptions import (HELD_OUT, SEEN, SEVERITIES, SUITE_SEED, SUITE_VERSION, condition_name, conditions,
+                          corrupt)
 from ..core.readers import DataError, file_sha256
 from ..core.data import load_dataset
 from .ensemble import ensemble_probs
@@ -218,37 +219,56 @@ def accuracy_rows(probs_by_condition: dict[str, np.ndarray], labels: np.ndarray)
 
 
 def summary_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model: its views, clean accuracy, mean corruption accuracy (over every corruption and severity),
-    relative robustness (mean corruption accuracy / clean), then each corruption's mean accuracy."""
+    """Per model: its views, clean accuracy, mean corruption accuracy (over every corruption and severity), the
+    same over the types robust training sees and over those it never sees (corruptions.SEEN, HELD_OUT), relative
+    robustness (mean corruption accuracy / clean), then each corruption's mean accuracy, seen types first."""
     rows = []
     for (model, views), group in table.groupby(["model", "views"], sort=False):
         clean = group.loc[group.corruption == CLEAN, "accuracy"].item()
         corrupted = group[group.corruption != CLEAN]
         per_corruption = corrupted.groupby("corruption", sort=False)["accuracy"].mean()
-        rows.append({"model": model, "views": views, "clean": clean, "mean corruption accuracy":
-                     corrupted.accuracy.mean(), "relative robustness": corrupted.accuracy.mean() / clean,
-                     **per_corruption.to_dict()})
+        rows.append({"model": model, "views": views, "clean": clean,
+                     "mean corruption accuracy": corrupted.accuracy.mean(),
+                     "seen": corrupted[corrupted.corruption.isin(SEEN)].accuracy.mean(),
+                     "held out": corrupted[corrupted.corruption.isin(HELD_OUT)].accuracy.mean(),
+                     "relative robustness": corrupted.accuracy.mean() / clean,
+                     **{c: per_corruption[c] for c in (*SEEN, *HELD_OUT) if c in per_corruption}})
     return pd.DataFrame(rows).set_index("model").sort_values("mean corruption accuracy", ascending=False).round(4)
 
 
-# Column names short enough for the summary's 15 columns to fit a 1000-px page.
+# Column names short enough for each table to fit a 1000-px page.
 SHORT_NAMES = {"mean corruption accuracy": "mean corrupted", "relative robustness": "ratio",
                "gaussian_noise": "noise", "gaussian_blur": "blur", "brightness": "bright", "low_resolution": "low res",
                "rotation": "rotate", "eyes_occluded": "eyes", "mouth_occluded": "mouth", "random_square": "square"}
+HEADLINE_COLUMNS = ["clean", "mean corruption accuracy", "seen", "held out", "relative robustness"]
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """summary_frame's table as markdown, accuracies in percent (1 place) and relative robustness as a ratio,
-    under short column names, with a line naming what each column holds. The views are left to the suite's note
-    (one set for every model), so that 14 columns fit a 1000-px page."""
-    columns = [c for c in summary.columns if c != "views"]
+def _short(types) -> str:
+    return ", ".join(SHORT_NAMES.get(c, c) for c in types)
+
+
+def _markdown_table(summary: pd.DataFrame, columns: list[str]) -> list[str]:
     lines = ["| " + " | ".join(SHORT_NAMES.get(c, c) for c in ["model", *columns]) + " |", "|---|" + "---:|" * len(columns)]
     for model, row in summary.iterrows():
         cells = [f"{row[c]:.2f}" if c == "relative robustness" else f"{100 * row[c]:.1f}" for c in columns]
         lines.append("| " + " | ".join([model, *cells]) + " |")
-    return "\n".join(lines) + ("\n\nAccuracy in percent on the suite's faces: clean, the mean over every "
-                               "corruption and severity, then each corruption's mean over its severities; ratio: "
-                               "mean corrupted / clean (relative robustness).")
+    return lines
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """summary_frame's table as markdown in two tables that each fit a 1000-px page: the headline (clean, mean
+    corrupted, its seen and held-out groups, the ratio) and each corruption's mean, seen types first; accuracies
+    in percent (1 place), relative robustness as a ratio, under short column names. The views are left to the
+    suite's note (one set for every model)."""
+    per_corruption = [c for c in (*SEEN, *HELD_OUT) if c in summary.columns]
+    return "\n".join(
+        _markdown_table(summary, HEADLINE_COLUMNS)
+        + ["", f"Accuracy in percent on the suite's faces: clean; the mean over every corruption and severity; the "
+               f"same over the types robust training sees (seen: {_short(SEEN)}) and over those it never sees (held "
+               f"out: {_short(HELD_OUT)}); ratio: mean corrupted / clean (relative robustness).", ""]
+        + _markdown_table(summary, per_corruption)
+        + ["", f"Each corruption's mean accuracy over its severities, in percent: the {len(SEEN)} seen types, then "
+               f"the {len(HELD_OUT)} held out."])
 
 
 @dataclass
@@ -288,25 +308,39 @@ def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEW
     return SuiteResult(table, summary_frame(table), split, len(labels), split_faces, note)
 
 
+ROBUST_SUFFIX = "_robust"  # reports/<model>_robust/: a model's robust recipe (issue 38)
+
+
+def figure_models(summary: pd.DataFrame, best: int = 6) -> list[str]:
+    """The models a figure shows: the `best` by mean corrupted accuracy, then every robust model and the model
+    its recipe was made from, so each robust row is drawn beside the one it improves on."""
+    chosen = list(summary.index[:best])
+    for model in summary.index:
+        if model.endswith(ROBUST_SUFFIX):
+            chosen += [m for m in (model.removesuffix(ROBUST_SUFFIX), model) if m in summary.index and m not in chosen]
+    return chosen
+
+
 def plot_corruption_curves(result: SuiteResult, models: list[str] | None = None):
-    """Accuracy against severity (0: clean), one panel per corruption, one line per model (named with its
-    views); the title names the split and the suite."""
+    """Accuracy against severity (0: clean), one panel per corruption, the types robust training sees on the
+    first row and the held-out types on the second, one line per model (named with its views); the title names
+    the split and the suite."""
     table = result.table if models is None else result.table[result.table.model.isin(models)]
-    columns = 5
-    fig, axes = plt.subplots(-(-len(CORRUPTIONS) // columns), columns, figsize=(3.2 * columns, 6.4),
-                             sharey=True, squeeze=False)
-    for ax, corruption in zip(axes.flat, CORRUPTIONS):
+    columns = max(len(SEEN), len(HELD_OUT))
+    fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), sharey=True, squeeze=False)
+    panels = [(ax, c, "seen") for ax, c in zip(axes[0], SEEN)] + [(ax, c, "held out") for ax, c in zip(axes[1], HELD_OUT)]
+    for ax, corruption, group_name in panels:
         for (model, views), group in table.groupby(["model", "views"], sort=False):
             curve = group[group.corruption.isin([CLEAN, corruption])].sort_values("severity")
             ax.plot(curve.severity, curve.accuracy, marker="o", ms=3, label=f"{model} ({views})",
-                    lw=2.5 if model == "ensemble" else 1.2)
-        ax.set_title(corruption.replace("_", " "), fontsize=10)
+                    lw=2.5 if model == "ensemble" else 1.2, ls="--" if model.endswith(ROBUST_SUFFIX) else "-")
+        ax.set_title(f"{corruption.replace('_', ' ')} ({group_name})", fontsize=10)
         ax.set_xticks(range(len(SEVERITIES[corruption]) + 1))
         ax.set_xlabel("severity (0: clean)", fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("accuracy")
-    for ax in axes.flat[len(CORRUPTIONS):]:
+    for ax in [*axes[0, len(SEEN):], *axes[1, len(HELD_OUT):]]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="model (views)")

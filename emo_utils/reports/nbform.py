@@ -1,7 +1,7 @@
 """The form notebooks/ are committed in (issue 37, item 6): the bytes JupyterLab writes when it saves a notebook,
 less what a run adds, so that opening, running and saving one in JupyterLab leaves `git status` clean.
 
-Two pieces keep it so:
+Three pieces keep it so:
   - the form: nbformat.read + nbformat.write, as JupyterLab's contents manager saves (indent 1, sorted keys, a
     trailing newline, each cell's id kept), without outputs, execution counts or the kernel's language_info;
   - the git filter that strips what a run adds on every commit: nbstripout (the ecosystem's tool), installed into
@@ -11,9 +11,11 @@ Two pieces keep it so:
     config): git compares a file's size before it runs a filter, so a notebook saved with outputs is listed as
     modified by `git status` although the filter leaves nothing to commit; the hook refreshes git's index for a
     saved notebook whose only changes the filter strips, and for nothing else.
+And the executed copies `make reports` writes (reports/*.ipynb) carry no absolute path of the machine that ran
+them (without_machine_paths): papermill records the notebook's and its copy's paths and the parameters.
 
     python -m emo_utils.reports.nbform [--check] [NOTEBOOK ...]   rewrite (or check) notebooks/ in that form
-    python -m emo_utils.reports.nbform --install-filter            the git filter, into this clone's git config
+    python -m emo_utils.reports.nbform --install-filter            the git filter and JupyterLab's save hook
 """
 from __future__ import annotations
 

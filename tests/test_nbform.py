@@ -108,14 +108,15 @@ def test_a_run_all_leaves_git_status_clean_for_notebooks_and_reports_keep_their_
     # Through the filter nothing changed in notebooks/; git status still lists them (it sees their new size) until
     # JupyterLab's save hook refreshes the index, which stages nothing.
     assert git(repo, "diff", "--name-only").splitlines() == ["reports/demo.ipynb"]
-    for folder in ("notebooks", "notebooks/drafts", "reports"):
-        nbform.refresh_git_index(os_path=str(repo / folder / "demo.ipynb"), model=None, contents_manager=None)
+    refreshes = [nbform.refresh_git_index(os_path=str(repo / folder / "demo.ipynb"), model=None, contents_manager=None)
+                 for folder in ("notebooks", "notebooks/drafts", "reports")]
+    assert refreshes[2] is None and all(r.wait(60) == 0 for r in refreshes[:2])  # reports/ is not filtered
     assert git(repo, "status", "--porcelain").splitlines() == [" M reports/demo.ipynb"]
 
     edited = nbformat.read(repo / "notebooks" / "demo.ipynb", as_version=4)  # a real change is never staged
     edited.cells[1].source = "print(6 * 9)"
     nbformat.write(edited, repo / "notebooks" / "demo.ipynb")
-    nbform.refresh_git_index(os_path=str(repo / "notebooks" / "demo.ipynb"))
+    assert nbform.refresh_git_index(os_path=str(repo / "notebooks" / "demo.ipynb")) is None
     assert git(repo, "status", "--porcelain").splitlines() == [" M notebooks/demo.ipynb", " M reports/demo.ipynb"]
     git(repo, "add", "-A")
     kept = nbformat.reads(git(repo, "show", ":reports/demo.ipynb"), as_version=4)
@@ -124,13 +125,19 @@ def test_a_run_all_leaves_git_status_clean_for_notebooks_and_reports_keep_their_
     assert committed.cells[1].source == "print(6 * 9)" and committed.cells[1].outputs == []
 
 
-def test_the_save_hook_is_in_the_environments_jupyter_server_config(tmp_path):
-    from jupyter_server.services.contents.filemanager import FileContentsManager
-    from traitlets.config import Config
+def test_the_save_hook_is_in_the_environments_jupyter_server_config(tmp_path, monkeypatch):
+    from jupyter_server.serverapp import ServerApp
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
 
-    path = nbform.install_save_hook(prefix=str(tmp_path))
-    assert path == tmp_path / "etc" / "jupyter" / "jupyter_server_config.d" / "emo-fer-nbstripout.json"
-    manager = FileContentsManager(config=Config(json.loads(path.read_text())), root_dir=str(tmp_path))
+    config_file = tmp_path / "etc" / "jupyter" / "jupyter_server_config.json"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text(json.dumps({"ServerApp": {"open_browser": False}}))  # a setting of someone else's
+    assert nbform.install_save_hook(prefix=str(tmp_path)) == config_file
+    assert json.loads(config_file.read_text())["ServerApp"] == {"open_browser": False}
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(config_file.parent))
+    app = ServerApp()
+    app.load_config_file()  # as `jupyter lab` reads its config
+    manager = AsyncLargeFileManager(config=app.config, root_dir=str(tmp_path))  # JupyterLab's contents manager
     assert manager.post_save_hook is nbform.refresh_git_index
 
 

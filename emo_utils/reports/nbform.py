@@ -129,29 +129,37 @@ def git_output(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
 
 
-def refresh_git_index(os_path: str, **_) -> None:
-    """JupyterLab's post-save hook: a notebook under the nbstripout filter that the filter makes identical to the
-    index is re-added (which stages nothing), so `git status` stops listing it; any other save is left alone."""
+def refresh_git_index(os_path: str, **_) -> subprocess.Popen | None:
+    """JupyterLab's post-save hook: a tracked notebook under the nbstripout filter whose committed form equals
+    the index's is re-added (which stages nothing), so `git status` stops listing it; any other save is left alone.
+    The add runs the filter (a second or two): it runs detached, so the save returns at once and a server
+    stopped right after still lets it finish; it checks again, through the filter, that it stages nothing."""
     path = Path(os_path)
     if path.suffix != ".ipynb":
-        return
+        return None
     folder, name = path.parent, path.name
-    attribute = git_output(folder, "check-attr", "filter", "--", name).stdout.strip()
-    tracked = git_output(folder, "ls-files", "--error-unmatch", "--", name).returncode == 0
-    if not (attribute.endswith(": nbstripout") and tracked):
-        return
-    if git_output(folder, "diff", "--quiet", "--", name).returncode == 0:  # nothing left after the filter
-        git_output(folder, "add", "--", name)
+    if not git_output(folder, "check-attr", "filter", "--", name).stdout.strip().endswith(": nbstripout"):
+        return None
+    indexed = git_output(folder, "cat-file", "blob", f":./{name}")
+    if indexed.returncode or indexed.stdout != committed_form(read(path)):  # untracked, or a change to commit
+        return None
+    # Another save's add may hold git's index.lock a moment: a few tries, a second apart.
+    script = 'for try in 1 2 3 4 5; do git diff --quiet -- "$1" || exit 1; git add -- "$1" && exit 0; sleep 1; done; exit 1'
+    return subprocess.Popen(["sh", "-c", script, "sh", name], cwd=folder, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-JUPYTER_CONFIG = {"ContentsManager": {"post_save_hook": f"{__name__}.refresh_git_index"}}
+HOOK = f"{__name__}.refresh_git_index"
 
 
 def install_save_hook(prefix: str = sys.prefix) -> Path:
-    """The hook in this environment's Jupyter server config (a JupyterLab started from .venv reads it)."""
-    path = Path(prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "emo-fer-nbstripout.json"
+    """The hook in this environment's Jupyter server config (etc/jupyter/jupyter_server_config.json, which a
+    JupyterLab started from .venv reads; its .d folder holds only extensions), kept beside any other setting."""
+    path = Path(prefix) / "etc" / "jupyter" / "jupyter_server_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    config.setdefault("ContentsManager", {})["post_save_hook"] = HOOK
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(JUPYTER_CONFIG, indent=1) + "\n")
+    path.write_text(json.dumps(config, indent=1) + "\n")
     return path
 
 

@@ -63,19 +63,25 @@ BAR_CELL = textwrap.dedent("""
         pass
     print("done")
 """)
+TRAIN_CELL = textwrap.dedent("""
+    from emo_utils.core.config import TrainConfig
+    from emo_utils.core.train import train
+    from synthetic import FAST, make_learnable_data
+    result = train(TrainConfig(**FAST, epochs=2, scheduler="none"), make_learnable_data(train_per_class=8), RUN_DIR)
+""")
 
 
-def run_in_a_kernel(allow_stdin: bool) -> list[dict]:
-    """The outputs of BAR_CELL run in a real kernel, sent as JupyterLab sends a cell (allow_stdin) or as
+def run_in_a_kernel(allow_stdin: bool, cell: str = BAR_CELL) -> list[dict]:
+    """The outputs of a cell run in a real kernel, sent as JupyterLab sends a cell (allow_stdin) or as
     papermill's nbclient does (no stdin)."""
     from jupyter_client.manager import start_new_kernel
 
     manager, client = start_new_kernel(kernel_name="python3", cwd=str(train_module.Path(__file__).parents[1]))
     outputs = []
     try:
-        client.execute_interactive(f"import sys; sys.path.insert(0, {str(train_module.Path(__file__).parents[1])!r})",
-                                   timeout=60)
-        client.execute_interactive(BAR_CELL, allow_stdin=allow_stdin, timeout=120,
+        here = train_module.Path(__file__).parent
+        client.execute_interactive(f"import sys; sys.path[:0] = [{str(here.parent)!r}, {str(here)!r}]", timeout=60)
+        client.execute_interactive(cell, allow_stdin=allow_stdin, timeout=300,
                                    output_hook=lambda msg: outputs.append(msg))
     finally:
         client.stop_channels()
@@ -92,3 +98,11 @@ def test_in_a_real_kernel_jupyterlab_gets_a_widget_and_papermill_plain_output():
     assert not [m for m in lab if m["content"].get("name") == "stderr" or m["msg_type"] == "error"], lab
     widgets = [m for m in lab if m["msg_type"] == "display_data"]
     assert widgets and "application/vnd.jupyter.widget-view+json" in widgets[0]["content"]["data"]
+
+
+@pytest.mark.slow
+def test_a_fresh_training_run_by_papermill_writes_its_epoch_lines_and_nothing_on_stderr(tmp_path):
+    outputs = run_in_a_kernel(allow_stdin=False, cell=f"RUN_DIR = {str(tmp_path)!r}\n" + TRAIN_CELL)
+    assert {m["content"].get("name") for m in outputs} == {"stdout"}, outputs  # no stderr, no widget, no error
+    lines = "".join(m["content"]["text"] for m in outputs).splitlines()
+    assert [line.split()[:2] for line in lines if line.startswith("epoch ")] == [["epoch", "1"], ["epoch", "2"]]

@@ -7,11 +7,12 @@ import json
 import re
 from pathlib import Path
 
+from ..core.tta import VIEW_SETS, view_title
 from ..core.metrics import accuracy_interval, seed_interval
 from ..paths import FULL_SUFFIX, MAIN_RUN, NOTEBOOKS, REPORTS_DIR, ablation_record
 from .plots import plot_leaderboard, save_figure
 from .tables import short_device
-from .views import SPLIT_TITLES, VIEW_TITLES, headline_split
+from .views import SPLIT_TITLES, headline_split
 
 # Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
 # folder (7,178 images), which is what those repositories evaluate on.
@@ -193,7 +194,7 @@ def leaderboard(records: list[dict]) -> str:
         low, high = row["interval"]
         seed = f", seed {row['seed']}" if row["seed"] is not None and not row["ensemble"] else ""
         return (f"**[{row['model']}]({row['dir']}/README.md), {row['accuracy']:.2%} {split_title}** (95% interval "
-                f"{low:.1%} to {high:.1%}; {VIEW_TITLES.get(row['views'], row['views'])}; {_trained_cell(row)}{seed})")
+                f"{low:.1%} to {high:.1%}; {view_title(row['views'])}; {_trained_cell(row)}{seed})")
 
     singles = [r for r in rows if not r["ensemble"]]
     ensembles = [r for r in rows if r["ensemble"]]
@@ -207,8 +208,8 @@ def leaderboard(records: list[dict]) -> str:
                 + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),
              "",
              "**views**: the test-time views behind every number of the row, chosen on the validation split "
-             "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
-             "`ten_crop` four corners and the centre, each mirrored; `own best`: each ensemble member under its own). "
+             "(" + "; ".join(f"`{v.name}` {v.title}" for v in VIEW_SETS.values())
+             + "; `own best`: each ensemble member under its own). "
              "**trained**: the recipe (`full`: the published "
              "one; `cpu`: the same model, loss and optimizer family fitted to CPU cores, what differs is in each "
              "README), epochs run of those asked (or the time cap that ended them), minutes and device (`CPU x2`: "

@@ -13,11 +13,12 @@ import pandas as pd
 from ..core.checkpoint import TrainResult, load_checkpoint
 from ..core.duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
 from .leaderboard import DATASET_TITLES, PUBLISHED
+from ..core.tta import view_title
 from ..core.metrics import accuracy_interval, most_confused_pairs, summary
 from ..core.models import build_model, count_flops
 from ..provenance import provenance
 from .tables import ensemble_verdict, markdown_table, per_class_table, plan_weights, plans_table, results_table, short_device
-from .views import SPLIT_TITLES, VIEW_TITLES, Evaluation, evaluate, headline_split
+from .views import SPLIT_TITLES, Evaluation, evaluate, headline_split
 
 CONVERGENCE_WINDOW = 10  # epochs
 CONVERGENCE_TOLERANCE = 0.005  # half a point of val accuracy
@@ -66,7 +67,7 @@ def headline_text(evaluation: Evaluation, prov: dict, converged: bool) -> str:
     capped = prov["budget"] == "full" and prov["stop_reason"].startswith("time budget")
     return (f"**{SPLIT_TITLES.get(evaluation.headline, evaluation.headline)} {m['accuracy']:.2%}** (95% interval "
             f"{low:.1%} to {high:.1%}, {m['n']:,} faces; one run, seed {prov['seed']}) under "
-            f"**{VIEW_TITLES.get(views, views)}** (`{views}`, chosen on val); **{prov['budget']}** budget"
+            f"**{view_title(views)}** (`{views}`, chosen on val); **{prov['budget']}** budget"
             + (" **cut short by a time cap**" if capped else "")
             + f": {budget_text(prov)}, {short_device(prov['device'])}. Converged: **{'yes' if converged else 'no'}**.")
 
@@ -295,7 +296,7 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
                     for w, name in heaviest]
     lines = ["# Ensembles", "",
              f"**{SPLIT_TITLES.get(headline, headline)} {m['accuracy']:.2%}** (95% interval {low:.1%} to {high:.1%}, "
-             f"{m['n']:,} faces) for **{chosen}** under {VIEW_TITLES.get(views, views)}: {len(used)} of "
+             f"{m['n']:,} faces) for **{chosen}** under {view_title(views)}: {len(used)} of "
              f"{len(weights)} members (each one seed's weights), {params / 1e6:.2f}M parameters, "
              f"{prov['wall_seconds'] / 60:.0f} min of training in all on {short_device(prov['device'])}. Chosen, "
              "like its weights, on the validation split only.", "",

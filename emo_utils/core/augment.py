@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .corrupt import TRAINED_CORRUPTIONS, random_corruptions
+from .tta import center_crop  # noqa: F401 (augment.center_crop: the crop a model is evaluated at)
 
 # FER2013 train-set pixel statistics (mean 129.4, std 65.0 on the 0..255 scale), rounded.
 PIXEL_MEAN, PIXEL_STD = 0.507, 0.255
@@ -85,15 +86,7 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     return (images_u8.unsqueeze(1).float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
 
 
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    if not size or size >= x.shape[-1]:
-        return x
-    top = (x.shape[-2] - size) // 2
-    left = (x.shape[-1] - size) // 2
-    return x[..., top:top + size, left:left + size]
-
-
-# Test-time views (centre crop, mirror, whole face, ten crops) are tta.py's table.
+# Test-time views (centre crop, mirror, whole face, ten crops) are tta.py's table; its centre crop is evaluation's.
 
 
 def _uniform(n, low, high, gen, device):

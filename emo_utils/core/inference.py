@@ -82,6 +82,7 @@ class Classifier:
     crop: int  # the model sees the centre crop of this size (0: the whole 48x48 face)
     source: str  # the file it came from
     backend: str  # "torch" or "onnxruntime"
+    views: str = "center"  # the test-time views whose logits it averages (tta.VIEW_SETS)
 
     def logits(self, faces_u8: np.ndarray) -> np.ndarray:
         faces_u8 = np.asarray(faces_u8, dtype=np.uint8)

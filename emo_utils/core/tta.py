@@ -1,16 +1,25 @@
 """Test-time views: the one table of every set of views a model can be scored under, its name, its title in words
 and the function that makes it. The core predicts with it (inference.predict_logits), the reports score and name
 every model under it (reports/views.py, the pages, the leaderboard) and emo-predict offers it (--views): a view set
-added here is scored for every model, titled on every page and offered by the command line.
+added here is scored for every model, titled on every page and offered by the command line. It imports no torch
+(the views are tensor slices and flips), so emo-predict lists the table in its --help at once.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from .augment import center_crop
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre size x size of a batch (B, 1, H, W); the whole of it for size 0 or the image's own size."""
+    if not size or size >= x.shape[-1]:
+        return x
+    top = (x.shape[-2] - size) // 2
+    left = (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size]
 
 
 def _ten_crop(x: torch.Tensor, crop: int) -> list[torch.Tensor]:
@@ -47,7 +56,8 @@ def view_name(tta: bool | str) -> str:
     'center'; an unknown name is a ValueError listing the table."""
     name = {False: "center", True: "flip"}[tta] if isinstance(tta, bool) else tta
     if name not in VIEW_SETS:
-        raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_VIEWS)} (or True/False)")
+        raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_VIEWS)} "
+                         "(or True/False)")
     return name
 
 

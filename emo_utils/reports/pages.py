@@ -25,26 +25,33 @@ CONVERGENCE_TOLERANCE = 0.005  # half a point of val accuracy
 
 
 def convergence(history: list[dict], stop_reason: str, longer: TrainResult | None = None) -> tuple[bool, str]:
-    """Whether a run trained until it stopped improving, and why we say so: early stopping fired, its last
-    CONVERGENCE_WINDOW epochs raised the best val accuracy by less than CONVERGENCE_TOLERANCE, or `longer`, the
-    same recipe over more epochs, reached no better best val accuracy (an annealed schedule's val accuracy rises
-    to its last epoch by design, so its own tail cannot show the plateau; a longer schedule can)."""
+    """Whether a run trained until it stopped improving, and why we say so: early stopping fired, or its last
+    CONVERGENCE_WINDOW epochs raised the best val accuracy by less than CONVERGENCE_TOLERANCE. A run a time cap
+    stopped has not converged, whatever its curve: the cap, not the plateau, ended it. The verdict reads the run
+    alone, so the notebook page, the README and the leaderboard give the same one; `longer`, the same recipe
+    over more epochs, only adds what it shows (an annealed schedule's val accuracy rises to its last epoch by
+    design, so its own tail cannot show the plateau; a longer schedule can)."""
     if stop_reason.startswith("early stopping"):
         return True, "early stopping fired"
+    if stop_reason.startswith("time budget"):
+        return False, f"a time cap stopped it after {len(history)} epochs, before its schedule ended"
     if len(history) <= CONVERGENCE_WINDOW:
         return False, f"only {len(history)} epochs run: too few to see a plateau"
     before = max(r["val_acc"] for r in history[:-CONVERGENCE_WINDOW])
     last = max(r["val_acc"] for r in history[-CONVERGENCE_WINDOW:])
     gain = 100 * (last - before)
+    if gain <= 0:
+        return True, (f"flat: the last {CONVERGENCE_WINDOW} epochs did not beat the best val accuracy before them "
+                      f"(their best was {-gain:.2f} points lower)")
     if gain < 100 * CONVERGENCE_TOLERANCE:
         return True, f"flat: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
+    why = f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
     if longer is not None and len(longer.history) > len(history):
         theirs = max(r["val_acc"] for r in longer.history)
-        if theirs < last + CONVERGENCE_TOLERANCE:
-            return True, (f"the same recipe over {len(longer.history)} epochs reached no better best val accuracy "
-                          f"({theirs:.2%} against {last:.2%}), though this schedule's own last {CONVERGENCE_WINDOW} "
-                          f"epochs rose by {gain:+.2f} points as it annealed")
-    return False, f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
+        reached = "no better" if theirs < last + CONVERGENCE_TOLERANCE else "a better"
+        why += (f" as it annealed; the same recipe over {len(longer.history)} epochs reached {reached} best val "
+                f"accuracy ({theirs:.2%} against {last:.2%})")
+    return False, why
 
 
 def run_summary(meta: dict) -> pd.DataFrame:

@@ -1,0 +1,63 @@
+"""Pages that agree, for every dataset: each leaderboard ranks only its own dataset's finished runs (never a trial),
+its wording and intervals come from its own split's size, and one split is called one name everywhere."""
+import json
+
+import numpy as np
+
+from emo_utils.core.metrics import accuracy_interval
+from emo_utils.reports.leaderboard import front_page_results, write_index
+from test_reports import leaderboard_rows_of, model_record, write_records
+
+
+def small_record(name, accuracy, n=14, dataset="my_faces"):
+    """A report of a dataset with only a test folder: 14 faces, as the issue's 49-face dataset had."""
+    record = model_record(name, accuracy, n=n)
+    record["dataset"] = dataset
+    record["splits"]["test_all"]["macro_f1"] = accuracy
+    record["splits"] = {"test_all": record["splits"]["test_all"] | {"n": n}, "val": record["splits"]["val"]}
+    return record
+
+
+def test_each_dataset_has_its_own_leaderboard_and_a_trial_is_never_ranked(tmp_path):
+    reports = tmp_path / "reports"
+    write_records(reports, [model_record("vgg_gap", 0.72), model_record("mini_xception", 0.68)])
+    # The issue's accident: another dataset's run published in a top-level folder, 100% on 14 faces.
+    stray = small_record("mini_xception", 1.0)
+    (reports / "mini_xception_full").mkdir()
+    (reports / "mini_xception_full" / "metrics.json").write_text(json.dumps(stray))
+    (reports / "my_faces" / "cnn3").mkdir(parents=True)
+    (reports / "my_faces" / "cnn3" / "metrics.json").write_text(json.dumps(small_record("cnn3", 0.0)))
+    trial = model_record("residual_gap", 0.9) | {"trial": True}  # a 2-minute trial that happened to score high
+    write_records(reports, [trial])
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    fer, others = index.split("## Leaderboard (my_faces)")
+    assert [row.split("]")[0][3:] for row in leaderboard_rows_of(fer)] == ["vgg_gap", "mini_xception"]
+    assert "Best single model: **[vgg_gap]" in fer and "100.00" not in fer
+    assert "Trial runs, never ranked (a subset and a short schedule): residual_gap." in fer
+    assert [row.split("]")[0][3:] for row in leaderboard_rows_of(others)] == ["mini_xception_full", "my_faces/cnn3"]
+    assert "residual_gap" not in others
+    front = front_page_results(reports)
+    assert "vgg_gap" in front and "mini_xception_full" not in front and "residual_gap" not in front
+
+
+def test_a_small_datasets_interval_and_wording_come_from_its_own_size(tmp_path):
+    reports = tmp_path / "reports"
+    (reports / "my_faces" / "cnn3").mkdir(parents=True)
+    (reports / "my_faces" / "cnn3" / "metrics.json").write_text(json.dumps(small_record("cnn3", 0.0)))
+    (reports / "my_faces" / "tiny").mkdir(parents=True)
+    (reports / "my_faces" / "tiny" / "metrics.json").write_text(json.dumps(small_record("tiny", 0.5)))
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    section = index.split("## Leaderboard (my_faces)")[1]
+    low, high = accuracy_interval(0.5, 14)
+    assert f"about +-{100 * (high - low) / 2:.1f} points on 14 faces" in section and "+-1.5" not in section
+    assert "-0.0" not in index and "0.00 (0.0-21.5)" in section  # Wilson's bounds clamped at 0, never "-0.0"
+    assert "notebook 01" not in index
+
+
+def test_wilson_bounds_stay_in_0_1_and_never_print_as_minus_zero():
+    for n in (1, 3, 7, 14, 49, 3589):
+        for right in {0, 1, n // 2, n - 1, n}:
+            low, high = accuracy_interval(right / n, n)
+            assert 0.0 <= low <= right / n <= high <= 1.0
+            assert not f"{low:.1%}".startswith("-") and not f"{100 * low:.1f}".startswith("-")
+    assert np.copysign(1.0, accuracy_interval(0.0, 14)[0]) == 1.0

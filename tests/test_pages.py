@@ -34,7 +34,8 @@ def test_each_dataset_has_its_own_leaderboard_and_a_trial_is_never_ranked(tmp_pa
     assert [row.split("]")[0][3:] for row in leaderboard_rows_of(fer)] == ["vgg_gap", "mini_xception"]
     assert "Best single model: **[vgg_gap]" in fer and "100.00" not in fer
     assert "Trial runs, never ranked (a subset and a short schedule): residual_gap." in fer
-    assert [row.split("]")[0][3:] for row in leaderboard_rows_of(others)] == ["mini_xception_full", "my_faces/cnn3"]
+    assert [row.split("]")[0][3:] for row in leaderboard_rows_of(others)] == ["mini_xception_full", "cnn3"]
+    assert "[cnn3](my_faces/cnn3/README.md)" in others and "whole test |" not in others  # test_all is the headline
     assert "residual_gap" not in others
     front = front_page_results(reports)
     assert "vgg_gap" in front and "mini_xception_full" not in front and "residual_gap" not in front
@@ -61,3 +62,33 @@ def test_wilson_bounds_stay_in_0_1_and_never_print_as_minus_zero():
             assert 0.0 <= low <= right / n <= high <= 1.0
             assert not f"{low:.1%}".startswith("-") and not f"{100 * low:.1f}".startswith("-")
     assert np.copysign(1.0, accuracy_interval(0.0, 14)[0]) == 1.0
+
+
+def test_a_small_datasets_model_page_and_leaderboard_fit_the_page_and_speak_of_its_own_splits(tmp_path):
+    from conftest import make_fer_folder
+    from emo_utils.core import datasets
+    from emo_utils.core.config import TrainConfig
+    from emo_utils.core.train import train
+    from emo_utils.provenance import provenance
+    from emo_utils.reports.pages import write_model_report
+    from emo_utils.reports.views import evaluate
+    from test_report_readability import TABLE_BUDGET, markdown_tables, table_width
+    classes = ("calm", "frown", "smile", "surprised", "disgusted", "afraid", "neutral")  # 49 faces, as in the issue
+    faces = make_fer_folder(tmp_path, name="my_faces", classes=classes, n_train=5, n_public=0, n_private=0, n_plain=2)
+    data = datasets.load_named("my_faces", faces)
+    report_dir = tmp_path / "reports" / "my_faces" / "mini_xception_full"
+    report_dir.mkdir(parents=True)
+    config = TrainConfig(model="mini_xception", model_kwargs={"widths": (8, 16)}, batch_size=64, epochs=2,
+                         augment="none", dataset="my_faces")
+    result = train(config, data, tmp_path / "run", model_path=report_dir / "model.pt", progress=False)
+    evaluation = evaluate(report_dir / "model.pt", data, device="cpu")
+    readme = write_model_report(report_dir, "Tiny", result, evaluation, provenance(0, data.sha256, result.meta, "full"),
+                                {}).read_text()
+    index = write_index(tmp_path / "reports", tmp_path / "no_notebooks").read_text()
+    for page, text in (("README", readme), ("index", index)):
+        for table in markdown_tables(text):
+            assert table_width(table) <= TABLE_BUDGET, (page, table[0])
+        for fer2013_only in ("+-1.5", "notebook 01", "-0.0", "PrivateTest", "7,178", "10% of train"):
+            assert fer2013_only not in text.split("## Leaderboard (my_faces)")[-1], (page, fer2013_only)
+    low, high = accuracy_interval(evaluation.metrics["test_all"]["accuracy"], 14)
+    assert f"about +-{100 * (high - low) / 2:.1f} points on 14 faces" in index

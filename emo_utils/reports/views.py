@@ -34,7 +34,7 @@ from ..core.inference import EVAL_SPLITS, predict_splits
 from ..paths import views_cache
 
 SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
-                "val": "Validation (10% of train)", "test_private_clean": "PrivateTest, deduplicated",
+                "val": "Validation", "test_private_clean": "PrivateTest, deduplicated",
                 "test_public_clean": "PublicTest, deduplicated", "test_all_clean": "Whole test folder, deduplicated"}
 SCORED_SPLITS = ("val", "test_private", "test_public")  # the splits a views table shows
 # Every split a model is scored on, in the order reports list them: each test split followed by its clean version.

@@ -200,8 +200,8 @@ def _table(rows: list[dict], best: float) -> list[str]:
     split_title = SPLIT_TITLES[rows[0]["split"]]
     # The whole test folder beside the headline, where the headline is another split (FER2013's PrivateTest).
     whole_column = any(row["split"] != "test_all" for row in rows)
-    lines = [f"| model | views | {split_title} % (95% CI){_clean_heading(rows)} |" + (" whole test |" if whole_column else "")
-             + " macro-F1 | params | trained | converged |", "|---|---|---:|" + ("---:|" if whole_column else "")
+    lines = [f"| model | views | {split_title} % (95% CI){_clean_heading(rows)} |"
+             + (" whole test |" if whole_column else "") + " macro-F1 | params | trained | converged |", "|---|---|---:|" + ("---:|" if whole_column else "")
              + "---:|---:|---|---|"]
     for row in rows:
         acc = f"{_percent(row['accuracy'])} ({_interval(row['interval'])})"

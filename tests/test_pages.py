@@ -92,3 +92,21 @@ def test_a_small_datasets_model_page_and_leaderboard_fit_the_page_and_speak_of_i
             assert fer2013_only not in text.split("## Leaderboard (my_faces)")[-1], (page, fer2013_only)
     low, high = accuracy_interval(evaluation.metrics["test_all"]["accuracy"], 14)
     assert f"about +-{100 * (high - low) / 2:.1f} points on 14 faces" in index
+
+
+def test_a_split_has_one_name_on_tables_and_figures():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from emo_utils.core.metrics import summary_frame
+    from emo_utils.reports.plots import plot_class_counts
+    from emo_utils.reports.views import view_table_frame
+    counts = {"train": np.array([5, 6]), "val": np.array([1, 1]), "test_private": np.array([2, 2])}
+    figure = plot_class_counts(counts, ["calm", "smile"])
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    plt.close(figure)
+    assert legend == ["Train", "Validation", "PrivateTest"]
+    metrics = {"test_private": {"accuracy": 0.5, "macro_f1": 0.4, "auc_micro": 0.6, "auc_macro": 0.6, "ece": 0.1, "n": 4}}
+    assert list(summary_frame(metrics).index) == ["PrivateTest"]
+    table = view_table_frame([{"test-time views": "center", "val": 0.5, "test_private": 0.4, "test_public": 0.3}])
+    assert list(table.columns) == ["Validation", "PrivateTest", "PublicTest"]

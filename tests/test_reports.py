@@ -169,7 +169,7 @@ def test_data_exploration_notebook_shows_the_counts_and_duplicates_of_its_data(s
     assert re.search(r"^blank\s+1$", cell_output(executed, "explore.blank_frames"), re.M)
     assert {Path(train_face).name, Path(test_face).name} <= set(re.split(r"[ =/\n]+", cell_output(executed, "for group")))
     sizes = {row.split()[0]: row.split()[1:3] for row in cell_output(executed, "explore.clean_split_sizes").splitlines()[2:]}
-    assert sizes["test_private"] == ["14", "13"]  # the copy of a training face is out
+    assert sizes["PrivateTest"] == ["14", "13"]  # the copy of a training face is out
     figures = {c.source.split("(")[0] for c in nbformat.read(executed, as_version=4).cells
                for o in c.get("outputs", []) if "image/png" in o.get("data", {})}
     # the sample grid and the duplicate pairs show faces: local-only

@@ -12,6 +12,8 @@ from scipy.stats import t as student_t, ttest_ind
 from sklearn.metrics import (auc, confusion_matrix, f1_score, precision_recall_fscore_support,
                              roc_auc_score, roc_curve)
 
+from .data import SPLIT_TITLES
+
 SUMMARY_KEYS = ("accuracy", "macro_f1", "auc_micro", "auc_macro", "ece", "n")
 NLL_EPS = 1e-12  # floor on the true class's probability, so one confident mistake cannot give inf
 
@@ -206,8 +208,9 @@ def mean_difference(values, baseline, confidence: float = 0.95) -> dict:
 
 
 def summary_frame(metrics_by_split: dict):
-    """The headline numbers of each split as a DataFrame for a notebook: counts as integers, the rest to 4 places."""
-    frame = pd.DataFrame({split: summary(m) for split, m in metrics_by_split.items()}).T
+    """The headline numbers of each split as a DataFrame for a notebook: counts as integers, the rest to 4 places,
+    each split by its title (PrivateTest)."""
+    frame = pd.DataFrame({SPLIT_TITLES.get(split, split): summary(m) for split, m in metrics_by_split.items()}).T
     return frame.astype({"n": int}).round(4)
 
 

@@ -27,15 +27,13 @@ import pandas as pd
 
 from ..core.tta import TTA_VIEWS, VIEW_SETS, view_name, views_for
 from ..core.checkpoint import load_checkpoint, load_trained
+from ..core.data import SPLIT_TITLES
 from ..core.readers import file_sha256
 from ..core.files import write_atomically
 from ..core.metrics import accuracy_interval, compute_metrics
 from ..core.inference import EVAL_SPLITS, predict_splits
 from ..paths import views_cache
 
-SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
-                "val": "Validation", "test_private_clean": "PrivateTest, deduplicated",
-                "test_public_clean": "PublicTest, deduplicated", "test_all_clean": "Whole test folder, deduplicated"}
 SCORED_SPLITS = ("val", "test_private", "test_public")  # the splits a views table shows
 # Every split a model is scored on, in the order reports list them: each test split followed by its clean version.
 REPORTED_SPLITS = tuple(s for split in EVAL_SPLITS for s in (split, f"{split}_clean") if s != "val_clean")
@@ -157,8 +155,8 @@ def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "mo
 
 
 def view_table_frame(rows: list[dict]) -> pd.DataFrame:
-    """view_rows as a notebook table, one row per view set."""
-    return pd.DataFrame(rows).set_index("test-time views").round(4)
+    """view_rows as a notebook table, one row per view set, the splits by their titles."""
+    return pd.DataFrame(rows).set_index("test-time views").rename(columns=SPLIT_TITLES).round(4)
 
 
 def seen_gap(probs_by_split: dict[str, np.ndarray], data, split: str = "test_private") -> dict:

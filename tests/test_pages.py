@@ -110,3 +110,11 @@ def test_a_split_has_one_name_on_tables_and_figures():
     assert list(summary_frame(metrics).index) == ["PrivateTest"]
     table = view_table_frame([{"test-time views": "center", "val": 0.5, "test_private": 0.4, "test_public": 0.3}])
     assert list(table.columns) == ["Validation", "PrivateTest", "PublicTest"]
+
+
+def test_every_notebook_is_titled_with_its_number():
+    import nbformat
+    from emo_utils.paths import NOTEBOOKS
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+        assert first.source.startswith(f"# {path.name[:2]} · "), (path.name, first.source.splitlines()[0])

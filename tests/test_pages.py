@@ -118,3 +118,17 @@ def test_every_notebook_is_titled_with_its_number():
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
         assert first.source.startswith(f"# {path.name[:2]} · "), (path.name, first.source.splitlines()[0])
+
+
+def test_a_capped_run_is_not_converged_on_the_leaderboard_whatever_an_older_report_says(tmp_path):
+    reports = tmp_path / "reports"
+    capped = model_record("unet_classifier", 0.46)  # as reports/unet_classifier_full said before: "yes"
+    capped["provenance"].update(budget="full", converged=True, stop_reason="time budget of 7 min: another epoch "
+                                "would not fit", convergence="flat: the last 10 epochs raised the best val accuracy "
+                                "by -3.69 points")
+    write_records(reports, [model_record("mini_xception", 0.68)])
+    (reports / "unet_classifier_full").mkdir()
+    (reports / "unet_classifier_full" / "metrics.json").write_text(json.dumps(capped))
+    index = write_index(reports, tmp_path / "no_notebooks").read_text()
+    row = next(r for r in leaderboard_rows_of(index) if "unet_classifier_full" in r)
+    assert row.endswith("| **no** |")

@@ -132,3 +132,11 @@ def test_a_capped_run_is_not_converged_on_the_leaderboard_whatever_an_older_repo
     index = write_index(reports, tmp_path / "no_notebooks").read_text()
     row = next(r for r in leaderboard_rows_of(index) if "unet_classifier_full" in r)
     assert row.endswith("| **no** |")
+
+
+def test_a_device_column_has_one_style_short_names_and_one_mark_for_none():
+    from emo_utils.reports.tables import markdown_table
+    table = markdown_table([{"run": "a", "device": "-"}, {"run": "b", "device": "cpu (AMD EPYC, AVX512-BF16, 1 threads)"},
+                            {"run": "c", "device": "NVIDIA H100 80GB HBM3"}, {"run": "d", "device": ""}])
+    cells = [line.split(" | ")[1].rstrip(" |") for line in table.splitlines()[2:]]
+    assert cells == ["—", "EPYC x1", "H100", "—"]

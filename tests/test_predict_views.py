@@ -4,7 +4,8 @@ views its report chose on val, so on a class-folder copy of PrivateTest faces it
 Needs the real FER2013 and the committed flagship (reports/vgg_gap: model.pt, metrics.json, model_views.npz) and is
 skipped, with the reason, without them. The report's side is read from the probabilities kept beside the weights
 (model_views.npz, checked to be keyed by these weights and this data), on a seeded sample of SAMPLE faces, so the
-test costs one classification of the sample (ten crops of a few hundred faces)."""
+test costs one classification of the sample (ten crops of a few hundred faces). Without the data, a tiny model in a
+report folder of its own checks the same default, and the flags over it, for model.pt and model.onnx."""
 from __future__ import annotations
 
 import json
@@ -22,8 +23,6 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports"
 MODEL = "vgg_gap"
 SAMPLE = 300
 
-pytestmark = [pytest.mark.real_data, pytest.mark.slow]
-
 
 @pytest.fixture(scope="module")
 def fer2013():
@@ -35,6 +34,8 @@ def fer2013():
         pytest.skip(f"needs the real FER2013 (../shared/data/fer2013.zip or $EMO_DATA): {str(e).splitlines()[0]}")
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
 def test_emo_predict_by_default_gets_the_reports_accuracy_on_privatetest_faces(fer2013, tmp_path, capsys):
     model_path = REPORTS / MODEL / "model.pt"
     if not model_path.exists() or not views_cache(model_path).exists():
@@ -71,3 +72,37 @@ def test_emo_predict_by_default_gets_the_reports_accuracy_on_privatetest_faces(f
     _, rows = read_rows(tmp_path / "c.csv")
     centre = [row["predicted"] for row in sorted(rows, key=lambda r: int(Path(r["file"]).stem))]
     assert centre != [predicted[i] for i in sample]
+
+
+def test_a_reports_model_classifies_under_its_reports_views_by_default_and_a_flag_overrides(tmp_path_factory,
+                                                                                            tmp_path):
+    import shutil
+
+    import torch
+
+    from emo_utils.core.checkpoint import load_trained
+    from emo_utils.core.inference import predict_logits
+    from emo_utils.predict import export
+    from emo_utils.predict.classifier import load_classifier
+    from emo_utils.predict.faces import PredictError
+    from tiny_model import tiny_model
+    report = tmp_path / "reports" / "tiny"  # a report folder: weights, their export and the report's record
+    report.mkdir(parents=True)
+    shutil.copy(tiny_model(tmp_path_factory), report / "model.pt")
+    export.export_checkpoint(report / "model.pt")
+    (report / "metrics.json").write_text(json.dumps({"provenance": {"tta": "ten_crop"}}))
+    model = load_trained(report / "model.pt", torch.device("cpu")).model
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    ten_crops = predict_logits(model, faces, crop=44, tta="ten_crop")
+    for name in ("model.pt", "model.onnx"):
+        classifier = load_classifier(report / name, tta=None)
+        assert classifier.views == "ten_crop"
+        np.testing.assert_allclose(classifier.logits(faces), ten_crops, atol=1e-4, rtol=0)
+    assert load_classifier("tiny", tta=None, reports_dir=tmp_path / "reports").views == "ten_crop"  # by name
+    assert load_classifier(report / "model.pt", tta=True).views == "flip"  # --tta
+    assert load_classifier(report / "model.pt", tta="center").views == "center"  # --views center
+    assert load_classifier(report / "model.pt").views == "center"  # the library's default is unchanged
+    (report / "metrics.json").unlink()
+    assert load_classifier(report / "model.pt", tta=None).views == "center"  # no report: the centre crop
+    with pytest.raises(PredictError, match="ONNX graph takes .*44 px"):
+        load_classifier(report / "model.onnx", tta="full_flip")  # the whole face: not the graph's size

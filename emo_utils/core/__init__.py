@@ -1,5 +1,5 @@
 """The training core, what a reader takes in at one sitting: a dataset read and split (data, datasets,
-duplicates), batch augmentation (augment), the models (models/), the losses, the config of a run (config), one
+duplicates), batch augmentation (augment), test-time views (tta), the models (models/), the losses, the config of a run (config), one
 training loop and its step (train, step; whitening, distill and distributed are options of it), checkpoints,
 inference and metrics.
 

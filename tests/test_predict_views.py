@@ -106,3 +106,8 @@ def test_a_reports_model_classifies_under_its_reports_views_by_default_and_a_fla
     assert load_classifier(report / "model.pt", tta=None).views == "center"  # no report: the centre crop
     with pytest.raises(PredictError, match="ONNX graph takes .*44 px"):
         load_classifier(report / "model.onnx", tta="full_flip")  # the whole face: not the graph's size
+
+
+def test_tta_and_another_views_flag_together_are_a_one_line_error(tmp_path, capsys):
+    code, out, err = run_cli(capsys, tmp_path, "--tta", "--views", "ten_crop")
+    assert code == 2 and err.strip() == "emo-predict: --tta is --views flip, and --views asks for ten_crop: give one of them"

@@ -362,6 +362,8 @@ def main(argv=None) -> int:
 def asked_views(args) -> str | None:
     """The test-time views a run asked for (--views, or --tta's flip); None for the model's own (its report's
     choice), except on a video or camera, which take the centre crop unless asked: views multiply the work."""
+    if args.views and args.tta and args.views != "flip":
+        raise PredictError(f"--tta is --views flip, and --views asks for {args.views}: give one of them")
     if args.views or args.tta:
         return args.views or "flip"
     return "center" if args.camera is not None or (args.inputs and video.is_video(args.inputs[0])) else None

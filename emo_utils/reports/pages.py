@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..core.checkpoint import TrainResult, load_checkpoint
 from ..core.duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
-from .leaderboard import DATASET_TITLES, PUBLISHED
 from ..core.tta import view_title
+from .leaderboard import DATASET_TITLES, PUBLISHED
 from ..core.metrics import accuracy_interval, most_confused_pairs, summary
 from ..core.models import build_model, count_flops
 from ..provenance import provenance

@@ -101,14 +101,15 @@ def scored_views(model_path, data, weights: str = "model", device=None) -> dict[
     stored = _read_cache(path, key)
     # A file is written with every view set that differed for its model, so one holding a crop-only set was a
     # crop-trained model's: the table's sets for that kind of model that the file lacks are the ones to score.
-    crop = int(any(VIEW_SETS[v].needs_crop for v in stored))
-    if not stored or any(v not in stored for v in views_for(crop)):
+    wanted = views_for(int(any(VIEW_SETS[v].needs_crop for v in stored)))
+    if not stored or any(v not in stored for v in wanted):
         model, crop = load_for_scoring(model_path, weights, device)
-        missing = [v for v in views_for(crop) if v not in stored]
-        stored.update({v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v) for v in missing})
+        wanted = views_for(crop)
+        stored.update({v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v)
+                       for v in wanted if v not in stored})
         write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **{
             f"{v}/{s}": p.astype(np.float32) for v, by_split in stored.items() for s, p in by_split.items()}))
-    return {v: _splits_from(stored[v], data) for v in views_for(crop)}
+    return {v: _splits_from(stored[v], data) for v in wanted}
 
 
 def accuracies(probs_by_split: dict, data, splits=SCORED_SPLITS) -> dict[str, float]:

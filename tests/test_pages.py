@@ -140,3 +140,17 @@ def test_a_device_column_has_one_style_short_names_and_one_mark_for_none():
                             {"run": "c", "device": "NVIDIA H100 80GB HBM3"}, {"run": "d", "device": ""}])
     cells = [line.split(" | ")[1].rstrip(" |") for line in table.splitlines()[2:]]
     assert cells == ["—", "EPYC x1", "H100", "—"]
+
+
+def test_a_model_right_on_every_face_gets_its_page_written():
+    from emo_utils.core.metrics import compute_metrics
+    from emo_utils.reports.pages import interpretation
+    labels = np.array([0, 0, 1, 1, 2, 2, 0])
+    probs = np.eye(3)[labels] * 0.9 + 0.1 / 3  # right on all 7 faces: the IndexError in pages.py
+    metrics = {"test_all": compute_metrics(probs, labels, ["calm", "frown", "smile"])}
+    notes = interpretation("tiny", metrics, [], "test_all", "my_faces")
+    assert "No face is taken for another class." in notes and "of 7 faces" in notes[0]
+    probs[0] = np.eye(3)[1]  # one calm face taken for frown
+    notes = interpretation("tiny", {"test_all": compute_metrics(probs, labels, ["calm", "frown", "smile"])}, [],
+                           "test_all", "my_faces")
+    assert "The most frequent confusion is calm taken for frown: 1 face, 33.3% of all calm faces." in notes

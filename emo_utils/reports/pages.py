@@ -155,12 +155,13 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
     per_class = m["per_class"]
     ranked = sorted(per_class, key=lambda c: per_class[c]["f1"])
     names = list(per_class)
-    true_name, pred_name, count, share = most_confused_pairs(m["confusion"], names, k=1)[0]
-    notes = [f"On {SPLIT_TITLES.get(headline, headline)} the model is right on {m['accuracy']:.1%} of {m['n']} faces "
+    confused = most_confused_pairs(m["confusion"], names, k=1)  # none for a model right on every face
+    notes = [f"On {SPLIT_TITLES.get(headline, headline)} the model is right on {m['accuracy']:.1%} of {m['n']:,} faces "
              f"(macro-F1 {m['macro_f1']:.3f}). The easiest class is **{ranked[-1]}** (F1 {per_class[ranked[-1]]['f1']:.3f}) "
              f"and the hardest **{ranked[0]}** (F1 {per_class[ranked[0]]['f1']:.3f}).",
-             f"The most frequent confusion is {true_name} taken for {pred_name}: {count} faces, "
-             f"{share:.1%} of all {true_name} faces."]
+             "No face is taken for another class." if not confused else
+             "The most frequent confusion is {0} taken for {1}: {2} face{4}, {3:.1%} of all {0} faces.".format(
+                 *confused[0], "" if confused[0][2] == 1 else "s")]
     if history:
         best = max(history, key=lambda r: r["val_acc"])
         gap = best["train_acc"] - best["val_acc"]

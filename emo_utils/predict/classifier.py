@@ -21,7 +21,7 @@ import torch
 from ..core.augment import PIXEL_MEAN, PIXEL_STD
 from ..core.checkpoint import CheckpointError, load_trained
 from ..core.readers import IMAGE_SIZE
-from ..core.tta import tta_views, view_name
+from ..core.tta import TTA_VIEWS, tta_views, view_name
 from ..paths import resolve_model_path
 from .faces import PredictError
 from ..core.inference import Classifier, predict_logits
@@ -84,6 +84,19 @@ def resolve_views(model_path: Path, tta: bool | str | None) -> str:
         raise PredictError(str(e)) from None
 
 
+def graph_views(crop: int) -> list[str]:
+    """The view sets an exported graph can average: those whose every view is the size it takes (its crop)."""
+    whole = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    fitting = []
+    for name in TTA_VIEWS:
+        try:
+            if all(v.shape[-1] == (crop or IMAGE_SIZE) for v in tta_views(whole, crop, name)):
+                fitting.append(name)
+        except ValueError:  # ten crops of a model trained on the whole face
+            pass
+    return fitting
+
+
 def onnx_classifier(path: str | os.PathLike, tta: bool | str = False, threads: int | None = None) -> Classifier:
     """An exported model as a Classifier, averaging the views `tta` names (the graph takes crops of one size, so
     a view set of another size, the whole face of a crop-trained model, needs its model.pt)."""
@@ -99,10 +112,11 @@ def onnx_classifier(path: str | os.PathLike, tta: bool | str = False, threads: i
         raise PredictError(f"{path}: no class names or crop in its metadata, so it was not written by "
                            "emo_utils.predict.export. Export it again with `python -m emo_utils.predict.export`.")
     crop = int(meta["crop"])
-    size = crop or IMAGE_SIZE
-    if any(v.shape[-1] != size for v in tta_views(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE), crop, views)):
+    fitting = graph_views(crop)
+    if views not in fitting:
         raise PredictError(f"{path}: test-time views {views!r} show the model faces of another size than its "
-                           f"ONNX graph takes ({size} px); use its model.pt, or --views center, flip or ten_crop")
+                           f"ONNX graph takes ({crop or IMAGE_SIZE} px); use its model.pt, or --views "
+                           f"{' or '.join(fitting)}")
 
     def logits_fn(faces_u8):
         whole = torch.from_numpy(normalize_faces(faces_u8))  # the views are cut from the whole face, as in PyTorch

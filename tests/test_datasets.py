@@ -308,8 +308,8 @@ def test_the_leaderboard_has_a_section_per_dataset(tmp_path):
     fer2013_part, ferplus_part = index.split("## Leaderboard (FER+)")
     ferplus_part, own_part = ferplus_part.split("## Leaderboard (my_faces)")
     assert "[tiny](tiny/README.md), 60.00% PrivateTest" in fer2013_part and "80.00%" not in fer2013_part
-    assert "[ferplus/tiny](ferplus/tiny/README.md), 80.00% PrivateTest" in ferplus_part
-    assert "[my_faces/tiny](my_faces/tiny/README.md), 70.00% Whole test folder" in own_part
+    assert "[tiny](ferplus/tiny/README.md), 80.00% PrivateTest" in ferplus_part
+    assert "[tiny](my_faces/tiny/README.md), 70.00% Whole test folder" in own_part
 
 
 def test_the_readme_recipe_for_adding_a_dataset_ends_in_its_own_leaderboard_section(tmp_path, monkeypatch, capsys):
@@ -341,4 +341,4 @@ def test_the_readme_recipe_for_adding_a_dataset_ends_in_its_own_leaderboard_sect
     index = write_index(tmp_path / "reports", tmp_path / "no_notebooks").read_text()
     fer2013_part, own_part = index.split("## Leaderboard (my_faces)")
     assert "No trained model yet" in fer2013_part
-    assert "[my_faces/mini_xception](my_faces/mini_xception/README.md)" in own_part and "Whole test folder" in own_part
+    assert "[mini_xception](my_faces/mini_xception/README.md)" in own_part and "Whole test folder" in own_part

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from emo_utils.core.augment import TTA_VIEWS
+from emo_utils.core.tta import TTA_VIEWS
 from emo_utils.reports.ensemble import (accuracy, best_view_probs, combine, ensemble_probs, fit_on_validation, fit_weights,
                                 greedy_selection, log_loss)
 from emo_utils.core.inference import predict_splits

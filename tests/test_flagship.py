@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import make_fer_zip
-from emo_utils.core.augment import TTA_VIEWS, tta_views
+from emo_utils.core.tta import TTA_VIEWS, tta_views
 from emo_utils.core.models import build_model
 from emo_utils.core.inference import predict_logits, predict_splits, softmax
 from emo_utils.core.data import REPO_ROOT

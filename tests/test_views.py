@@ -7,7 +7,7 @@ import pytest
 
 from emo_utils import paths
 from emo_utils.reports import views
-from emo_utils.core.augment import TTA_VIEWS
+from emo_utils.core.tta import TTA_VIEWS
 from emo_utils.core.inference import predict_splits
 from emo_utils.core.checkpoint import load_trained
 from synthetic import make_learnable_data
@@ -80,3 +80,27 @@ def test_chosen_views_have_the_best_val_accuracy_and_an_asked_view_is_kept(model
         probs["test_private"], views.scored_views(model_file, data)[chosen]["test_private"])
     assert views.chosen_views(model_file, data, tta=True)[0] == "flip"
     assert views.chosen_views(model_file, data, tta=False)[0] == "center"
+
+
+def test_a_view_set_new_in_the_table_is_scored_alone_and_added_to_the_file(model_file, monkeypatch):
+    from emo_utils.core import tta
+    data = make_learnable_data(train_per_class=30)
+    first = views.scored_views(model_file, data)
+    # A twelfth view set added to the one table: a committed model's file lacks it and must gain it.
+    centre_twice = tta.ViewSet("centre_twice", "centre crop, twice", lambda x, crop: [tta.center_crop(x, crop)] * 2,
+                               True)
+    monkeypatch.setitem(tta.VIEW_SETS, "centre_twice", centre_twice)
+    monkeypatch.setattr(tta, "TTA_VIEWS", tuple(tta.VIEW_SETS))
+    monkeypatch.setattr(views, "TTA_VIEWS", tuple(tta.VIEW_SETS))
+    scored_now = []
+    real_predict = views.predict_splits
+    monkeypatch.setattr(views, "predict_splits", lambda *a, **k: scored_now.append(k["tta"]) or real_predict(*a, **k))
+    again = views.scored_views(model_file, data)
+    assert scored_now == ["centre_twice"]  # the others are read back, not predicted again
+    assert list(again) == list(TTA_VIEWS) + ["centre_twice"]
+    np.testing.assert_allclose(again["centre_twice"]["val"], first["center"]["val"], atol=1e-6)
+    with np.load(paths.views_cache(model_file)) as saved:
+        assert "centre_twice/val" in saved.files and "ten_crop/val" in saved.files
+    scored_now.clear()
+    views.scored_views(model_file, data)
+    assert scored_now == []  # now in the file

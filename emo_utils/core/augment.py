@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .corrupt import TRAINED_CORRUPTIONS, random_corruptions
+from .tta import center_crop  # noqa: F401 (augment.center_crop: the crop a model is evaluated at)
 
 # FER2013 train-set pixel statistics (mean 129.4, std 65.0 on the 0..255 scale), rounded.
 PIXEL_MEAN, PIXEL_STD = 0.507, 0.255
@@ -85,40 +86,7 @@ def to_float(images_u8: torch.Tensor) -> torch.Tensor:
     return (images_u8.unsqueeze(1).float() / 255.0 - PIXEL_MEAN) / PIXEL_STD
 
 
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    if not size or size >= x.shape[-1]:
-        return x
-    top = (x.shape[-2] - size) // 2
-    left = (x.shape[-1] - size) // 2
-    return x[..., top:top + size, left:left + size]
-
-
-# Test-time views. True is "flip" (what every notebook's `tta=True` has always meant); False is "center".
-TTA_VIEWS = ("center", "flip", "full_flip", "ten_crop")
-
-
-def tta_views(x: torch.Tensor, crop: int, tta: bool | str) -> list[torch.Tensor]:
-    """The views of a normalized batch whose logits are averaged at test time.
-
-    center: the centre crop the model was trained at; flip: it and its mirror image; full_flip: the whole
-    uncropped image and its mirror (a net with global pooling takes any size, and sees more of the face);
-    ten_crop: the four corner crops and the centre crop, each with its mirror (Krizhevsky et al. 2012)."""
-    name = {False: "center", True: "flip"}.get(tta, tta) if isinstance(tta, bool) else tta
-    if name not in TTA_VIEWS:
-        raise ValueError(f"unknown test-time augmentation {tta!r}; choose one of {TTA_VIEWS} (or True/False)")
-    if name == "full_flip":
-        return [x, x.flip(3)]
-    centre = center_crop(x, crop)
-    if name == "center":
-        return [centre]
-    if name == "flip":
-        return [centre, centre.flip(3)]
-    if not crop or crop >= x.shape[-1]:
-        raise ValueError("ten_crop needs a model trained on random crops (its policy's crop is smaller than the image)")
-    h, w = x.shape[-2:]
-    corners = [x[..., top:top + crop, left:left + crop] for top in (0, h - crop) for left in (0, w - crop)]
-    crops = corners + [centre]
-    return crops + [c.flip(3) for c in crops]
+# Test-time views (centre crop, mirror, whole face, ten crops) are tta.py's table; its centre crop is evaluation's.
 
 
 def _uniform(n, low, high, gen, device):

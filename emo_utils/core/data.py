@@ -27,6 +27,10 @@ SPLITS = ("train", "val", "test_public", "test_private", "test_all")
 # Each test split without the faces that have an exact or near copy in the Training folder (train or val) and
 # without blank frames (duplicates.py): what a model does on faces it cannot have seen.
 CLEAN_SPLITS = {"test_private_clean": "test_private", "test_public_clean": "test_public", "test_all_clean": "test_all"}
+# Each split as every page, table and figure names it (code keeps the keys above): one name per split.
+SPLIT_TITLES = {"train": "Train", "val": "Validation", "test_private": "PrivateTest", "test_public": "PublicTest",
+                "test_all": "Whole test folder", "test_private_clean": "PrivateTest, deduplicated",
+                "test_public_clean": "PublicTest, deduplicated", "test_all_clean": "Whole test folder, deduplicated"}
 
 # FER2013 as Kaggle ships it; a file with this name and another digest is refused.
 KNOWN_SHA256 = {"fer2013.zip": "a74203b5def525775166f8d9c2f766764cb6d52fbbeacf03bd84db2eadc37ba8"}

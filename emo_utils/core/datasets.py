@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import re
 import zipfile
@@ -75,6 +76,22 @@ def check_data(data: FERData, dataset: str, label_mode: str, distilling: bool = 
                          f"datasets.load_named({dataset!r}, path, label_mode={label_mode!r})")
     if label_mode == "probability" and distilling:
         raise ValueError("label_mode='probability' and distillation both replace the targets: choose one")
+    check_val_faces(data)
+
+
+def check_val_faces(data: FERData) -> None:
+    """Every class with training faces has a validation face, which selects epochs and views: a stratified share
+    of a class rounds to none below `need` faces (5 at 10%). A DataError names the classes and the fix, before
+    anything trains (else the first epoch's validation fails on an empty split)."""
+    counts = data.counts()
+    need = math.ceil(0.5 / data.val_fraction)  # stratified_val_mask rounds half up
+    short = [(name, int(n)) for name, n, v in zip(data.class_names, counts["train"] + counts["val"], counts["val"])
+             if v == 0 and 0 < n < need]
+    if short:
+        named = ", ".join(f"{name!r} ({n} face{'s' if n != 1 else ''})" for name, n in short)
+        raise DataError(f"{data.source}: too few training faces to hold one out for validation in {named}: "
+                        f"validation takes {data.val_fraction:.0%} of each class, none under {need} faces. Add "
+                        f"faces (at least {need} a class) or leave the class out of the data.")
 
 
 def check_name(name: str) -> str:

@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .augment import tta_views, to_float
+from .augment import to_float
+from .tta import tta_views
 
 
 EVAL_SPLITS = ("test_private", "test_public", "test_all", "val")  # headline first, as the reports list them
@@ -27,7 +28,7 @@ def default_device() -> torch.device:
 def predict_logits(model: torch.nn.Module, images_u8, batch_size: int = 512, crop: int = 0, tta: bool | str = False,
                    device: torch.device | None = None) -> np.ndarray:
     """Logits (N, C) for uint8 images (N, 48, 48). `crop` takes the centre crop a model was trained on;
-    `tta` averages the logits of several views (augment.tta_views: True = the image and its mirror image)."""
+    `tta` averages the logits of several views (tta.VIEW_SETS: True = the image and its mirror image)."""
     device = device or next(model.parameters()).device
     images = torch.as_tensor(np.asarray(images_u8))
     was_training = model.training
@@ -81,6 +82,7 @@ class Classifier:
     crop: int  # the model sees the centre crop of this size (0: the whole 48x48 face)
     source: str  # the file it came from
     backend: str  # "torch" or "onnxruntime"
+    views: str = "center"  # the test-time views whose logits it averages (tta.VIEW_SETS)
 
     def logits(self, faces_u8: np.ndarray) -> np.ndarray:
         faces_u8 = np.asarray(faces_u8, dtype=np.uint8)

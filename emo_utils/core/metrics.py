@@ -12,6 +12,8 @@ from scipy.stats import t as student_t, ttest_ind
 from sklearn.metrics import (auc, confusion_matrix, f1_score, precision_recall_fscore_support,
                              roc_auc_score, roc_curve)
 
+from .data import SPLIT_TITLES
+
 SUMMARY_KEYS = ("accuracy", "macro_f1", "auc_micro", "auc_macro", "ece", "n")
 NLL_EPS = 1e-12  # floor on the true class's probability, so one confident mistake cannot give inf
 
@@ -161,13 +163,17 @@ def most_confused_pairs(confusion, class_names, k: int = 5) -> list[tuple[str, s
 
 
 def accuracy_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95% for z=1.96) of an accuracy measured on n faces: about +-1.5 points on
-    FER2013's 3,589 PrivateTest faces, so two models closer than that are not ranked by the test."""
+    """Wilson score interval (95% for z=1.96) of an accuracy measured on n faces, within [0, 1]: about +-1.5 points
+    on FER2013's 3,589 PrivateTest faces, about +-25 on 14, so two models closer than that are not ranked by the
+    test."""
     if n <= 0:
         return (0.0, 1.0)
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
+    # Wilson's bounds lie in [0, 1]; rounding can put them a hair outside (a "-0.0%" lower bound at 0 of 14 right).
+    low, high = float(centre - half), float(centre + half)
+    # At 0 or n right the bound is exactly 0 or 1; rounding lands a hair either side, and -0.0 prints as "-0.0%".
+    return (0.0 if low < 1e-12 else low), (1.0 if high > 1 - 1e-12 else high)
 
 
 def seed_interval(values, confidence: float = 0.95) -> dict:
@@ -202,8 +208,9 @@ def mean_difference(values, baseline, confidence: float = 0.95) -> dict:
 
 
 def summary_frame(metrics_by_split: dict):
-    """The headline numbers of each split as a DataFrame for a notebook: counts as integers, the rest to 4 places."""
-    frame = pd.DataFrame({split: summary(m) for split, m in metrics_by_split.items()}).T
+    """The headline numbers of each split as a DataFrame for a notebook: counts as integers, the rest to 4 places,
+    each split by its title (PrivateTest)."""
+    frame = pd.DataFrame({SPLIT_TITLES.get(split, split): summary(m) for split, m in metrics_by_split.items()}).T
     return frame.astype({"n": int}).round(4)
 
 

@@ -152,6 +152,7 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
     run.model.train()
     total_loss = torch.zeros((), device=device)
     total_correct = torch.zeros((), device=device)
+    total_faces = torch.zeros((), device=device)  # real batch sizes: a set under one batch is one short batch
     total_steps = state.planned_epochs * run.steps_per_epoch
     bar = step_bar(run.steps_per_epoch, f"epoch {epoch}/{state.planned_epochs}", progress and distributed.is_main())
     for i in bar:
@@ -166,6 +167,7 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
             update_ema(run.ema_model, run.model, config.ema_decay)
         total_loss += loss
         total_correct += (logits.argmax(1) == run.labels[batch][run.shard]).sum()
+        total_faces += len(logits)
         state.step += 1
     if hasattr(bar, "close"):
         bar.close()
@@ -175,10 +177,10 @@ def run_epoch(run: Run, epoch: int, progress: bool) -> dict:
                                           EVAL_BATCH_SIZE.get(device.type, 512))
     if run.plateau is not None:
         run.plateau.step(val_loss)
-    train_sums = distributed.sum_across_ranks(torch.stack([total_loss, total_correct.float()])
+    train_sums = distributed.sum_across_ranks(torch.stack([total_loss, total_correct.float(), total_faces])
                                               .to(distributed.default_collective_device())).tolist()
     return dict(epoch=epoch, train_loss=train_sums[0] / (run.steps_per_epoch * distributed.world_size()),
-                train_acc=train_sums[1] / (run.steps_per_epoch * config.batch_size),
+                train_acc=train_sums[1] / train_sums[2],
                 val_loss=val_loss, val_acc=val_acc, lr=run.optimizer.param_groups[0]["lr"],
                 seconds=time.time() - epoch_start)
 

@@ -3,6 +3,10 @@ a report's model.pt (PyTorch) or an exported model.onnx (onnxruntime, no torch n
 
 An ONNX graph takes normalized faces (N, 1, S, S), S the model's evaluation crop (48 without one), and returns
 logits (N, C); its metadata holds the class names and the crop (export.py writes both).
+
+Either averages the logits of a set of test-time views (core/tta.py): by default a report's model runs under the
+views its report chose on val and every number of its report was made with (metrics.json's provenance "tta"), so
+emo-predict's accuracy on the same faces is the report's.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import torch
 
 from ..core.augment import PIXEL_MEAN, PIXEL_STD
 from ..core.checkpoint import CheckpointError, load_trained
+from ..core.readers import IMAGE_SIZE
+from ..core.tta import TTA_VIEWS, tta_views, view_name
 from ..paths import resolve_model_path
 from .faces import PredictError
 from ..core.inference import Classifier, predict_logits
@@ -56,9 +62,46 @@ def make_session(model_bytes_or_path, threads: int | None = None):
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def onnx_classifier(path: str | os.PathLike, tta: bool = False, threads: int | None = None) -> Classifier:
-    """An exported model as a Classifier."""
+def report_views(model_path: Path) -> str | None:
+    """The test-time views a report chose on val for the model file beside its metrics.json (provenance "tta"),
+    or None where there is no such report (a run's own checkpoint, an ablation, a copied file)."""
+    metrics = Path(model_path).parent / "metrics.json"
+    try:
+        chosen = json.loads(metrics.read_text())["provenance"]["tta"]
+        return view_name(chosen)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def resolve_views(model_path: Path, tta: bool | str | None) -> str:
+    """The views to classify with: those asked for (True: centre + mirror, False: the centre crop, or a name),
+    or with None the report's chosen views, the centre crop where the model has no report."""
+    if tta is None:
+        return report_views(model_path) or "center"
+    try:
+        return view_name(tta)
+    except ValueError as e:
+        raise PredictError(str(e)) from None
+
+
+def graph_views(crop: int) -> list[str]:
+    """The view sets an exported graph can average: those whose every view is the size it takes (its crop)."""
+    whole = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    fitting = []
+    for name in TTA_VIEWS:
+        try:
+            if all(v.shape[-1] == (crop or IMAGE_SIZE) for v in tta_views(whole, crop, name)):
+                fitting.append(name)
+        except ValueError:  # ten crops of a model trained on the whole face
+            pass
+    return fitting
+
+
+def onnx_classifier(path: str | os.PathLike, tta: bool | str = False, threads: int | None = None) -> Classifier:
+    """An exported model as a Classifier, averaging the views `tta` names (the graph takes crops of one size, so
+    a view set of another size, the whole face of a crop-trained model, needs its model.pt)."""
     path = Path(path)
+    views = view_name(tta)
     try:
         session = make_session(path, threads)
     except Exception as e:  # onnxruntime raises its own exception types for a broken file
@@ -69,28 +112,33 @@ def onnx_classifier(path: str | os.PathLike, tta: bool = False, threads: int | N
         raise PredictError(f"{path}: no class names or crop in its metadata, so it was not written by "
                            "emo_utils.predict.export. Export it again with `python -m emo_utils.predict.export`.")
     crop = int(meta["crop"])
+    fitting = graph_views(crop)
+    if views not in fitting:
+        raise PredictError(f"{path}: test-time views {views!r} show the model faces of another size than its "
+                           f"ONNX graph takes ({crop or IMAGE_SIZE} px); use its model.pt, or --views "
+                           f"{' or '.join(fitting)}")
 
     def logits_fn(faces_u8):
-        x = normalize_faces(faces_u8, crop)
-        logits = session.run([OUTPUT], {INPUT: x})[0]
-        if tta:
-            logits = (logits + session.run([OUTPUT], {INPUT: np.ascontiguousarray(x[..., ::-1])})[0]) / 2
-        return logits
+        whole = torch.from_numpy(normalize_faces(faces_u8))  # the views are cut from the whole face, as in PyTorch
+        shown = tta_views(whole, crop, views)
+        return sum(session.run([OUTPUT], {INPUT: np.ascontiguousarray(v.numpy())})[0] for v in shown) / len(shown)
 
-    return Classifier(logits_fn, json.loads(meta["class_names"]), crop, str(path), "onnxruntime")
+    return Classifier(logits_fn, json.loads(meta["class_names"]), crop, str(path), "onnxruntime", views)
 
 
-def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | None = None,
+def load_classifier(spec: str | os.PathLike, tta: bool | str | None = False, device: str | None = None,
                     threads: int | None = None, reports_dir: Path | None = None) -> Classifier:
     """A report's model by name, a finished checkpoint (.pt) or an exported model (.onnx), ready to classify;
     a PredictError names what cannot be used and the fix.
 
-    `tta` averages each face with its mirror image; `threads` sets onnxruntime's intra-op threads (torch's
-    are process-wide: set_threads)."""
+    `tta` names the test-time views (core/tta.py; True: the face and its mirror image, False: the centre crop),
+    None the views its report chose on val (emo-predict's default); `threads` sets onnxruntime's intra-op
+    threads (torch's are process-wide: set_threads)."""
     try:
         path = resolve_model_path(spec, reports_dir)
+        views = resolve_views(path, tta)
         if path.suffix == ".onnx":
-            return onnx_classifier(path, tta=tta, threads=threads)
+            return onnx_classifier(path, tta=views, threads=threads)
         if path.is_file() and not zipfile.is_zipfile(path):  # torch.save writes a zip; checked before unpickling
             raise PredictError(f"{path}: unreadable checkpoint: not a PyTorch checkpoint (a model.pt is a zip "
                                "archive; this one is truncated, corrupt or another kind of file). Use a model.pt "
@@ -105,8 +153,12 @@ def load_classifier(spec: str | os.PathLike, tta: bool = False, device: str | No
         raise PredictError(f"{path}: unreadable checkpoint ({type(e).__name__}): not a checkpoint emo_utils "
                            "wrote. Use a model.pt from reports/<model>/ or a .onnx export.") from None
     model, crop = result.model, result.crop
+    try:
+        tta_views(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE), crop, views)
+    except ValueError as e:  # ten crops of a model trained on the whole face
+        raise PredictError(f"{path}: {e}; choose --views center or flip") from None
 
     def logits_fn(faces_u8):
-        return predict_logits(model, faces_u8, crop=crop, tta=tta)
+        return predict_logits(model, faces_u8, crop=crop, tta=views)
 
-    return Classifier(logits_fn, result.class_names, crop, str(path), "torch")
+    return Classifier(logits_fn, result.class_names, crop, str(path), "torch", views)

@@ -27,6 +27,7 @@ from . import video
 from .detectors import DETECTORS
 from .faces import FACE_MARGIN, MIN_FACE, PredictError, make_aligner, make_detector
 from .video import SETTINGS
+from ..core.tta import TTA_VIEWS  # no torch: --help answers at once
 
 # A margin below -0.25 cuts a face to less than half its box, and the crop stops holding a face (at -0.6 every
 # face got the same prediction); above 1 a face is under a third of its crop.
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from ..core.inference import Classifier
 
 
-def load_classifier(spec, tta: bool = False, device: str | None = None, threads: int | None = None,
+def load_classifier(spec, tta: bool | str | None = False, device: str | None = None, threads: int | None = None,
                     reports_dir: Path | None = None) -> Classifier:
     """classifier.load_classifier: a report's model by name, a finished .pt or an exported .onnx, ready to
     classify; a PredictError names what cannot be used."""
@@ -123,7 +124,11 @@ def build_parser():
     parser.add_argument("--scale-factor", type=float, default=None,
                         help="Haar pyramid step, over 1: larger is faster and misses more faces (default: " +
                              "; ".join(f"{k} {v['scale_factor']}" for k, v in SETTINGS.items()) + ")")
-    parser.add_argument("--tta", action="store_true", help="average each face with its mirror image")
+    parser.add_argument("--views", choices=TTA_VIEWS, help="test-time views whose predictions are averaged "
+                        "(default: those the model's report chose on val, so accuracy matches its report; the centre "
+                        "crop for a model without a report, and for a video or camera, where frames/s matter)")
+    parser.add_argument("--tta", action="store_true", default=None, help="the same as --views flip: each face "
+                        "with its mirror image")
     parser.add_argument("--device", help="torch device for a .pt model (default: CUDA when present, else CPU)")
     parser.add_argument("--batch-size", type=positive_int, default=256,
                         help="faces classified in one call, across images (default: %(default)s); memory, not "
@@ -345,13 +350,23 @@ def main(argv=None) -> int:
 
     threads_before = set_threads(args.threads)
     try:
-        classifier = load_classifier(args.model, tta=args.tta, device=args.device, threads=args.threads)
+        classifier = load_classifier(args.model, tta=asked_views(args), device=args.device, threads=args.threads)
         return classify(args, classifier, outputs, class_map, boxes_by_file, log)
     except PredictError as e:
         log(f"emo-predict: {e}")
         return 2
     finally:  # this process's thread counts as they were (tests and notebooks call main in-process)
         set_threads(*threads_before)
+
+
+def asked_views(args) -> str | None:
+    """The test-time views a run asked for (--views, or --tta's flip); None for the model's own (its report's
+    choice), except on a video or camera, which take the centre crop unless asked: views multiply the work."""
+    if args.views and args.tta and args.views != "flip":
+        raise PredictError(f"--tta is --views flip, and --views asks for {args.views}: give one of them")
+    if args.views or args.tta:
+        return args.views or "flip"
+    return "center" if args.camera is not None or (args.inputs and video.is_video(args.inputs[0])) else None
 
 
 def classify(args, classifier: Classifier, outputs: Outputs, class_map, boxes_by_file, log) -> int:
@@ -365,7 +380,8 @@ def classify(args, classifier: Classifier, outputs: Outputs, class_map, boxes_by
                                f"{', '.join(repr(c) for c in unknown.values())} not among the model's classes "
                                f"({', '.join(classifier.class_names)})")
         # The model as the user named it (a name, or their path), never the machine's path to a report's file.
-        log(f"model {args.model} ({classifier.backend}, classes {', '.join(classifier.class_names)}; "
+        log(f"model {args.model} ({classifier.backend}, views {classifier.views}, "
+            f"classes {', '.join(classifier.class_names)}; "
             f"{args.threads} thread(s))")
         if args.camera is not None or video.is_video(args.inputs[0]):
             return run_video(args, classifier, outputs, log)

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..core.data import CLEAN_SPLITS, FERData
+from ..core.data import CLEAN_SPLITS, SPLIT_TITLES, FERData
 from ..core.readers import TEST_PRIVATE, TEST_PUBLIC, TRAIN
 from ..core.duplicates import CORRELATIONS, NEAR_CORRELATION, conflicting_groups, groups_touching
 
@@ -50,7 +50,7 @@ def blank_frames(data: FERData) -> pd.Series:
     """Blank frames (one grey level) and near-blank ones (pixel std under duplicates.NEAR_BLANK_STD), per split."""
     dup = data.duplicates
     return pd.Series({"blank": int(dup.blank.sum()), "near-blank (not blank)": int((dup.near_blank & ~dup.blank).sum()),
-                      **{f"blank or near-blank in {s}": int((dup.near_blank & data.split_mask(s)).sum())
+                      **{f"blank or near-blank in {SPLIT_TITLES.get(s, s)}": int((dup.near_blank & data.split_mask(s)).sum())
                          for s in data.available_splits()}}, name="frames")
 
 
@@ -72,7 +72,7 @@ def threshold_counts(data: FERData) -> pd.DataFrame:
 
 def clean_split_sizes(data: FERData) -> pd.DataFrame:
     """Each test split and its clean version (duplicates and blank frames out): faces, and the share kept."""
-    rows = [{"split": raw, "faces": int(data.split_mask(raw).sum()), "clean faces": int(data.split_mask(clean).sum())}
+    rows = [{"split": SPLIT_TITLES[raw], "faces": int(data.split_mask(raw).sum()), "clean faces": int(data.split_mask(clean).sum())}
             for clean, raw in CLEAN_SPLITS.items() if clean in data.clean_splits()]
     frame = pd.DataFrame(rows).set_index("split")
     frame["share kept"] = (frame["clean faces"] / frame["faces"]).round(3)

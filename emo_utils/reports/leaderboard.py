@@ -7,11 +7,13 @@ import json
 import re
 from pathlib import Path
 
+from ..core.tta import VIEW_SETS, view_title
+from ..core.datasets import DEFAULT_DATASET
 from ..core.metrics import accuracy_interval, seed_interval
 from ..paths import FULL_SUFFIX, MAIN_RUN, NOTEBOOKS, REPORTS_DIR, ablation_record
 from .plots import plot_leaderboard, save_figure
 from .tables import short_device
-from .views import SPLIT_TITLES, VIEW_TITLES, headline_split
+from .views import SPLIT_TITLES, headline_split
 
 # Figures the seeds published, for the leaderboard's "published" column. test_all is the whole Kaggle test
 # folder (7,178 images), which is what those repositories evaluate on.
@@ -54,6 +56,32 @@ def load_model_metrics(reports_dir: Path = REPORTS_DIR) -> list[dict]:
     return records
 
 
+def record_dataset(record: dict) -> str:
+    """The dataset a metrics.json was measured on (an ensemble's and an older report's name none: FER2013)."""
+    return record.get("dataset") or DEFAULT_DATASET
+
+
+def is_trial(record: dict) -> bool:
+    """A trial run (a subset, a short schedule): labelled so in its metrics.json, and never ranked."""
+    return bool(record.get("trial") or record.get("provenance", {}).get("trial"))
+
+
+def records_by_dataset(reports_dir: Path = REPORTS_DIR) -> dict[str, list[dict]]:
+    """Every report's metrics.json, by the dataset it names: FER2013's at reports/<model>/, another dataset's at
+    reports/<dataset>/<model>/ (paths.model_folder). A record names its dataset, and only its own dataset's
+    leaderboard ranks it, wherever it was written: a run of another dataset in a top-level folder never enters
+    FER2013's table."""
+    by_dataset: dict[str, list[dict]] = {}
+    for record in load_model_metrics(reports_dir):
+        by_dataset.setdefault(record_dataset(record), []).append(record)
+    for folder in sorted(p for p in Path(reports_dir).iterdir() if p.is_dir() and not (p / "metrics.json").exists()):
+        for record in load_model_metrics(folder):
+            if record_dataset(record) == folder.name:
+                record["_dir"] = f"{folder.name}/{record['_dir']}"  # links from reports/README.md
+                by_dataset.setdefault(folder.name, []).append(record)
+    return by_dataset
+
+
 def is_capped(row: dict) -> bool:
     """A published (full) recipe stopped by a time cap before its schedule ended: not the recipe's result."""
     return row["budget"] == "full" and row["stop_reason"].startswith("time budget")
@@ -67,7 +95,8 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
         m = r["splits"][split]
         members = p.get("members") or {}
         # A model's full-budget (GPU) report is its own row: named by its folder, vgg_gap_full beside vgg_gap.
-        rows.append({"model": r["_dir"], "dir": r["_dir"], "split": split,
+        # Named by its folder (its dataset's section says which dataset); linked by its path from reports/.
+        rows.append({"model": r["_dir"].split("/")[-1], "dir": r["_dir"], "split": split,
                      "accuracy": m["accuracy"], "n": m["n"],
                      "interval": accuracy_interval(m["accuracy"], m["n"]), "macro_f1": m["macro_f1"],
                      "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
@@ -76,7 +105,9 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
                      "members": (sum(w > 1e-6 for w in members.values()), len(members)),
                      "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
                      "stop_reason": p.get("stop_reason", ""), "seed": p.get("seed"),
-                     "device": short_device(p.get("device", "")), "converged": p.get("converged"),
+                     "device": short_device(p.get("device", "")),
+                     # a run a time cap stopped has not converged (pages.convergence), whatever an older report says
+                     "converged": False if p.get("stop_reason", "").startswith("time budget") else p.get("converged"),
                      "convergence": p.get("convergence", ""),
                      "published": PUBLISHED.get(r["model"]) if r["_dir"] == r["model"] else None})
     return sorted(rows, key=lambda row: -row["accuracy"])
@@ -117,7 +148,7 @@ def clean_note(rows: list[dict], split_title: str) -> str:
                " It ranks them differently: " + ", ".join(f"{m} {by_clean.index(m) + 1} (raw {by_raw.index(m) + 1})"
                                                           for m in moved) + ".")
     return (f"**{split_title}, deduplicated** (after the ·): the {with_clean[0]['clean']['n']:,} faces with no exact or "
-            f"near copy in train or val and no blank frame (notebook 01), under the same views; it moves each model "
+            f"near copy in train or val and no blank frame, under the same views; it moves each model "
             f"{min(change):+.1f} to {max(change):+.1f} points." + ranking + partial)
 
 
@@ -159,7 +190,7 @@ SHORT_VIEWS = {"each member's best on val": "own best"}
 
 
 def _interval(bounds: tuple[float, float]) -> str:
-    # One decimal: a Wilson interval is +-1.5 points wide, and the table must fit a 1000-px page.
+    # One decimal: a Wilson interval is points wide (+-1.5 on FER2013's PrivateTest), and the table must fit a page.
     return f"{100 * bounds[0]:.1f}-{100 * bounds[1]:.1f}"
 
 
@@ -167,14 +198,17 @@ def _table(rows: list[dict], best: float) -> list[str]:
     """The leaderboard's markdown table: accuracies in percent to 2 places (intervals to 1), one precision per
     column."""
     split_title = SPLIT_TITLES[rows[0]["split"]]
-    lines = [f"| model | views | {split_title} % (95% CI){_clean_heading(rows)} | whole test | macro-F1 | params | trained | converged |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+    # The whole test folder beside the headline, where the headline is another split (FER2013's PrivateTest).
+    whole_column = any(row["split"] != "test_all" for row in rows)
+    lines = [f"| model | views | {split_title} % (95% CI){_clean_heading(rows)} |"
+             + (" whole test |" if whole_column else "") + " macro-F1 | params | trained | converged |", "|---|---|---:|" + ("---:|" if whole_column else "")
+             + "---:|---:|---|---|"]
     for row in rows:
         acc = f"{_percent(row['accuracy'])} ({_interval(row['interval'])})"
         acc = (f"**{acc}**" if row["accuracy"] == best else acc) + _clean_cell(row)
-        whole = _percent(row["whole"]) if row["whole"] is not None else "—"
+        whole = (_percent(row["whole"]) if row["whole"] is not None else "—") + " | " if whole_column else ""
         views = SHORT_VIEWS.get(row["views"], row["views"])
-        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {views} | {acc} | {whole} | "
+        lines.append(f"| [{row['model']}]({row['dir']}/README.md) | {views} | {acc} | {whole}"
                      f"{row['macro_f1']:.3f} | {row['params'] / 1e6:.2f}M | {_trained_cell(row)} | {_converged_cell(row)} |")
     return lines
 
@@ -182,9 +216,11 @@ def _table(rows: list[dict], best: float) -> list[str]:
 def leaderboard(records: list[dict]) -> str:
     """The answer first (best single model, best ensemble), then the ranking of runs that finished their recipe,
     then the runs a time cap cut short (a section of their own: they are not their recipe's result)."""
-    all_rows = leaderboard_rows(records)
+    trials = sorted(r["_dir"] for r in records if is_trial(r))
+    all_rows = leaderboard_rows([r for r in records if not is_trial(r)])
+    trial_note = (f"Trial runs, never ranked (a subset and a short schedule): {', '.join(trials)}." if trials else "")
     if not all_rows:
-        return "_No trained model yet: run `make reports`._"
+        return trial_note or "_No trained model yet: run `make reports`._"
     rows = [r for r in all_rows if not is_capped(r)]
     capped = [r for r in all_rows if is_capped(r)]
     split_title = SPLIT_TITLES[all_rows[0]["split"]]
@@ -193,7 +229,7 @@ def leaderboard(records: list[dict]) -> str:
         low, high = row["interval"]
         seed = f", seed {row['seed']}" if row["seed"] is not None and not row["ensemble"] else ""
         return (f"**[{row['model']}]({row['dir']}/README.md), {row['accuracy']:.2%} {split_title}** (95% interval "
-                f"{low:.1%} to {high:.1%}; {VIEW_TITLES.get(row['views'], row['views'])}; {_trained_cell(row)}{seed})")
+                f"{low:.1%} to {high:.1%}; {view_title(row['views'])}; {_trained_cell(row)}{seed})")
 
     singles = [r for r in rows if not r["ensemble"]]
     ensembles = [r for r in rows if r["ensemble"]]
@@ -201,14 +237,15 @@ def leaderboard(records: list[dict]) -> str:
             f"Best ensemble: {named(ensembles[0])}." if ensembles else ""]
     lines = _table(rows, rows[0]["accuracy"]) if rows else []
     ties = within_noise(rows)
-    notes = ["", f"Accuracies in percent, sorted by {split_title}; CI is Wilson's 95% interval, about +-1.5 points on "
-             f"{all_rows[0]['n']:,} faces. "
+    low, high = all_rows[0]["interval"]
+    notes = ["", f"Accuracies in percent, sorted by {split_title}; CI is Wilson's 95% interval, about "
+             f"+-{100 * (high - low) / 2:.1f} points on {all_rows[0]['n']:,} faces. "
              + ("Neighbours inside each other's interval, which this test does not rank: "
                 + ", ".join(f"{a} and {b}" for a, b in ties) + "." if ties else "No two neighbours are within noise."),
              "",
              "**views**: the test-time views behind every number of the row, chosen on the validation split "
-             "(`center` the centre crop; `flip` it and its mirror; `full_flip` the whole face and its mirror; "
-             "`ten_crop` four corners and the centre, each mirrored; `own best`: each ensemble member under its own). "
+             "(" + "; ".join(f"`{v.name}` {v.title}" for v in VIEW_SETS.values())
+             + "; `own best`: each ensemble member under its own). "
              "**trained**: the recipe (`full`: the published "
              "one; `cpu`: the same model, loss and optimizer family fitted to CPU cores, what differs is in each "
              "README), epochs run of those asked (or the time cap that ended them), minutes and device (`CPU x2`: "
@@ -224,6 +261,8 @@ def leaderboard(records: list[dict]) -> str:
                   "The published recipe stopped by a time cap before its schedule ended, so these rows are not what "
                   "the recipe reaches; they are ranked neither above nor below the runs that finished.", ""]
         notes += _table(capped, -1.0)
+    if trial_note:
+        notes += ["", trial_note]
     return "\n".join([line for line in lead if line] + [""] + lines + notes)
 
 
@@ -232,17 +271,18 @@ DATASET_TITLES = {"fer2013": "FER2013", "ferplus": "FER+", "rafdb": "RAF-DB (bas
 
 
 def dataset_sections(reports_dir: Path = REPORTS_DIR) -> list[str]:
-    """A leaderboard section for each dataset other than FER2013: reports/<dataset>/<model>/metrics.json, whose
-    record names the dataset (paths.model_folder puts them there), under the dataset's own headline split."""
+    """A leaderboard section for each dataset other than FER2013 (records_by_dataset), under the dataset's own
+    headline split."""
     lines = []
-    for folder in sorted(p for p in Path(reports_dir).iterdir() if p.is_dir()):
-        records = [r for r in load_model_metrics(folder) if r.get("dataset") == folder.name]
-        if not records:
-            continue
-        for record in records:
-            record["_dir"] = f"{folder.name}/{record['_dir']}"  # links from reports/README.md
-        lines += [f"## Leaderboard ({DATASET_TITLES.get(folder.name, folder.name)})", "", leaderboard(records), ""]
+    for dataset, records in sorted(records_by_dataset(reports_dir).items()):
+        if dataset != DEFAULT_DATASET:
+            lines += [f"## Leaderboard ({DATASET_TITLES.get(dataset, dataset)})", "", leaderboard(records), ""]
     return lines
+
+
+def fer2013_records(reports_dir: Path = REPORTS_DIR) -> list[dict]:
+    """The reports FER2013's leaderboard, figure and front page rank: FER2013's, trial runs left out."""
+    return [r for r in records_by_dataset(reports_dir).get(DEFAULT_DATASET, []) if not is_trial(r)]
 
 
 def leaderboard_figure(records: list[dict], path: Path) -> Path:
@@ -272,7 +312,7 @@ def _benchmark_line(text: str, section: str, first_cell: str) -> tuple[list[str]
 def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
     """The README's results table, read from the reports: the best single model and ensemble (with intervals and
     seeds), the CPU speedrun's mean over its seeds, and video frames per second; each row links its report."""
-    rows = [r for r in leaderboard_rows(load_model_metrics(reports_dir)) if not is_capped(r)]
+    rows = [r for r in leaderboard_rows(fer2013_records(reports_dir)) if not is_capped(r)]
     if not rows:
         return "_No results yet: run `make reports`._"
     split_title = SPLIT_TITLES[rows[0]["split"]]
@@ -350,14 +390,14 @@ def write_front_page(readme: Path, reports_dir: Path = REPORTS_DIR) -> Path | No
 
 def write_index(reports_dir: Path = REPORTS_DIR, notebooks_dir: Path = NOTEBOOKS) -> Path:
     reports_dir = Path(reports_dir)
-    records = load_model_metrics(reports_dir)
+    records = records_by_dataset(reports_dir).get(DEFAULT_DATASET, [])
     lines = ["# Reports", "", "_Generated by `make reports`; every number here comes from an executed notebook._", "",
              "## Leaderboard (FER2013)", "", leaderboard(records), "",
              "PrivateTest is the headline split, as in papers; 'whole test' is all 7,178 images of the Kaggle test "
              "folder. Model, epoch and view selection used the validation split (a stratified, seeded 10% of train) "
              "only.", ""]
-    if records:
-        figure = leaderboard_figure(records, reports_dir / "leaderboard.png")
+    if fer2013_records(reports_dir):
+        figure = leaderboard_figure(fer2013_records(reports_dir), reports_dir / "leaderboard.png")
         lines += [f"![{figure.stem}]({figure.name})", ""]
     lines += dataset_sections(reports_dir)
     lines += ["## Notebooks", "", "| notebook | executed HTML | executed notebook |", "|---|---|---|"]

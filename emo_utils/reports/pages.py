@@ -12,38 +12,46 @@ import pandas as pd
 
 from ..core.checkpoint import TrainResult, load_checkpoint
 from ..core.duplicates import CANDIDATE_BITS, HASH, NEAR_BLANK_STD, NEAR_CORRELATION
+from ..core.tta import view_title
 from .leaderboard import DATASET_TITLES, PUBLISHED
 from ..core.metrics import accuracy_interval, most_confused_pairs, summary
 from ..core.models import build_model, count_flops
 from ..provenance import provenance
 from .tables import ensemble_verdict, markdown_table, per_class_table, plan_weights, plans_table, results_table, short_device
-from .views import SPLIT_TITLES, VIEW_TITLES, Evaluation, evaluate, headline_split
+from .views import SPLIT_TITLES, Evaluation, evaluate, headline_split
 
 CONVERGENCE_WINDOW = 10  # epochs
 CONVERGENCE_TOLERANCE = 0.005  # half a point of val accuracy
 
 
 def convergence(history: list[dict], stop_reason: str, longer: TrainResult | None = None) -> tuple[bool, str]:
-    """Whether a run trained until it stopped improving, and why we say so: early stopping fired, its last
-    CONVERGENCE_WINDOW epochs raised the best val accuracy by less than CONVERGENCE_TOLERANCE, or `longer`, the
-    same recipe over more epochs, reached no better best val accuracy (an annealed schedule's val accuracy rises
-    to its last epoch by design, so its own tail cannot show the plateau; a longer schedule can)."""
+    """Whether a run trained until it stopped improving, and why we say so: early stopping fired, or its last
+    CONVERGENCE_WINDOW epochs raised the best val accuracy by less than CONVERGENCE_TOLERANCE. A run a time cap
+    stopped has not converged, whatever its curve: the cap, not the plateau, ended it. The verdict reads the run
+    alone, so the notebook page, the README and the leaderboard give the same one; `longer`, the same recipe
+    over more epochs, only adds what it shows (an annealed schedule's val accuracy rises to its last epoch by
+    design, so its own tail cannot show the plateau; a longer schedule can)."""
     if stop_reason.startswith("early stopping"):
         return True, "early stopping fired"
+    if stop_reason.startswith("time budget"):
+        return False, f"a time cap stopped it after {len(history)} epochs, before its schedule ended"
     if len(history) <= CONVERGENCE_WINDOW:
         return False, f"only {len(history)} epochs run: too few to see a plateau"
     before = max(r["val_acc"] for r in history[:-CONVERGENCE_WINDOW])
     last = max(r["val_acc"] for r in history[-CONVERGENCE_WINDOW:])
     gain = 100 * (last - before)
+    if gain <= 0:
+        return True, (f"flat: the last {CONVERGENCE_WINDOW} epochs did not beat the best val accuracy before them "
+                      f"(their best was {-gain:.2f} points lower)")
     if gain < 100 * CONVERGENCE_TOLERANCE:
         return True, f"flat: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
+    why = f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
     if longer is not None and len(longer.history) > len(history):
         theirs = max(r["val_acc"] for r in longer.history)
-        if theirs < last + CONVERGENCE_TOLERANCE:
-            return True, (f"the same recipe over {len(longer.history)} epochs reached no better best val accuracy "
-                          f"({theirs:.2%} against {last:.2%}), though this schedule's own last {CONVERGENCE_WINDOW} "
-                          f"epochs rose by {gain:+.2f} points as it annealed")
-    return False, f"still rising: the last {CONVERGENCE_WINDOW} epochs raised the best val accuracy by {gain:+.2f} points"
+        reached = "no better" if theirs < last + CONVERGENCE_TOLERANCE else "a better"
+        why += (f" as it annealed; the same recipe over {len(longer.history)} epochs reached {reached} best val "
+                f"accuracy ({theirs:.2%} against {last:.2%})")
+    return False, why
 
 
 def run_summary(meta: dict) -> pd.DataFrame:
@@ -66,7 +74,7 @@ def headline_text(evaluation: Evaluation, prov: dict, converged: bool) -> str:
     capped = prov["budget"] == "full" and prov["stop_reason"].startswith("time budget")
     return (f"**{SPLIT_TITLES.get(evaluation.headline, evaluation.headline)} {m['accuracy']:.2%}** (95% interval "
             f"{low:.1%} to {high:.1%}, {m['n']:,} faces; one run, seed {prov['seed']}) under "
-            f"**{VIEW_TITLES.get(views, views)}** (`{views}`, chosen on val); **{prov['budget']}** budget"
+            f"**{view_title(views)}** (`{views}`, chosen on val); **{prov['budget']}** budget"
             + (" **cut short by a time cap**" if capped else "")
             + f": {budget_text(prov)}, {short_device(prov['device'])}. Converged: **{'yes' if converged else 'no'}**.")
 
@@ -147,12 +155,13 @@ def interpretation(model_name: str, metrics_by_split: dict, history: list[dict],
     per_class = m["per_class"]
     ranked = sorted(per_class, key=lambda c: per_class[c]["f1"])
     names = list(per_class)
-    true_name, pred_name, count, share = most_confused_pairs(m["confusion"], names, k=1)[0]
-    notes = [f"On {SPLIT_TITLES.get(headline, headline)} the model is right on {m['accuracy']:.1%} of {m['n']} faces "
+    confused = most_confused_pairs(m["confusion"], names, k=1)  # none for a model right on every face
+    notes = [f"On {SPLIT_TITLES.get(headline, headline)} the model is right on {m['accuracy']:.1%} of {m['n']:,} faces "
              f"(macro-F1 {m['macro_f1']:.3f}). The easiest class is **{ranked[-1]}** (F1 {per_class[ranked[-1]]['f1']:.3f}) "
              f"and the hardest **{ranked[0]}** (F1 {per_class[ranked[0]]['f1']:.3f}).",
-             f"The most frequent confusion is {true_name} taken for {pred_name}: {count} faces, "
-             f"{share:.1%} of all {true_name} faces."]
+             "No face is taken for another class." if not confused else
+             "The most frequent confusion is {0} taken for {1}: {2} face{4}, {3:.1%} of all {0} faces.".format(
+                 *confused[0], "" if confused[0][2] == 1 else "s")]
     if history:
         best = max(history, key=lambda r: r["val_acc"])
         gap = best["train_acc"] - best["val_acc"]
@@ -295,7 +304,7 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
                     for w, name in heaviest]
     lines = ["# Ensembles", "",
              f"**{SPLIT_TITLES.get(headline, headline)} {m['accuracy']:.2%}** (95% interval {low:.1%} to {high:.1%}, "
-             f"{m['n']:,} faces) for **{chosen}** under {VIEW_TITLES.get(views, views)}: {len(used)} of "
+             f"{m['n']:,} faces) for **{chosen}** under {view_title(views)}: {len(used)} of "
              f"{len(weights)} members (each one seed's weights), {params / 1e6:.2f}M parameters, "
              f"{prov['wall_seconds'] / 60:.0f} min of training in all on {short_device(prov['device'])}. Chosen, "
              "like its weights, on the validation split only.", "",

@@ -13,6 +13,7 @@ import pandas as pd
 import seaborn as sns
 
 from emo_utils.core import metrics
+from emo_utils.core.data import SPLIT_TITLES
 
 
 def save_figure(fig, path, dpi: int = 120) -> Path:
@@ -26,7 +27,7 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
 
 def plot_class_counts(counts: dict[str, np.ndarray], class_names):
     """Grouped bars: images per class, one colour per split. counts maps split -> per-class counts."""
-    rows = [{"split": split, "class": name, "count": int(n)}
+    rows = [{"split": SPLIT_TITLES.get(split, split), "class": name, "count": int(n)}
             for split, per_class in counts.items() for name, n in zip(class_names, per_class)]
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(class_names)), 4))
     sns.barplot(data=pd.DataFrame(rows), x="class", y="count", hue="split", order=list(class_names), ax=ax)

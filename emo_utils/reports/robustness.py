@@ -35,7 +35,8 @@ from .ensemble import ensemble_probs
 from ..core.files import write_atomically
 from ..core.inference import predict_logits, softmax
 from ..paths import REPORTS_DIR, corruptions_cache, trained_models
-from .views import SPLIT_TITLES, VIEW_TITLES, headline_split, load_for_scoring, view_name
+from ..core.tta import view_name, view_title
+from .views import SPLIT_TITLES, headline_split, load_for_scoring
 
 CLEAN = "clean"
 # One view set for every model: the ensemble's (its members must be scored under the views it was fitted with),
@@ -295,7 +296,7 @@ def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEW
     probs = {model: scored_corruptions(path, data, views, device) for model, path in model_files.items()}
     view_of = dict.fromkeys(probs, view_name(views))
     note = (f"{faces_title(split, len(labels), split_faces, code=True)}; every model under "
-            f"{VIEW_TITLES.get(view_name(views), views)} ({view_name(views)}); suite v{SUITE_VERSION}, seed {SUITE_SEED}.")
+            f"{view_title(view_name(views))} ({view_name(views)}); suite v{SUITE_VERSION}, seed {SUITE_SEED}.")
     if mix is not None:
         probs["ensemble"], view_of["ensemble"] = ensemble_corruptions(mix, data, device), mix.views
         note += (f" The ensemble: notebook 30's weights on its {len(mix.weights)} members over "

@@ -94,8 +94,8 @@ def markdown_table(rows: list[dict]) -> str:
             return changes_text(v)
         if isinstance(v, float):
             return f"{v:.{decimals[key]}f}"
-        if key == "device" and isinstance(v, str) and v not in ("-", ""):
-            return short_device(v)
+        if key == "device" and isinstance(v, str):  # one style down the column: short names, — for none
+            return short_device(v) if v.strip("-— ") else "—"
         return str(v)
     lines = ["| " + " | ".join(COLUMN_LABELS.get(k, k) for k in head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cell(k, r[k]) for k in head) + " |" for r in rows]

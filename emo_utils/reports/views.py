@@ -2,11 +2,13 @@
 
 Every page that shows a model (its own notebook, the evaluation notebook, the ensembles, the leaderboard)
 needs the same thing: its probabilities on each evaluation split under each set of test-time views
-(augment.TTA_VIEWS). Predicting them is most of what `make reports` costs on a CPU (ten crops of 10,000
+(core/tta.py's table). Predicting them is most of what `make reports` costs on a CPU (ten crops of 10,000
 faces for a crop-trained net), and predicting them on each page let two pages show two numbers for one
 model. So they are scored once, written beside the model file (`model.pt` -> `model_views.npz`), and read
 back everywhere. The file is keyed by the sha256 of the weights, of the data and of the split masks: other
-weights, other data or another validation split are scored again, never reused.
+weights, other data or another validation split are scored again, never reused. Each view set is stored under its
+own name, so the file also says which view sets it holds: one the table gained since (tta.VIEW_SETS) is scored
+alone and added, the others read back as they are.
 
 The views a number was made with are chosen on the validation split (best_views) and always named with it.
 
@@ -23,20 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.augment import TTA_VIEWS
+from ..core.tta import TTA_VIEWS, VIEW_SETS, view_name, views_for
 from ..core.checkpoint import load_checkpoint, load_trained
+from ..core.data import SPLIT_TITLES
 from ..core.readers import file_sha256
 from ..core.files import write_atomically
 from ..core.metrics import accuracy_interval, compute_metrics
 from ..core.inference import EVAL_SPLITS, predict_splits
 from ..paths import views_cache
 
-# What each view set averages, in words for tables and figure titles.
-VIEW_TITLES = {"center": "centre crop", "flip": "centre + mirror", "full_flip": "whole face + mirror",
-               "ten_crop": "ten crops"}
-SPLIT_TITLES = {"test_private": "PrivateTest", "test_public": "PublicTest", "test_all": "Whole test folder",
-                "val": "Validation (10% of train)", "test_private_clean": "PrivateTest, deduplicated",
-                "test_public_clean": "PublicTest, deduplicated", "test_all_clean": "Whole test folder, deduplicated"}
 SCORED_SPLITS = ("val", "test_private", "test_public")  # the splits a views table shows
 # Every split a model is scored on, in the order reports list them: each test split followed by its clean version.
 REPORTED_SPLITS = tuple(s for split in EVAL_SPLITS for s in (split, f"{split}_clean") if s != "val_clean")
@@ -45,17 +42,6 @@ REPORTED_SPLITS = tuple(s for split in EVAL_SPLITS for s in (split, f"{split}_cl
 def headline_split(splits) -> str:
     """PrivateTest, as papers report, where the data has it; else the whole test folder."""
     return "test_private" if "test_private" in splits else "test_all"
-
-
-def view_name(tta: bool | str) -> str:
-    """A views argument as its name: True is 'flip' (the image and its mirror), False 'center'."""
-    return {False: "center", True: "flip"}[tta] if isinstance(tta, bool) else tta
-
-
-def views_for(crop: int) -> list[str]:
-    """The view sets that differ for a model: without a training crop, full_flip is flip and ten crops
-    have no corners to take."""
-    return [v for v in TTA_VIEWS if crop or v in ("center", "flip")]
 
 
 def cache_key(model_path: Path, data, weights: str) -> str:
@@ -91,24 +77,39 @@ def _splits_from(stored: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
     return {s: cut[s] for s in REPORTED_SPLITS if s in cut}
 
 
+def _read_cache(path: Path, key: str) -> dict[str, dict[str, np.ndarray]]:
+    """{view: {"val": ..., "test_all": ...}} stored in a views file whose key matches; {} for none, another key,
+    or a file that cannot be read (it is scored again and overwritten)."""
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path) as saved:
+            if str(saved["key"]) != key:
+                return {}
+            views = [v for v in TTA_VIEWS if f"{v}/val" in saved.files]
+            return {v: {s: saved[f"{v}/{s}"] for s in ("val", "test_all")} for v in views}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return {}
+
+
 def scored_views(model_path, data, weights: str = "model", device=None) -> dict[str, dict[str, np.ndarray]]:
     """{view: {split: probabilities}} for every view set that differs for this model, from the file beside
-    it when its key matches, else scored now and written there (atomically)."""
+    it when its key matches; a view set it lacks (new in tta.VIEW_SETS, or the file is missing or another
+    model's) is scored now and the file written again with it (atomically)."""
     model_path = Path(model_path)
     path, key = views_cache(model_path, weights), cache_key(model_path, data, weights)
-    if path.exists():
-        try:
-            with np.load(path) as saved:
-                if str(saved["key"]) == key:
-                    views = [v for v in TTA_VIEWS if f"{v}/val" in saved.files]
-                    return {v: _splits_from({s: saved[f"{v}/{s}"] for s in ("val", "test_all")}, data) for v in views}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # unreadable or from an older layout: scored again below and overwritten
-    model, crop = load_for_scoring(model_path, weights, device)
-    stored = {v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v) for v in views_for(crop)}
-    write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **{
-        f"{v}/{s}": p.astype(np.float32) for v, by_split in stored.items() for s, p in by_split.items()}))
-    return {v: _splits_from(by_split, data) for v, by_split in stored.items()}
+    stored = _read_cache(path, key)
+    # A file is written with every view set that differed for its model, so one holding a crop-only set was a
+    # crop-trained model's: the table's sets for that kind of model that the file lacks are the ones to score.
+    wanted = views_for(int(any(VIEW_SETS[v].needs_crop for v in stored)))
+    if not stored or any(v not in stored for v in wanted):
+        model, crop = load_for_scoring(model_path, weights, device)
+        wanted = views_for(crop)
+        stored.update({v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v)
+                       for v in wanted if v not in stored})
+        write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **{
+            f"{v}/{s}": p.astype(np.float32) for v, by_split in stored.items() for s, p in by_split.items()}))
+    return {v: _splits_from(stored[v], data) for v in wanted}
 
 
 def accuracies(probs_by_split: dict, data, splits=SCORED_SPLITS) -> dict[str, float]:
@@ -155,8 +156,8 @@ def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "mo
 
 
 def view_table_frame(rows: list[dict]) -> pd.DataFrame:
-    """view_rows as a notebook table, one row per view set."""
-    return pd.DataFrame(rows).set_index("test-time views").round(4)
+    """view_rows as a notebook table, one row per view set, the splits by their titles."""
+    return pd.DataFrame(rows).set_index("test-time views").rename(columns=SPLIT_TITLES).round(4)
 
 
 def seen_gap(probs_by_split: dict[str, np.ndarray], data, split: str = "test_private") -> dict:

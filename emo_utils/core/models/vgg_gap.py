@@ -8,7 +8,7 @@ machine's matmul peak), and at 48 px a VGG stack is already deep enough to see t
 `residual=True` adds an identity shortcut around every conv after a stage's first one (He et al. 2016),
 which lets the full recipe go deeper (`convs=3` or more) without the optimisation trouble of plain stacks.
 Global average pooling makes the net resolution-agnostic: it trains on 40 px crops and is evaluated on the
-centre crop or on several crops (see augment.tta_views).
+centre crop or on several crops (see tta.VIEW_SETS).
 """
 from torch import nn
 

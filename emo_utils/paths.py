@@ -81,6 +81,11 @@ def run_config_file(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "config.json"
 
 
+def slurm_logs(runs_dir: str | os.PathLike) -> Path:
+    """submitit's own files (its job scripts, pickles and stdout/stderr, a folder per job) of a zoo on SLURM."""
+    return Path(runs_dir) / "slurm"
+
+
 def seed_model_paths(report_dir: str | os.PathLike) -> list[Path]:
     """Every further seed's weights of the run in report_dir (seed_model_path), in order of their folder names."""
     return sorted(Path(report_dir).glob(f"seeds/*/{MODEL_FILE}"))

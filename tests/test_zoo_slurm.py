@@ -124,6 +124,20 @@ def test_a_job_that_exits_1_is_named_with_its_log_and_the_other_finishes(cluster
     assert (out / "reports" / "mini_xception" / "model.pt").exists()
 
 
+@pytest.mark.slow
+def test_one_run_over_two_gloo_ranks_in_one_job(cluster, faces, tmp_path):
+    """--ranks-per-run 2: the job runs torchrun and the run trains as two DDP ranks (gloo on CPU) sharing the
+    global batch (core/distributed.py). Its weights are not the one process's here: on CPU each rank's BatchNorm
+    normalises its own half (no SyncBatchNorm kernel); test_distributed.py checks the DDP arithmetic itself."""
+    out = tmp_path / "out"
+    two_ranks = [*ON_SLURM, "--cpus-per-run", "2", "--ranks-per-run", "2"]  # the later flag wins
+    assert zoo.main(zoo_args(faces, out, "02", seeds="0", sets=[*TINY, "epochs=3"]) + two_ranks) == 0
+    model = load_checkpoint(out / "reports" / "mini_xception" / "model.pt")
+    assert model["meta"]["device"].startswith("2 x cpu") and "DDP" in model["meta"]["device"], model["meta"]["device"]
+    assert model["meta"]["epochs_run"] == 3
+    assert "torch.distributed.run --standalone --nproc_per_node=2" in (out / "runs" / "mini_xception" / "zoo.log").read_text()
+
+
 def squeue_count() -> int:
     return len(subprocess.run(["squeue", "-h", "-t", "all"], capture_output=True, text=True, check=True).stdout
                .splitlines())
@@ -139,6 +153,7 @@ def test_bad_slurm_options_are_one_line_errors_before_anything_is_submitted(clus
     config.write_text('partition = "debug"\ncpus = 1\ngpus = 0\ncolour = "blue"\n')
     cases = {"unknown partition": (["--partition", "nosuch"], "unknown partition 'nosuch': this cluster has debug"),
              "zero CPUs": (["--cpus-per-run", "0"], "cpus=0: give a whole number >= 1 (--cpus-per-run)"),
+             "more ranks than CPUs": (["--ranks-per-run", "2"], "--cpus-per-run 1 for 2 ranks: give each rank a CPU"),
              "too many CPUs": (["--cpus-per-run", "512"], "--cpus-per-run 512: partition debug's nodes have"),
              "GPUs on a CPU cluster": (["--gpus-per-run", "1"], "--gpus-per-run 1: partition debug has no GPUs"),
              "unknown config key": (["--slurm-config", str(config)], "unknown key(s) ['colour']"),

@@ -282,12 +282,14 @@ def main(argv=None) -> int:
     cluster.add_argument("--cpus-per-run", type=int, dest="cpus", help="CPUs per job (default 8)")
     cluster.add_argument("--mem-gb", type=float, help="memory per job in GB (default 32)")
     cluster.add_argument("--gpus-per-run", type=int, dest="gpus", help="GPUs per job (default 1; 0: train on CPUs)")
+    cluster.add_argument("--ranks-per-run", type=int, dest="ranks", help="processes per run under torchrun "
+                         "(DDP, core/distributed.py; default: one per GPU; on CPUs gloo)")
     args = parser.parse_args(argv)
     if args.executor == "slurm":
         from . import slurm  # submitit and the cluster's commands only where they are used
         try:
             options = slurm.options_from(args.slurm_config, {k: getattr(args, k) for k in (
-                "partition", "time_min", "cpus", "mem_gb", "gpus")})
+                "partition", "time_min", "cpus", "mem_gb", "gpus", "ranks")})
             slurm.check(options)  # before anything is planned, loaded or submitted
         except slurm.SlurmSetupError as e:
             print(f"zoo: error: {e}", file=sys.stderr)

@@ -69,12 +69,17 @@ class SlurmOptions:
     cpus: int = 8
     mem_gb: float = 32.0
     gpus: int = 1
+    ranks: int | None = None  # processes per run under torchrun (DDP; gloo on CPUs): default one per GPU
     setup: list = field(default_factory=list)
     sbatch: dict = field(default_factory=dict)
 
     @property
     def device(self) -> str:
         return "cuda" if self.gpus else "cpu"
+
+    @property
+    def processes(self) -> int:
+        return self.ranks if self.ranks is not None else max(self.gpus, 1)
 
 
 def options_from(config_file: Path | None, flags: dict) -> SlurmOptions:
@@ -101,10 +106,13 @@ def slurm_command(args: list[str], timeout: float = 30) -> subprocess.CompletedP
 
 def check(options: SlurmOptions) -> None:
     """The options against the cluster: a SlurmSetupError naming the problem and the fix, else nothing."""
-    for name, least in (("cpus", 1), ("gpus", 0), ("time_min", 1)):
+    for name, least in (("cpus", 1), ("gpus", 0), ("time_min", 1), ("processes", 1)):
         if not isinstance(getattr(options, name), int) or getattr(options, name) < least:
-            raise SlurmSetupError(f"{name}={getattr(options, name)!r}: give a whole number >= {least} "
-                                  f"(--{name.replace('_', '-')}{'-per-run' if name in ('cpus', 'gpus') else ''})")
+            flag = {"cpus": "--cpus-per-run", "gpus": "--gpus-per-run", "processes": "--ranks-per-run"}
+            raise SlurmSetupError(f"{'ranks' if name == 'processes' else name}={getattr(options, name)!r}: give a "
+                                  f"whole number >= {least} ({flag.get(name, '--time-min')})")
+    if options.cpus < options.processes:
+        raise SlurmSetupError(f"--cpus-per-run {options.cpus} for {options.processes} ranks: give each rank a CPU")
     if not options.mem_gb > 0:
         raise SlurmSetupError(f"mem_gb={options.mem_gb!r}: give the memory per run in GB, > 0 (--mem-gb)")
     if shutil.which("sbatch") is None or shutil.which("squeue") is None:
@@ -207,8 +215,11 @@ def submit(executor, runs: list[Run], commands: dict[Run, list[str]], options: S
     zoo's environment for its device, its CPUs its threads."""
     from .runner import LOG_HEADER, child_environment
     from ..core.data import REPO_ROOT
-    env = child_environment(options.device, options.cpus)
+    env = child_environment(options.device, options.cpus // options.processes)
     env = {k: v for k, v in env.items() if os.environ.get(k) != v}  # what the zoo adds; the job has the rest
+    if options.processes > 1:  # one run over several GPUs of the node: torchrun, through core/distributed.py
+        launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={options.processes}"]
+        commands = {run: [cmd[0], *launch, *cmd[1:]] for run, cmd in commands.items()}
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         groups.setdefault((run.notebook, run.budget, run.name), []).append(run)

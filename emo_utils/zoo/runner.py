@@ -3,6 +3,8 @@
     python -m emo_utils.zoo                                    # notebooks/NN_train_*.ipynb, each its own budget
     python -m emo_utils.zoo 02 09 --budget full --seeds 09=0,1,2 --jobs 3
     python -m emo_utils.zoo --budget full --seeds 09=0,1,2 --data fer2013.zip --out zoo_out --time-cap 15
+    python -m emo_utils.zoo 02 --dataset rafdb --data /data/RAF-DB        # another dataset: reports/rafdb/...
+    python -m emo_utils.zoo 02 09 --executor slurm --partition gpu         # each run a SLURM job (slurm.py)
 
 Each run is `python -m emo_utils.zoo.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
 zoo.log beside its checkpoints. So a run resumes after a kill like any run of the loop (start the same command
@@ -313,7 +315,8 @@ def main(argv=None) -> int:
     elif args.data:  # another dataset has no finder: --data names it
         data_path = Path(args.data).resolve()
     else:
-        print(f"zoo: error: --dataset {args.dataset} needs --data PATH, its folder (README, 'Datasets')", file=sys.stderr)
+        print(f"zoo: error: --dataset {args.dataset} needs --data PATH, its folder (README, 'Datasets')",
+              file=sys.stderr)
         return 2
     # Decoded and cached once here, not by every run at once (nor by every job of a cluster).
     data_sha256 = datasets.load_named(args.dataset or datasets.DEFAULT_DATASET, data_path).sha256
@@ -336,7 +339,8 @@ def main(argv=None) -> int:
             "command": shlex.join(["python", "-m", "emo_utils.zoo", *(sys.argv[1:] if argv is None else argv)]),
             "commit": git_commit(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
             "wall_seconds": round(time.time() - started, 1), "device": device, "jobs": jobs, "threads": threads,
-            "executor": args.executor, "time_cap_min": args.time_cap, "compile": args.compile, "torch": str(torch.__version__),
+            "executor": args.executor, "time_cap_min": args.time_cap, "compile": args.compile,
+            "torch": str(torch.__version__),
             "data": str(data_path), "data_sha256": data_sha256,
             "runs": [record(run, root) for run in runs]}, indent=1) + "\n")
         print("\n".join(summary(runs) + [f"what ran: {json_path}"]), flush=True)

@@ -71,9 +71,13 @@ def published(out: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_a_trial_zoo_on_slurm_publishes_what_the_local_zoo_does(cluster, faces, local_zoo, tmp_path, capsys):
+def test_a_trial_zoo_on_slurm_publishes_what_the_local_zoo_does_and_a_failing_job_stops_no_other(
+        cluster, faces, local_zoo, tmp_path, capsys):
+    """Notebook 02's two seeds beside a notebook whose run exits 1 (one zoo for both checks: each SLURM zoo costs
+    its jobs' start-up)."""
+    broken = write_training_notebook(tmp_path / "99_train_broken.ipynb", "no_such_net", {"epochs": 2})
     out = tmp_path / "out"
-    assert zoo.main(zoo_args(faces, out, "02") + ON_SLURM) == 0
+    assert zoo.main(zoo_args(faces, out, str(broken), "02") + ["--seeds", "99=0"] + ON_SLURM) == 1  # 99: one seed
     printed = capsys.readouterr().out
     on_slurm, locally = published(out), published(local_zoo)
     assert list(on_slurm) == list(locally) == ["reports/mini_xception/model.pt",
@@ -82,9 +86,14 @@ def test_a_trial_zoo_on_slurm_publishes_what_the_local_zoo_does(cluster, faces, 
         assert on_slurm[path]["numbers"] == locally[path]["numbers"], path
         assert tensors_equal(on_slurm[path]["weights"], locally[path]["weights"]), f"{path} differs from the local run"
 
+    log = out / "runs" / "no_such_net" / "zoo.log"
+    assert f"FAILED no_such_net seed 0 (exit 1); log {log}" in printed
+    assert "unknown model" in printed.split("FAILED no_such_net")[1]  # the end of its log: the error itself
     ran = json.loads((out / "zoo.json").read_text())
-    assert ran["executor"] == "slurm" and {run["status"] for run in ran["runs"]} == {"done"}
-    jobs = [run["slurm_job"] for run in ran["runs"]]
+    statuses = {(run["name"], run["seed"]): run["status"] for run in ran["runs"]}
+    assert ran["executor"] == "slurm"
+    assert statuses == {("no_such_net", 0): "failed", ("mini_xception", 0): "done", ("mini_xception", 1): "done"}
+    jobs = [run["slurm_job"] for run in ran["runs"] if run["name"] == "mini_xception"]
     assert re.fullmatch(r"(\d+)_0 \1_1", " ".join(jobs)), f"the two seeds should be one job array: {jobs}"
     assert "run            seed  epoch" in printed  # the local zoo's table
     assert f"mini_xception     1  {EPOCHS}/{EPOCHS}" in printed
@@ -109,20 +118,6 @@ def test_a_job_stopped_with_a_signal_is_requeued_and_ends_with_the_uninterrupted
     model = out / "reports" / "mini_xception" / "model.pt"
     uninterrupted = local_zoo / "reports" / "mini_xception" / "model.pt"
     assert tensors_equal(load_checkpoint(model)["model"], load_checkpoint(uninterrupted)["model"])
-
-
-@pytest.mark.slow
-def test_a_job_that_exits_1_is_named_with_its_log_and_the_other_finishes(cluster, faces, tmp_path, capsys):
-    broken = write_training_notebook(tmp_path / "99_train_broken.ipynb", "no_such_net", {"epochs": 2})
-    out = tmp_path / "out"
-    assert zoo.main(zoo_args(faces, out, str(broken), "02", sets=[*TINY, "epochs=2"], seeds="0") + ON_SLURM) == 1
-    printed = capsys.readouterr().out
-    log = out / "runs" / "no_such_net" / "zoo.log"
-    assert f"FAILED no_such_net seed 0 (exit 1); log {log}" in printed
-    assert "unknown model" in printed.split("FAILED no_such_net")[1]  # the end of its log: the error itself
-    runs = {run["name"]: run for run in json.loads((out / "zoo.json").read_text())["runs"]}
-    assert runs["no_such_net"]["status"] == "failed" and runs["mini_xception"]["status"] == "done"
-    assert (out / "reports" / "mini_xception" / "model.pt").exists()
 
 
 @pytest.mark.slow

@@ -101,11 +101,14 @@ def test_a_trial_zoo_on_slurm_publishes_what_the_local_zoo_does_and_a_failing_jo
 
 @pytest.mark.slow
 def test_a_job_stopped_with_a_signal_is_requeued_and_ends_with_the_uninterrupted_weights(cluster, faces, local_zoo,
-                                                                                          tmp_path):
+                                                                                          tmp_path, capsys):
     out = tmp_path / "out"
     running = Zoo(zoo_args(faces, out, "02", seeds="0") + ON_SLURM)
     running.wait_until(lambda seen: any(re.search(r"seed 0: running, epoch [1-9]", line) for line in seen), 300)
     job = re.search(r"is SLURM job (\S+);", "".join(running.seen)).group(1)
+    # Started again meanwhile, the zoo submits nothing: two jobs would write one run's checkpoints.
+    assert zoo.main(zoo_args(faces, out, "02", seeds="0") + ON_SLURM) == 2
+    assert f"still on the cluster: mini_xception seed 0 (job {job}, RUNNING)" in capsys.readouterr().err
     subprocess.run(["scancel", f"--signal={slurm.PREEMPT_SIGNAL}", job], check=True)  # as before a time limit
     running.wait_until(lambda seen: any("what ran:" in line for line in seen), 300)
     assert running.proc.wait(timeout=60) == 0, "".join(running.seen)[-3000:]

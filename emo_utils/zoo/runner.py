@@ -321,6 +321,12 @@ def main(argv=None) -> int:
     # Decoded and cached once here, not by every run at once (nor by every job of a cluster).
     data_sha256 = datasets.load_named(args.dataset or datasets.DEFAULT_DATASET, data_path).sha256
     where = f"as SLURM jobs ({device})" if args.executor == "slurm" else f"{jobs} at a time on {device}"
+    if args.executor == "slurm":
+        try:
+            slurm.check_not_running(runs)
+        except slurm.SlurmSetupError as e:
+            print(f"zoo: error: {e}", file=sys.stderr)
+            return 2
     print(f"zoo: {len(runs)} runs, {where}; data {data_path}", flush=True)
 
     started = time.time()

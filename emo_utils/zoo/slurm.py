@@ -144,6 +144,20 @@ def check(options: SlurmOptions) -> None:
                               "name a GPU partition, or --gpus-per-run 0 to train on CPUs")
 
 
+def check_not_running(runs: list[Run]) -> None:
+    """A run whose last job is still queued or running is not submitted again: two jobs would write one run's
+    checkpoints. Its job id is in its run folder (paths.slurm_job_file)."""
+    from ..paths import slurm_job_file
+    recorded = {run: slurm_job_file(run.run_dir).read_text().strip() for run in runs
+                if slurm_job_file(run.run_dir).exists()}
+    states = job_states(list(recorded.values())) if recorded else {}
+    busy = {job: run for run, job in recorded.items() if (states or {}).get(job) in ACTIVE_STATES}
+    if busy:
+        named = ", ".join(f"{run.name} seed {run.seed} (job {job}, {states[job]})" for job, run in busy.items())
+        raise SlurmSetupError(f"still on the cluster: {named}; wait for it to end, or scancel {' '.join(busy)}, "
+                              "then run the same command again")
+
+
 # ---------------------------------------------------------------- the job
 
 def ignore_preemption_signal() -> None:
@@ -262,8 +276,10 @@ def run_on_slurm(runs: list[Run], commands: dict[Run, list[str]], options: Slurm
     display = display or Display()
     started = time.time()
     jobs = submit(make_executor(options, folder), runs, commands, options)
+    from ..paths import slurm_job_file
     for run, job in jobs.items():
         run.job_id = job.job_id
+        slurm_job_file(run.run_dir).write_text(job.job_id + "\n")
         print(f"zoo: {run.name} seed {run.seed} is SLURM job {job.job_id}; log {run.log}", flush=True)
     gone_since: dict[Run, float] = {}
 

@@ -204,3 +204,11 @@ def test_a_stopped_run_is_terminated_without_the_popen_lock(tmp_path):
     assert time.time() - started < 10, "SIGTERM did not stop it"
     with pytest.raises(ProcessLookupError):  # ended and reaped: no zombie left behind
         os.kill(child.pid, 0)
+
+
+def test_the_table_says_requeued_for_a_job_that_ran_and_waits_again():
+    assert slurm.job_status("PENDING", "queued") == "queued"
+    assert slurm.job_status("RUNNING", "queued") == "running"
+    assert slurm.job_status("PENDING", "running") == "requeued"  # SLURM stopped it; it goes on from last.pt
+    assert slurm.job_status("REQUEUED", "running") == "requeued"
+    assert slurm.job_status("RUNNING", "requeued") == "running"

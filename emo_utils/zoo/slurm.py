@@ -258,6 +258,15 @@ def job_states(job_ids: list[str]) -> dict[str, str] | None:
     return {job_id: states[job_id] for job_id in job_ids if job_id in states}
 
 
+def job_status(state: str, previous: str) -> str:
+    """The table's status of a run whose job squeue lists in `state`; `previous` what the table said before."""
+    if state in ("RUNNING", "COMPLETING"):
+        return "running"
+    if state.startswith("REQUEUE") or (state == "PENDING" and previous in ("running", "requeued")):
+        return "requeued"  # it ran, SLURM stopped it, and it waits to go on from last.pt
+    return "queued"
+
+
 def outcome(job) -> int | None:
     """The run's exit status once its job has written its result (0, or the status its error names), else None."""
     if not job.paths.result_pickle.exists():
@@ -294,30 +303,25 @@ def run_on_slurm(runs: list[Run], commands: dict[Run, list[str]], options: Slurm
         while following:
             states = job_states([job.job_id for job in following.values()])
             for run, job in list(following.items()):
-                returncode = outcome(job)
+                state = "" if states is None else states.get(job.job_id, "")
+                # A result counts once SLURM is done with the job: an attempt that SLURM requeued (scontrol
+                # requeue, a preemption) may have left an error result before its next attempt overwrites it.
+                settled = states is None or state not in ACTIVE_STATES - {"COMPLETING"}
+                if not settled:
+                    gone_since.pop(run, None)
+                returncode = outcome(job) if settled else None
+                if returncode is None and settled and states is not None:  # gone without a result: cancelled,
+                    if time.time() - gone_since.setdefault(run, time.time()) > 30:  # killed, or its result is late
+                        returncode = -1
                 if returncode is not None:
                     finish(run, returncode)
                     del following[run]
                     display.event(run, started)
                     continue
-                if states is None:
+                if states is None or not state:
                     continue
-                state = states.get(job.job_id, "")
-                if state in ("RUNNING", "COMPLETING"):
-                    status = "running"
-                elif state.startswith("REQUEUE") or (state == "PENDING" and run.status in ("running", "requeued")):
-                    status = "requeued"  # it ran, SLURM stopped it, and it waits to go on from last.pt
-                else:
-                    status = "queued"
-                if state not in ACTIVE_STATES:  # ended without a result: cancelled, killed, its node lost
-                    if time.time() - gone_since.setdefault(run, time.time()) > 30:  # its result may be on its way
-                        finish(run, -1)
-                        del following[run]
-                        display.event(run, started)
-                    continue
-                gone_since.pop(run, None)
-                changed = status != run.status
-                run.status = status
+                status = job_status(state, run.status)
+                changed, run.status = status != run.status, status
                 if status == "running" and run.started is None:
                     run.started = time.time()
                 if update_progress(run) or changed:

@@ -152,6 +152,7 @@ def test_bad_slurm_options_are_one_line_errors_before_anything_is_submitted(clus
     config = tmp_path / "slurm.toml"
     config.write_text('partition = "debug"\ncpus = 1\ngpus = 0\ncolour = "blue"\n')
     cases = {"unknown partition": (["--partition", "nosuch"], "unknown partition 'nosuch': this cluster has debug"),
+             "a time limit shorter than the signal's notice": (["--time-min", "2"], "--time-min 2: a job gets USR1"),
              "zero CPUs": (["--cpus-per-run", "0"], "cpus=0: give a whole number >= 1 (--cpus-per-run)"),
              "more ranks than CPUs": (["--ranks-per-run", "2"], "--cpus-per-run 1 for 2 ranks: give each rank a CPU"),
              "too many CPUs": (["--cpus-per-run", "512"], "--cpus-per-run 512: partition debug's nodes have"),

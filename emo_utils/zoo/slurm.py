@@ -111,6 +111,9 @@ def check(options: SlurmOptions) -> None:
             flag = {"cpus": "--cpus-per-run", "gpus": "--gpus-per-run", "processes": "--ranks-per-run"}
             raise SlurmSetupError(f"{'ranks' if name == 'processes' else name}={getattr(options, name)!r}: give a "
                                   f"whole number >= {least} ({flag.get(name, '--time-min')})")
+    if options.time_min * 60 < 2 * SIGNAL_DELAY_S + 60:
+        raise SlurmSetupError(f"--time-min {options.time_min}: a job gets {PREEMPT_SIGNAL} {SIGNAL_DELAY_S} s before "
+                              f"its limit to stop and requeue; give it at least {(2 * SIGNAL_DELAY_S + 60) // 60} minutes")
     if options.cpus < options.processes:
         raise SlurmSetupError(f"--cpus-per-run {options.cpus} for {options.processes} ranks: give each rank a CPU")
     if not options.mem_gb > 0:

@@ -9,6 +9,8 @@
 #   make reports PARAMS="-p epochs 5 -p time_budget_min 10"   papermill parameters passed through
 #   make zoo                   train every training notebook's recipe, several runs at a time (emo_utils/zoo/runner.py)
 #   make zoo NB="02 09" ARGS="--budget full --seeds 09=0,1,2"   only those notebooks; ARGS passed through
+#   make zoo NB=02 EXECUTOR=slurm ARGS="--partition gpu --gpus-per-run 1"   each run a SLURM job (docs/design.md)
+#   make zoo NB=02 DATASET=rafdb DATA=/data/RAF-DB                            another dataset (datasets.py names)
 #   make zoo-rental DATA=fer2013.zip OUT=zoo_out [CAP=15]        on a rented GPU: full recipes, three flagship
 #                              seeds and the ablations, stopped after CAP minutes; copy OUT/reports/ back into reports/
 #   make lab                   open JupyterLab on the project's kernel
@@ -42,7 +44,8 @@ reports: setup
 	$(PY) -m emo_utils.reports --kernel $(KERNEL) $(if $(NB),--only $(NB)) $(if $(RETRAIN),--retrain) $(PARAMS)
 
 zoo: setup
-	$(PY) -m emo_utils.zoo $(NB) $(ARGS)
+	$(PY) -m emo_utils.zoo $(NB) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(DATASET),--dataset $(DATASET)) \
+		$(if $(DATA),--data $(DATA)) $(ARGS)
 
 # Mini-Xception first: its early-stopping run is the longest at issue #19's 10 s/epoch; then the flagship's seeds.
 RENTAL_ORDER := 02 09 03 04 05 06 07 08

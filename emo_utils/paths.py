@@ -81,6 +81,16 @@ def run_config_file(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "config.json"
 
 
+def slurm_logs(runs_dir: str | os.PathLike) -> Path:
+    """submitit's own files (its job scripts, pickles and stdout/stderr, a folder per job) of a zoo on SLURM."""
+    return Path(runs_dir) / "slurm"
+
+
+def slurm_job_file(run_dir: str | os.PathLike) -> Path:
+    """The SLURM job that last trained a run (zoo/slurm.py): a zoo started again never submits it twice."""
+    return Path(run_dir) / "slurm_job"
+
+
 def seed_model_paths(report_dir: str | os.PathLike) -> list[Path]:
     """Every further seed's weights of the run in report_dir (seed_model_path), in order of their folder names."""
     return sorted(Path(report_dir).glob(f"seeds/*/{MODEL_FILE}"))

@@ -266,3 +266,24 @@ def test_a_config_file_that_cannot_be_trained_is_named_before_anything_is_writte
         assert stop.value.code == 2 and err.startswith("python -m emo_utils.zoo.train: error: "), (case, err)
         assert named in err, (case, err)
     assert list(tmp_path.iterdir()) == [unknown]  # no model, no run folder
+
+
+def test_a_dataset_named_on_the_zoo_goes_to_every_run_and_under_its_own_folder(tmp_path):
+    """`make zoo --dataset NAME --data PATH` (#37): every planned run trains on NAME and writes under
+    reports/NAME/, as `python -m emo_utils.zoo.train --dataset NAME` does; FER2013's folders stay untouched."""
+    notebooks = zoo.find_notebooks(["02", "09"])
+    runs = zoo.plan_runs(notebooks, None, {}, [], tmp_path / "reports", tmp_path / "runs", dataset="my_faces")
+    assert {run.config.dataset for run in runs} == {"my_faces"} and len(runs) > 2  # the ablations too
+    for run in runs:
+        assert run.model_path.is_relative_to(tmp_path / "reports" / "my_faces"), run.model_path
+        assert run.run_dir.is_relative_to(tmp_path / "runs" / "my_faces"), run.run_dir
+    fer_runs = zoo.plan_runs(notebooks, None, {}, [], tmp_path / "reports", tmp_path / "runs")
+    assert {run.config.dataset for run in fer_runs} == {"fer2013"}
+    assert fer_runs[0].model_path == tmp_path / "reports" / "mini_xception" / "model.pt"
+
+
+def test_a_dataset_without_its_data_is_a_one_line_error(tmp_path, capsys):
+    assert zoo.main(["02", "--dataset", "my_faces", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["zoo: error: --dataset my_faces needs --data PATH, its folder (README, 'Datasets')"]
+    assert not (tmp_path / "out").exists()

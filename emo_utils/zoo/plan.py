@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.config import TrainConfig
+from ..core.datasets import DEFAULT_DATASET
 from ..paths import (NOTEBOOKS, ablation_model_path, ablation_run_dir, model_dirs, model_file, model_folder,
                      seed_model_path, seed_run_dir, slug)
 from ..recipes import TRAINING_NOTEBOOKS, notebook_config, notebook_parameters, parse_sets
@@ -35,6 +36,7 @@ class Run:
     seconds_per_epoch: float | None = None
     wall_seconds: float | None = None
     checkpoint_mtime: float = 0.0
+    job_id: str | None = None  # its SLURM job under --executor slurm (slurm.py)
 
     @property
     def log(self) -> Path:
@@ -84,20 +86,22 @@ def notebook_ablations(params: dict, budget: str, report_dir: Path,
 
 
 def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[int]], sets: list[str],
-              report_root: Path, run_root: Path, ablations: bool = True) -> list[Run]:
+              report_root: Path, run_root: Path, ablations: bool = True, dataset: str | None = None) -> list[Run]:
     """The runs in order: each notebook's seeds in the order named, then every notebook's ablations. Each run's
-    config is built as the notebook builds it (recipes.notebook_config), with the zoo's `sets` on top."""
+    config is built as the notebook builds it (recipes.notebook_config), with the zoo's `sets` on top; `dataset`
+    (datasets.py's names) for every run, else each notebook's own, and its folders under reports/<dataset>/."""
     runs, extra = [], []
     zoo_changes = parse_sets(sets)
     for notebook in notebooks:
         params = notebook_parameters(notebook)
         model, default_seed = params["model_name"], params.get("seed", 0)
         run_budget = budget or params.get("budget", "cpu")
-        folder = model_folder(model, run_budget, params.get("budget", "cpu"))  # e.g. reports/vgg_gap_full
+        run_dataset = dataset or params.get("dataset") or DEFAULT_DATASET
+        folder = model_folder(model, run_budget, params.get("budget", "cpu"), run_dataset)  # reports/vgg_gap_full
         report_dir, run_dir = model_dirs(folder, report_root, run_root)
 
         def planned_run(name: str, seed: int, changes: dict, model_path: Path, run_path: Path) -> Run:
-            config = notebook_config(params, run_budget, seed, changes)
+            config = notebook_config(params, run_budget, seed, changes, run_dataset)
             return Run(name=name, notebook=notebook, model=model, seed=seed, budget=run_budget, config=config,
                        changes=changes, model_path=model_path, run_dir=run_path, planned=config.epochs,
                        early_stops=bool(config.early_stop_patience or config.time_budget_min))

@@ -3,6 +3,8 @@
     python -m emo_utils.zoo                                    # notebooks/NN_train_*.ipynb, each its own budget
     python -m emo_utils.zoo 02 09 --budget full --seeds 09=0,1,2 --jobs 3
     python -m emo_utils.zoo --budget full --seeds 09=0,1,2 --data fer2013.zip --out zoo_out --time-cap 15
+    python -m emo_utils.zoo 02 --dataset rafdb --data /data/RAF-DB        # another dataset: reports/rafdb/...
+    python -m emo_utils.zoo 02 09 --executor slurm --partition gpu         # each run a SLURM job (slurm.py)
 
 Each run is `python -m emo_utils.zoo.train NOTEBOOK --budget B --seed S ...` in a process of its own, its output in
 zoo.log beside its checkpoints. So a run resumes after a kill like any run of the loop (start the same command
@@ -40,10 +42,10 @@ from pathlib import Path
 
 import torch
 
-from ..core import data as fer
+from ..core import data as fer, datasets
 from ..core.files import write_atomically
 from ..core.train import COMPILE_MODES
-from ..paths import roots, run_config_file
+from ..paths import roots, run_config_file, slurm_logs
 from ..provenance import git_commit
 from .plan import Run, find_notebooks, plan_runs, seeds_by_notebook
 from .progress import Display, duration, table
@@ -217,7 +219,7 @@ def record(run: Run, root: Path) -> dict:
             "model_bytes": run.model_path.stat().st_size if finished else None,
             "weights_dtype": sorted({str(t.dtype).removeprefix("torch.") for t in weights.values()
                                      if t.is_floating_point()}),
-            "log": rel(run.log)}
+            "log": rel(run.log), **({"slurm_job": run.job_id} if run.job_id else {})}
 
 
 def summary(runs: list[Run]) -> list[str]:
@@ -257,7 +259,11 @@ def main(argv=None) -> int:
                         help="override a recipe field in every run (as python -m emo_utils.zoo.train --set)")
     parser.add_argument("--no-ablations", action="store_true",
                         help="skip the runs a notebook trains beside its recipe (its cpu_ablations or full_ablations)")
-    parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the finder, see README)")
+    parser.add_argument("--data", help="the dataset's file or folder (FER2013: zip, folder or csv; default: the "
+                        "finder, see README)")
+    parser.add_argument("--dataset", help="train every run on this dataset (datasets.py: fer2013, ferplus, rafdb, "
+                        "affectnet, ckplus, or a name of your own for a train/ + test/ folder given with --data); "
+                        "its models go to reports/<dataset>/. Default: each notebook's, else fer2013")
     parser.add_argument("--out", type=Path,
                         help="write OUT/reports, OUT/runs and OUT/zoo.json instead of reports/ and runs/")
     parser.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda when there is one")
@@ -267,25 +273,70 @@ def main(argv=None) -> int:
     parser.add_argument("--time-cap", type=float, default=0.0, metavar="MIN",
                         help="stop every run after MIN minutes (they resume when started again); 0: no cap")
     parser.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile mode for every run (see train.py)")
+    cluster = parser.add_argument_group("on a SLURM cluster (slurm.py; docs/design.md, 'On a SLURM cluster')")
+    cluster.add_argument("--executor", choices=["local", "slurm"], default="local",
+                         help="local: processes on this machine (default); slurm: one SLURM job per run (submitit)")
+    cluster.add_argument("--slurm-config", type=Path, metavar="TOML", help="partition, time_min, cpus, mem_gb, gpus, "
+                         "setup and [sbatch] options from a file; the flags below win over it")
+    cluster.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
+    cluster.add_argument("--time-min", type=int, help="time limit of a job in minutes (default 240); a run that "
+                         "needs longer is requeued and resumes from its last epoch")
+    cluster.add_argument("--cpus-per-run", type=int, dest="cpus", help="CPUs per job (default 8)")
+    cluster.add_argument("--mem-gb", type=float, help="memory per job in GB (default 32)")
+    cluster.add_argument("--gpus-per-run", type=int, dest="gpus", help="GPUs per job (default 1; 0: train on CPUs)")
+    cluster.add_argument("--ranks-per-run", type=int, dest="ranks", help="processes per run under torchrun "
+                         "(DDP, core/distributed.py; default: one per GPU; on CPUs gloo)")
     args = parser.parse_args(argv)
+    if args.executor == "slurm":
+        from . import slurm  # submitit and the cluster's commands only where they are used
+        try:
+            options = slurm.options_from(args.slurm_config, {k: getattr(args, k) for k in (
+                "partition", "time_min", "cpus", "mem_gb", "gpus", "ranks")})
+            slurm.check(options)  # before anything is planned, loaded or submitted
+        except slurm.SlurmSetupError as e:
+            print(f"zoo: error: {e}", file=sys.stderr)
+            return 2
 
     notebooks = find_notebooks(args.notebooks)
     seeds = seeds_by_notebook(args.seeds, notebooks)
     out = args.out.resolve() if args.out else None
     root = out or fer.REPO_ROOT
     report_root, run_root = roots(root)
-    runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    jobs, threads = default_jobs_and_threads(device, args.jobs, args.threads, cores)
-    data_path = fer.find_dataset(args.data).resolve()  # the runs start in the repository, not here
-    data_sha256 = fer.load_dataset(data_path).sha256  # decoded and cached once here, not by every run at once
-    print(f"zoo: {len(runs)} runs, {jobs} at a time on {device}; data {data_path}", flush=True)
+    runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations,
+                     dataset=args.dataset)
+    if args.executor == "slurm":
+        device, jobs, threads = options.device, len(runs), options.cpus
+    else:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        jobs, threads = default_jobs_and_threads(device, args.jobs, args.threads, cores)
+    if args.dataset in (None, datasets.DEFAULT_DATASET):
+        data_path = fer.find_dataset(args.data).resolve()  # the runs start in the repository, not here
+    elif args.data:  # another dataset has no finder: --data names it
+        data_path = Path(args.data).resolve()
+    else:
+        print(f"zoo: error: --dataset {args.dataset} needs --data PATH, its folder (README, 'Datasets')",
+              file=sys.stderr)
+        return 2
+    # Decoded and cached once here, not by every run at once (nor by every job of a cluster).
+    data_sha256 = datasets.load_named(args.dataset or datasets.DEFAULT_DATASET, data_path).sha256
+    where = f"as SLURM jobs ({device})" if args.executor == "slurm" else f"{jobs} at a time on {device}"
+    if args.executor == "slurm":
+        try:
+            slurm.check_not_running(runs)
+        except slurm.SlurmSetupError as e:
+            print(f"zoo: error: {e}", file=sys.stderr)
+            return 2
+    print(f"zoo: {len(runs)} runs, {where}; data {data_path}", flush=True)
 
     started = time.time()
     on_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))  # unwinds through the finally
     try:
-        run_zoo(runs, data_path, jobs, device, threads, args.time_cap, args.compile)
+        if args.executor == "slurm":
+            commands = {run: command(run, data_path, args.compile) for run in runs}
+            slurm.run_on_slurm(runs, commands, options, slurm_logs(run_root))
+        else:
+            run_zoo(runs, data_path, jobs, device, threads, args.time_cap, args.compile)
     finally:
         signal.signal(signal.SIGTERM, on_sigterm)
         json_path = (out or run_root) / "zoo.json"
@@ -294,7 +345,8 @@ def main(argv=None) -> int:
             "command": shlex.join(["python", "-m", "emo_utils.zoo", *(sys.argv[1:] if argv is None else argv)]),
             "commit": git_commit(), "started": dt.datetime.fromtimestamp(started).isoformat(timespec="seconds"),
             "wall_seconds": round(time.time() - started, 1), "device": device, "jobs": jobs, "threads": threads,
-            "time_cap_min": args.time_cap, "compile": args.compile, "torch": str(torch.__version__),
+            "executor": args.executor, "time_cap_min": args.time_cap, "compile": args.compile,
+            "torch": str(torch.__version__),
             "data": str(data_path), "data_sha256": data_sha256,
             "runs": [record(run, root) for run in runs]}, indent=1) + "\n")
         print("\n".join(summary(runs) + [f"what ran: {json_path}"]), flush=True)

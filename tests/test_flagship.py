@@ -86,7 +86,7 @@ def flagship(tmp_path_factory):
                             *sets], capture_output=True, text=True, timeout=600)  # as the zoo trains a further seed
     assert seed1.returncode == 0, seed1.stderr[-3000:]
     run_reports(only=["09"], kernel="python3", reports_dir=root / "reports", progress=False, parameters={
-        "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY,
+        "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY, "publish": True,
         "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True},
                           "screen: reference": {"label_smoothing": 0.2},
                           "capped": {"time_budget_min": 0.02, "epochs": 500}},  # stopped by its cap

@@ -62,7 +62,7 @@ def command(run: Run, data_path: Path, compile_mode: str | None) -> list[str]:
     write_atomically(config_path, lambda f: f.write(json.dumps(asdict(run.config), indent=1).encode()))
     return ([sys.executable, "-m", "emo_utils.zoo.train", "--config", str(config_path), "--data", str(data_path),
              "--model-path", str(run.model_path), "--run-dir", str(run.run_dir)]
-            + (["--compile", compile_mode] if compile_mode else []))
+            + (["--compile", compile_mode] if compile_mode else []) + (["--trial"] if run.trial else []))
 
 
 def child_environment(device: str, threads: int) -> dict[str, str]:
@@ -255,6 +255,8 @@ def main(argv=None) -> int:
                         help="seeds to train, e.g. 0,1,2 for every notebook or 09=0,1,2 (default: the notebook's)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field in every run (as python -m emo_utils.zoo.train --set)")
+    parser.add_argument("--trial", action="store_true", help="a trial of each notebook (core/trial.py: a subset, two "
+                        "epochs, no ablations or further seeds), written under experiments/, never published")
     parser.add_argument("--no-ablations", action="store_true",
                         help="skip the runs a notebook trains beside its recipe (its cpu_ablations or full_ablations)")
     parser.add_argument("--data", help="FER2013 zip, folder or csv (default: the finder, see README)")
@@ -274,7 +276,8 @@ def main(argv=None) -> int:
     out = args.out.resolve() if args.out else None
     root = out or fer.REPO_ROOT
     report_root, run_root = roots(root)
-    runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations)
+    runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations,
+                     trial=args.trial)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     jobs, threads = default_jobs_and_threads(device, args.jobs, args.threads, cores)

@@ -33,10 +33,11 @@ def weight_candidates(model_path: Path) -> dict[str, str]:
     return {"trained": "model"}
 
 
-def weight_rows(model_path: Path, data) -> tuple[list[dict], str]:
-    """Each candidate's accuracies with flip TTA, and the weights key with the best val accuracy."""
+def weight_rows(model_path: Path, data, views: tuple[str, ...] | None = None) -> tuple[list[dict], str]:
+    """Each candidate's accuracies with flip TTA, and the weights key with the best val accuracy (`views`: the
+    view sets scored meanwhile, all by default; flip among them)."""
     candidates = weight_candidates(Path(model_path))
-    rows = [{"weights": name, **accuracies(scored_views(model_path, data, key)["flip"], data)}
+    rows = [{"weights": name, **accuracies(scored_views(model_path, data, key, views=views)["flip"], data)}
             for name, key in candidates.items()]
     return rows, candidates[max(rows, key=lambda row: row["val"])["weights"]]
 

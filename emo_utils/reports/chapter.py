@@ -37,6 +37,7 @@ from .views import SPLIT_TITLES, Evaluation, evaluate, scored_views
 PARAMETERS = ("model_name", "budget", "home_budget", "data_path", "dataset", "label_mode", "seed", "retrain", "tta",
               "device", "report_dir", "run_dir", "overrides", "publish", "trial", "run_name")
 TABLES = ("_recipe", "_ablations", "_run_seeds")
+TRIAL_VIEWS = ("center", "flip")  # a trial's test-time views: two passes, not the fifteen of every view set
 HOW_TO_PUBLISH = "to publish, `make reports NB=<this notebook's number>` or publish=True in the parameters cell"
 
 
@@ -227,8 +228,10 @@ def train_chapter(namespace: dict, show: bool = True) -> Chapter:
     params = chapter.params
     chapter.result = train(chapter.config, chapter.data, chapter.run_dir, device=params.get("device"),
                            retrain=params.get("retrain", False), model_path=chapter.model_path)
-    chapter.weights, chapter.weights_key = ablation.weight_rows(chapter.model_path, chapter.data)
-    chapter.evaluation = evaluate(chapter.model_path, chapter.data, params.get("tta"), weights=chapter.weights_key)
+    views = TRIAL_VIEWS if chapter.trial else None  # a trial scores the cheap views only
+    chapter.weights, chapter.weights_key = ablation.weight_rows(chapter.model_path, chapter.data, views)
+    chapter.evaluation = evaluate(chapter.model_path, chapter.data, params.get("tta"), weights=chapter.weights_key,
+                                  candidates=views)
     if show:
         from IPython.display import display
         from .pages import run_summary

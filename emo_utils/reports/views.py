@@ -91,9 +91,11 @@ def _splits_from(stored: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
     return {s: cut[s] for s in REPORTED_SPLITS if s in cut}
 
 
-def scored_views(model_path, data, weights: str = "model", device=None) -> dict[str, dict[str, np.ndarray]]:
-    """{view: {split: probabilities}} for every view set that differs for this model, from the file beside
-    it when its key matches, else scored now and written there (atomically)."""
+def scored_views(model_path, data, weights: str = "model", device=None, views: tuple[str, ...] | None = None
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """{view: {split: probabilities}} for every view set that differs for this model (of `views` only, when
+    given: a trial scores the cheap ones), from the file beside it when its key matches, else scored now and
+    written there (atomically)."""
     model_path = Path(model_path)
     path, key = views_cache(model_path, weights), cache_key(model_path, data, weights)
     if path.exists():
@@ -105,7 +107,8 @@ def scored_views(model_path, data, weights: str = "model", device=None) -> dict[
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # unreadable or from an older layout: scored again below and overwritten
     model, crop = load_for_scoring(model_path, weights, device)
-    stored = {v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v) for v in views_for(crop)}
+    stored = {v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v) for v in views_for(crop)
+              if views is None or v in views}
     write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **{
         f"{v}/{s}": p.astype(np.float32) for v, by_split in stored.items() for s, p in by_split.items()}))
     return {v: _splits_from(by_split, data) for v, by_split in stored.items()}
@@ -124,11 +127,11 @@ def best_views(rows: list[dict]) -> str:
     return max(rows, key=lambda r: (r["val"], -TTA_VIEWS.index(r["test-time views"])))["test-time views"]
 
 
-def chosen_views(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None
-                 ) -> tuple[str, dict[str, np.ndarray], list[dict]]:
+def chosen_views(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None,
+                 views: tuple[str, ...] | None = None) -> tuple[str, dict[str, np.ndarray], list[dict]]:
     """(views, {split: probabilities} under them, the table of every view set): the views with the best
     validation accuracy when tta is None, else the views asked for."""
-    probs_by_view = scored_views(model_path, data, weights, device)
+    probs_by_view = scored_views(model_path, data, weights, device, views)
     rows = view_rows(probs_by_view, data)
     chosen = best_views(rows) if tta is None else view_name(tta)
     if chosen not in probs_by_view:
@@ -147,9 +150,11 @@ class Evaluation:
     headline: str  # the split a report leads with
 
 
-def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None) -> Evaluation:
-    """Metrics of every evaluation split under the views with the best val accuracy (or those `tta` names)."""
-    views, probs, rows = chosen_views(model_path, data, tta, weights, device)
+def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None,
+             candidates: tuple[str, ...] | None = None) -> Evaluation:
+    """Metrics of every evaluation split under the views with the best val accuracy (or those `tta` names),
+    among `candidates` when given (a trial's cheap views)."""
+    views, probs, rows = chosen_views(model_path, data, tta, weights, device, candidates)
     metrics = {split: compute_metrics(p, data.split(split)[1], data.class_names) for split, p in probs.items()}
     return Evaluation(views, probs, metrics, rows, headline_split(metrics))
 

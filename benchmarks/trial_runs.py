@@ -1,0 +1,78 @@
+"""How long a trial run of each training notebook takes (`make reports NB=NN TRIAL=1`): the whole notebook through
+papermill on the project's kernel, from the kernel's start to its report, retrained each time (retrain=True), with
+the machine's load beside it, since a shared machine stretches every figure. A trial (core/trial.py) trains a seeded
+stratified subset of FER2013 for two epochs and scores the cheap views; the target is two minutes on 2 cores.
+
+    python benchmarks/trial_runs.py [--only 02 09] [--write]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from emo_utils.core.distributed import cpu_name
+from emo_utils.paths import EXPERIMENTS_DIR, NOTEBOOKS
+from emo_utils.provenance import git_commit
+from emo_utils.recipes import TRAINING_NOTEBOOKS, notebook_parameters
+from emo_utils.reports.notebooks import run_notebooks
+from emo_utils.reports.pages import replace_section
+
+REPORT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks.md"
+TARGET_MIN = 2.0
+
+
+def newest_trial(model_name: str, since: float) -> dict | None:
+    """The metrics.json of the trial this run wrote (experiments/fer2013/<model>/trial_*/), if any."""
+    found = [p for p in (EXPERIMENTS_DIR / "fer2013" / model_name).glob("trial_*/metrics.json")
+             if p.stat().st_mtime >= since]
+    return json.loads(max(found, key=lambda p: p.stat().st_mtime).read_text()) if found else None
+
+
+def one_trial(notebook: Path, kernel: str) -> dict:
+    load_before, started = os.getloadavg()[0], time.time()
+    run_notebooks(only=[notebook.name[:2]], parameters={"trial": True}, retrain=True, kernel=kernel, progress=False)
+    seconds, record = time.time() - started, newest_trial(notebook_parameters(notebook)["model_name"], started)
+    prov = record["provenance"] if record else {}
+    row = {"notebook": notebook.stem, "total s": round(seconds), "train s": prov.get("wall_seconds"),
+           "epochs": prov.get("epochs_run"), "load": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
+           "trial PrivateTest": (record or {}).get("splits", {}).get("test_private", {}).get("accuracy")}
+    print(row, flush=True)
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="notebook prefixes (default: every training notebook)")
+    parser.add_argument("--kernel", default="emo-fer")
+    parser.add_argument("--write", action="store_true", help="put the table into reports/benchmarks.md")
+    args = parser.parse_args(argv)
+    notebooks = [nb for nb in sorted(NOTEBOOKS.glob(TRAINING_NOTEBOOKS))
+                 if not args.only or any(nb.name.startswith(o) for o in args.only)]
+    commit, started = git_commit(), time.time()
+    rows = [one_trial(nb, args.kernel) for nb in notebooks]
+    if args.write:
+        body = "\n".join([
+            f"`python benchmarks/trial_runs.py{' --only ' + ' '.join(args.only) if args.only else ''} --write` on "
+            f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}; "
+            f"commit `{commit}`; wall time {(time.time() - started) / 60:.1f} min.", "",
+            "A trial run of each training notebook (`make reports NB=NN TRIAL=1`: 2,500 training faces and 500 per "
+            "test half, two epochs, centre and mirror views, no ablations), the whole notebook through papermill, "
+            f"retrained each time. Target: {TARGET_MIN:.0f} minutes on 2 cores. `load` is the 1-minute load "
+            "average before / after the run: on a machine shared with other work every time stretches with it. "
+            "The accuracy is a trial's, not a result.", "",
+            "| notebook | total s | train s | epochs | load | trial PrivateTest |", "|---|---:|---:|---:|---|---:|",
+            *[f"| {r['notebook']} | {r['total s']} | {r['train s']} | {r['epochs']} | {r['load']} | "
+              + (f"{r['trial PrivateTest']:.1%}" if r["trial PrivateTest"] is not None else "-") + " |" for r in rows]])
+        replace_section(REPORT, "Trial runs of the training notebooks", body)
+        print(f"written to {REPORT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -161,3 +161,12 @@ def test_the_zoo_trains_the_notebooks_config_and_a_trial_where_the_notebook_writ
     assert runs[0].config == config
     experiment, _ = placement(p, config, "cpu", published=False, trial=True)
     assert runs[0].model_path == tmp_path / experiment.relative_to(paths.REPO_ROOT) / "model.pt"
+
+
+def test_a_zoo_trial_run_trains_on_the_trials_subset(tmp_path):
+    from emo_utils.zoo.plan import plan_runs
+    from emo_utils.zoo.runner import command
+    (run,) = plan_runs([NOTEBOOK["05"]], None, {}, [], tmp_path / "reports", tmp_path / "runs", trial=True)
+    assert command(run, tmp_path / "data.zip", None)[-1] == "--trial"  # zoo.train subsets the data
+    (published,) = plan_runs([NOTEBOOK["05"]], None, {}, [], tmp_path / "reports", tmp_path / "runs")
+    assert "--trial" not in command(published, tmp_path / "data.zip", None)

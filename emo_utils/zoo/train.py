@@ -29,7 +29,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebook", type=Path, nargs="?", help="a training notebook; its parameters cell gives the recipe")
     parser.add_argument("--config", type=Path, help="a TrainConfig as JSON, instead of a notebook's recipe")
-    parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: the notebook's budget)")
+    parser.add_argument("--budget", choices=["cpu", "full", "robust"], help="which recipe (default: the notebook's budget)")
     parser.add_argument("--seed", type=int, help="default: the notebook's seed")
     parser.add_argument("--data", help="the dataset's file or folder (default: the notebook's data_path; for FER2013 "
                         "then the finder)")

@@ -133,3 +133,25 @@ def test_the_docs_add_a_dataset_command_leaves_fer2013s_reports_byte_identical(r
     fer2013 = {path: digest for path, digest in before.items() if path not in index}
     assert {path: after[path] for path in fer2013} == fer2013  # no `_full` rerun, no page over FER2013's
     assert not (reports / "my_faces" / "model_x_full").exists()
+
+
+def test_the_docs_add_a_model_steps_leave_the_other_models_reports_byte_identical(repo):
+    """docs/design.md's "Add a model" on this copy (which holds model_x and model_x_full): a model file, notebook 05
+    copied to slot 10 with a tiny recipe, then `make reports NB=10`."""
+    from test_add_a_model import recipe_code
+    repo, common, _ = repo
+    reports = repo / "reports"
+    before = snapshot(reports)
+    (repo / "emo_utils" / "core" / "models" / "tiny_net.py").write_text(recipe_code())
+    notebook = nbformat.read(NOTEBOOKS / "05_train_cnn3.ipynb", as_version=4)
+    params = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    params.source = params.source.replace('model_name = "cnn3"', 'model_name = "tiny_net"')
+    params.source += ("\nfull_recipe = dict(optimizer='adam', lr=1e-2, batch_size=16, epochs=2, scheduler='none', "
+                      "augment='flip')\ncpu_recipe = full_recipe\n")
+    nbformat.write(notebook, repo / "notebooks" / "10_train_tiny_net.ipynb")
+    run_reports(only=["10"], parameters=common, kernel="python3", notebooks_dir=repo / "notebooks",
+                reports_dir=reports, progress=False)
+    assert metrics(reports / "tiny_net")["provenance"]["published"] is True
+    after = snapshot(reports)
+    others = {path: digest for path, digest in before.items() if path not in ("README.md", "leaderboard.png")}
+    assert {path: after[path] for path in others} == others

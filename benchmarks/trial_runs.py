@@ -3,7 +3,7 @@ papermill on the project's kernel, from the kernel's start to its report, retrai
 the machine's load beside it, since a shared machine stretches every figure. A trial (core/trial.py) trains a seeded
 stratified subset of FER2013 for two epochs and scores the cheap views; the target is two minutes on 2 cores.
 
-    python benchmarks/trial_runs.py [--only 02 09] [--write]
+    python benchmarks/trial_runs.py [--only 02 09] [--write [--merge]]
 """
 from __future__ import annotations
 
@@ -55,16 +55,29 @@ def one_trial(notebook: Path, kernel: str) -> dict:
     return row
 
 
+def earlier_rows(now: set[str]) -> tuple[list[str], str]:
+    """The table rows already written for notebooks not in `now`, and the command line that measured them."""
+    text = REPORT.read_text() if REPORT.exists() else ""
+    section = text.split("## Trial runs of the training notebooks", 1)[-1].split("\n## ", 1)[0] if text else ""
+    rows = [line for line in section.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:] not in now
+            and line[2:4].isdigit()]
+    measured = next((line.split(" on ", 1)[0] for line in section.splitlines() if line.startswith("`python")), "")
+    return rows, f"measured earlier by {measured}" if measured else "measured earlier"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="notebook prefixes (default: every training notebook)")
     parser.add_argument("--kernel", default="emo-fer")
     parser.add_argument("--write", action="store_true", help="put the table into reports/benchmarks.md")
+    parser.add_argument("--merge", action="store_true", help="keep the written table's rows of the notebooks not run "
+                        "now (each row says its own load), with their command line")
     args = parser.parse_args(argv)
     notebooks = [nb for nb in sorted(NOTEBOOKS.glob(TRAINING_NOTEBOOKS))
                  if not args.only or any(nb.name.startswith(o) for o in args.only)]
     commit, started = git_commit(), time.time()
     rows = [one_trial(nb, args.kernel) for nb in notebooks]
+    kept, earlier = earlier_rows({r["notebook"] for r in rows}) if args.merge else ([], "")
     if args.write:
         body = "\n".join([
             f"`python benchmarks/trial_runs.py{' --only ' + ' '.join(args.only) if args.only else ''} --write` on "
@@ -80,7 +93,8 @@ def main(argv=None) -> int:
             "| notebook | total s | kernel CPU s | train s | epochs | load | trial PrivateTest |",
             "|---|---:|---:|---:|---:|---|---:|",
             *[f"| {r['notebook']} | {r['total s']} | {r['kernel CPU s']} | {r['train s']} | {r['epochs']} | {r['load']} | "
-              + (f"{r['trial PrivateTest']:.1%}" if r["trial PrivateTest"] is not None else "-") + " |" for r in rows]])
+              + (f"{r['trial PrivateTest']:.1%}" if r["trial PrivateTest"] is not None else "-") + " |" for r in rows],
+            *kept, *([f"\nRows of {', '.join(l.split(' | ')[0].strip('| ') for l in kept)}: {earlier}"] if kept else [])])
         replace_section(REPORT, "Trial runs of the training notebooks", body)
         print(f"written to {REPORT}")
     return 0

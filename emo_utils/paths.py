@@ -79,8 +79,8 @@ def experiment_run_dir(report_dir: str | os.PathLike) -> Path:
 
 
 def pages_dir(output_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -> Path:
-    """Where `make reports` writes a notebook's executed copy and HTML: reports/ for FER2013, reports/<dataset>/
-    for another dataset (experiments/<dataset>/ for a run that does not publish), never over FER2013's pages."""
+    """Where `make reports` writes a published notebook's executed copy and HTML: reports/ for FER2013,
+    reports/<dataset>/ for another dataset, never over FER2013's pages. An experiment's go to experiments/<dataset>/."""
     return Path(output_dir) if dataset == DEFAULT_DATASET else Path(output_dir) / check_name(dataset)
 
 

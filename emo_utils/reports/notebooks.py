@@ -207,7 +207,8 @@ def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", c
     if retrain:
         parameters["retrain"] = True
     dataset = parameters.get("dataset", DEFAULT_DATASET)
-    pages = pages_dir(Path(output_dir).parent / "experiments" if experiment else output_dir, dataset)
+    # An experiment's pages under experiments/<dataset>/ (every dataset by name there), never beside the reports.
+    pages = Path(output_dir).parent / "experiments" / dataset if experiment else pages_dir(output_dir, dataset)
     # Each notebook with the parameters given; then a training notebook again on each other budget's weights, where
     # some were committed (unless the budget was given: then the caller chose one; never for an experiment).
     jobs = []

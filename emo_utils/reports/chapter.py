@@ -38,7 +38,7 @@ PARAMETERS = ("model_name", "budget", "home_budget", "data_path", "dataset", "la
               "device", "report_dir", "run_dir", "overrides", "publish", "trial", "run_name")
 TABLES = ("_recipe", "_ablations", "_run_seeds")
 TRIAL_VIEWS = ("center", "flip")  # a trial's test-time views: two passes, not the fifteen of every view set
-HOW_TO_PUBLISH = "to publish, `make reports NB=<this notebook's number>` or publish=True in the parameters cell"
+HOW_TO_PUBLISH = "publish with `make reports NB=<this notebook's number>` or publish=True in the parameters cell"
 
 
 class ChapterError(ValueError):
@@ -124,7 +124,7 @@ class Chapter:
         if self.trial:
             title = f"Trial run, not a result: {title}"
         if not self.published:
-            recipe_note = (f"_An experiment, not published: {self.report_dir}. {HOW_TO_PUBLISH}._"
+            recipe_note = (f"_An experiment, not published ({self.report_dir}); {HOW_TO_PUBLISH}._"
                            + (f"\n\n{recipe_note}" if recipe_note else ""))
         readme = write_model_report(self.report_dir, title, self.result, self.evaluation, self.provenance(**(prov or {})), figures,
                                     recipe_note=recipe_note, sections=sections, longer=longer)

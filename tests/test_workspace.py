@@ -170,3 +170,20 @@ def test_a_zoo_trial_run_trains_on_the_trials_subset(tmp_path):
     assert command(run, tmp_path / "data.zip", None)[-1] == "--trial"  # zoo.train subsets the data
     (published,) = plan_runs([NOTEBOOK["05"]], None, {}, [], tmp_path / "reports", tmp_path / "runs")
     assert "--trial" not in command(published, tmp_path / "data.zip", None)
+
+
+def test_an_experiment_compares_against_a_copy_of_a_published_model_never_the_file_itself(tmp_path, monkeypatch):
+    published = tmp_path / "reports" / "the_model"
+    published.mkdir(parents=True)
+    (published / "model.pt").write_bytes(b"weights")
+    (published / "model_views.npz").write_bytes(b"views")
+    monkeypatch.setattr(chapter_mod, "model_dirs", lambda folder: (tmp_path / "reports" / folder, tmp_path / "runs"))
+    config = chapter_config(params())
+    experiment = chapter_mod.Chapter(params(), "cpu", config, None, tmp_path / "experiment", tmp_path / "run",
+                                     published=False, trial=True)
+    compared = experiment.published_model("the_model", "full")
+    assert compared == tmp_path / "experiment" / "compared" / "the_model" / "model.pt"
+    assert compared.read_bytes() == b"weights" and (compared.parent / "model_views.npz").read_bytes() == b"views"
+    published_run = chapter_mod.Chapter(params(), "cpu", config, None, tmp_path / "reports" / "residual_gap",
+                                        tmp_path / "run", published=True, trial=False)
+    assert published_run.published_model("the_model") == published / "model.pt"  # beside it, as before

@@ -26,7 +26,7 @@ from ..core.datasets import DEFAULT_DATASET, load_named
 from ..core.train import train
 from ..core.trial import TRIAL_FACES, TRIAL_SEED, trial_subset
 from ..paths import (experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs, model_file,
-                     model_folder)
+                     model_folder, views_cache)
 from ..provenance import provenance
 from ..recipes import chapter_config, home_budget
 from . import ablation, plots
@@ -112,10 +112,20 @@ class Chapter:
 
     def published_model(self, model_name: str, budget: str = "cpu") -> Path:
         """Another notebook's published model of this dataset (for a comparison): beside this report when it is
-        published, else in reports/."""
+        published, else a copy of reports/' in this experiment's folder (compared/<model>/)."""
         if self.published:
             return model_file(self.report_dir.parent / model_name)
-        return model_file(model_dirs(model_folder(model_name, budget, budget, self.config.dataset))[0])
+        source = model_file(model_dirs(model_folder(model_name, budget, budget, self.config.dataset))[0])
+        if not source.is_file():
+            return source  # comparison_note says it is missing
+        # A copy, with its scored views: scoring it on this run's data (a trial's subset) writes its cache, and an
+        # experiment never writes under reports/.
+        copy = self.report_dir / "compared" / model_name / source.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        for path in (source, views_cache(source)):
+            if path.is_file():
+                shutil.copy2(path, copy.parent / path.name)
+        return copy
 
     def write_report(self, title: str, figures: dict, sections: dict | None = None, recipe_note: str = "",
                      longer: TrainResult | None = None, record: dict | None = None, prov: dict | None = None) -> Path:

@@ -3,14 +3,18 @@
 #                              git filter that commits notebooks/ without outputs (nbstripout; .gitattributes)
 #   make test                  run the test suite (synthetic data; real-FER2013 checks skip when the zip is absent)
 #   make test-fast             the inner loop: every test not marked slow (no notebook, subprocess or real data), < 1 min
-#   make reports               execute every notebook with papermill, write reports/ (HTML, per-model READMEs, leaderboard)
+#   make reports               execute every notebook with papermill and publish: reports/ (HTML, per-model READMEs,
+#                              leaderboard) and the README's results table; nothing else writes them
 #   make reports NB=01         run only the notebooks whose name starts with 01
 #   make reports RETRAIN=1     retrain instead of re-evaluating committed weights
-#   make reports PARAMS="-p epochs 5 -p time_budget_min 10"   papermill parameters passed through
+#   make reports NB=02 TRIAL=1                  a two-minute trial of notebook 02, under experiments/ (never published)
+#   make reports NB=09 SET="epochs=5 lr=0.1"    recipe fields changed: an experiment, under experiments/
+#   make reports NB=02 PARAMS="-p dataset my_faces -p data_path data/my_faces"   papermill parameters passed through
 #   make zoo                   train every training notebook's recipe, several runs at a time (emo_utils/zoo/runner.py)
 #   make zoo NB="02 09" ARGS="--budget full --seeds 09=0,1,2"   only those notebooks; ARGS passed through
 #   make zoo NB=02 EXECUTOR=slurm ARGS="--partition gpu --gpus-per-run 1"   each run a SLURM job (docs/design.md)
 #   make zoo NB=02 DATASET=rafdb DATA=/data/RAF-DB                            another dataset (datasets.py names)
+#   make zoo NB=02 ARGS="--trial"  or  ARGS="--set epochs=5"    a trial; a recipe field changed, as SET above
 #   make zoo-rental DATA=fer2013.zip OUT=zoo_out [CAP=15]        on a rented GPU: full recipes, three flagship
 #                              seeds and the ablations, stopped after CAP minutes; copy OUT/reports/ back into reports/
 #   make lab                   open JupyterLab on the project's kernel
@@ -41,7 +45,8 @@ test-fast: setup
 	$(PY) -m pytest -q -m 'not slow' tests
 
 reports: setup
-	$(PY) -m emo_utils.reports --kernel $(KERNEL) $(if $(NB),--only $(NB)) $(if $(RETRAIN),--retrain) $(PARAMS)
+	$(PY) -m emo_utils.reports --kernel $(KERNEL) $(if $(NB),--only $(NB)) $(if $(RETRAIN),--retrain) \
+		$(if $(TRIAL),--trial) $(foreach s,$(SET),--set $(s)) $(PARAMS)
 
 zoo: setup
 	$(PY) -m emo_utils.zoo $(NB) $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(DATASET),--dataset $(DATASET)) \

@@ -1,19 +1,25 @@
 """Where everything a run writes lives: every path under reports/ (what is published: weights, records, notebooks
-run) and runs/ (what is not: checkpoints, logs). The notebooks, the training command line, the zoo and the reports
-all ask this module, so a model's folder is spelled once:
+run), runs/ (what is not: checkpoints, logs) and experiments/ (every run that is not a publish). The notebooks,
+the training command line, the zoo and the reports all ask this module, so a model's folder is spelled once:
 
-  the notebook's run         reports/<folder>/model.pt                       runs/<folder>/
-  another seed S             reports/<folder>/seeds/S/model.pt               runs/<folder>/seedS/
-  an ablation                reports/<folder>/ablations/<slug>/model.pt      runs/<folder>/ablations/<slug>/
-  another seed of one        reports/<folder>/ablations/<slug>/seeds/S/...   runs/<folder>/ablations/<slug>/seedS/
+  the notebook's run         reports/<folder>/model.pt                       runs/<folder>/<key>/
+  another seed S             reports/<folder>/seeds/S/model.pt               runs/<folder>/<key>/seedS/
+  an ablation                reports/<folder>/ablations/<slug>/model.pt      runs/<folder>/<key>/ablations/<slug>/
+  another seed of one        reports/<folder>/ablations/<slug>/seeds/S/...   runs/<folder>/<key>/ablations/<slug>/seedS/
+  an experiment              experiments/<dataset>/<model>/<name or key>/    (its run state in run/ inside it)
 
 <folder> is <model> for the budget its notebook reports by default, <model>_<budget> for the other, under
-<dataset>/ for a dataset other than FER2013 (model_folder). Beside each model.pt sit the caches scored from it.
+<dataset>/ for a dataset other than FER2013 (model_folder). <key> is a short hash of the run's config
+(config_key): runs of two configs never share a last.pt, so a changed recipe never stops a later `make reports`.
+Beside each model.pt sit the caches scored from it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from .core.checkpoint import CheckpointError
@@ -27,6 +33,7 @@ def roots(base: str | os.PathLike) -> tuple[Path, Path]:
 
 
 REPORTS_DIR, RUNS_DIR = roots(REPO_ROOT)
+EXPERIMENTS_DIR = REPO_ROOT / "experiments"  # git-ignored: what a notebook writes when it does not publish
 NOTEBOOKS = REPO_ROOT / "notebooks"  # what `make reports` runs and the zoo trains from
 FULL_SUFFIX = "_full"  # a notebook run again on its full-budget weights: reports/<notebook>_full.html
 MAIN_RUN = "this recipe"  # the ablation table's row for the recipe unchanged; its seeds sit beside the zoo's
@@ -47,6 +54,34 @@ def model_folder(model_name: str, budget: str, home_budget: str = "cpu", dataset
     dataset's report."""
     folder = model_name if budget == home_budget else f"{model_name}_{budget}"
     return folder if dataset == DEFAULT_DATASET else f"{check_name(dataset)}/{folder}"
+
+
+def config_key(config, extra: str = "") -> str:
+    """A short name for a TrainConfig (and `extra`, e.g. a trial's data subset): 10 hex digits of the sha256 of
+    its JSON. Two configs that differ in any field get two keys."""
+    text = json.dumps(asdict(config), sort_keys=True, default=str) + extra
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def keyed_run_dir(run_dir: str | os.PathLike, config, extra: str = "") -> Path:
+    """A run's checkpoints under its model's run folder, keyed by its config: runs/<folder>/<key>/."""
+    return Path(run_dir) / config_key(config, extra)
+
+
+def experiment_dir(dataset: str, model_name: str, name: str, root: str | os.PathLike | None = None) -> Path:
+    """An experiment's folder: experiments/<dataset>/<model>/<name>/ (its README, metrics, figures, weights)."""
+    return Path(root or EXPERIMENTS_DIR) / check_name(dataset) / model_name / slug(name)
+
+
+def experiment_run_dir(report_dir: str | os.PathLike) -> Path:
+    """An experiment's own run state (checkpoints), inside its folder."""
+    return Path(report_dir) / "run"
+
+
+def pages_dir(output_dir: str | os.PathLike, dataset: str = DEFAULT_DATASET) -> Path:
+    """Where `make reports` writes a published notebook's executed copy and HTML: reports/ for FER2013,
+    reports/<dataset>/ for another dataset, never over FER2013's pages. An experiment's go to experiments/<dataset>/."""
+    return Path(output_dir) if dataset == DEFAULT_DATASET else Path(output_dir) / check_name(dataset)
 
 
 def model_dirs(folder: str, reports_dir: str | os.PathLike | None = None,

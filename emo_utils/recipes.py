@@ -1,15 +1,17 @@
-"""A training notebook's parameters cell, read as data: the config a command line or the zoo trains
-(notebook_config) and the names `make reports` checks parameters against; and the one reader of values given on a
+"""A training notebook's parameters cell, read as data: the config a notebook, a command line or the zoo trains
+(chapter_config, the one way to build it) and the names `make reports` checks parameters against; and the one reader of values given on a
 command line (`--set FIELD=VALUE`, `-p NAME VALUE`). Shared by the apps, so the zoo and the notebook runner read a
 notebook without importing each other."""
 from __future__ import annotations
 
 import ast
 import json
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from .core.config import TrainConfig, config_from_recipe
 from .core.datasets import DEFAULT_DATASET
+from .core.trial import trial_changes
 
 
 class NotebookError(RuntimeError):
@@ -57,17 +59,47 @@ def notebook_parameters(notebook: Path) -> dict:
     return {name: namespace[name] for name in declared}
 
 
-def notebook_config(params: dict, budget: str | None = None, seed: int | None = None, overrides: dict | None = None,
-                    dataset: str | None = None) -> TrainConfig:
-    """The config a notebook's parameters (notebook_parameters) train at `budget` (default: the notebook's), built
-    as the notebook builds it, with config_from_recipe: its recipe for that budget, its overrides and label_mode,
-    then `overrides` on top; seed and dataset the notebook's unless given."""
+def home_budget(params: dict) -> str:
+    """The budget a notebook reports at reports/<model> (paths.model_folder): its `home_budget` parameter where it
+    declares one (04, 05, whose published recipe fits on a CPU: "full"), else "cpu"."""
+    return params.get("home_budget") or "cpu"
+
+
+def recipe_for(params: dict, budget: str) -> dict:
+    """The notebook's recipe for a budget: its `<budget>_recipe` parameter (cpu_recipe, full_recipe, robust_recipe)."""
+    recipe = params.get(f"{budget}_recipe")
+    if not isinstance(recipe, dict):
+        have = sorted(k.removesuffix("_recipe") for k, v in params.items() if k.endswith("_recipe") and isinstance(v, dict))
+        raise NotebookError(f"budget {budget!r}: the notebook has no {budget}_recipe; choose one of {have}.")
+    return recipe
+
+
+def chapter_config(params: dict, budget: str | None = None, seed: int | None = None, overrides: dict | None = None,
+                   dataset: str | None = None, trial: bool | None = None) -> TrainConfig:
+    """The config a training notebook's parameters (a dict: notebook_parameters, or the notebook's own globals)
+    train: the one way every notebook, the training command line and the zoo build it. Fields are taken in this
+    order, each over the one before:
+
+      1. the recipe for the budget (`budget`, else the notebook's): cpu_recipe, full_recipe or robust_recipe
+      2. the notebook's label_mode parameter
+      3. a trial's short schedule (core/trial.py) when `trial` (else the notebook's `trial` parameter) is on
+      4. the notebook's `overrides` parameter (`make reports SET="epochs=5"` fills it)
+      5. `overrides` given here (the zoo's and the training command line's --set)
+      6. the model name, the seed (given, else the notebook's) and the dataset (given, else the notebook's)
+    """
     budget = budget or params.get("budget", "cpu")
-    notebook_label_mode = {"label_mode": params["label_mode"]} if params.get("label_mode") else {}
-    return config_from_recipe(params["model_name"], params["full_recipe" if budget == "full" else "cpu_recipe"],
-                              params.get("seed", 0) if seed is None else seed,
-                              {**notebook_label_mode, **(params.get("overrides") or {}), **(overrides or {})},
+    trial = params.get("trial", False) if trial is None else trial
+    fields = {**recipe_for(params, budget),
+              **({"label_mode": params["label_mode"]} if params.get("label_mode") else {}),
+              **(trial_changes() if trial else {}),
+              **(params.get("overrides") or {}), **(overrides or {})}
+    return config_from_recipe(params["model_name"], fields, params.get("seed", 0) if seed is None else seed, None,
                               dataset or params.get("dataset") or DEFAULT_DATASET)
+
+
+def with_changes(config: TrainConfig, changes: dict) -> TrainConfig:
+    """A config with some fields changed (an ablation's, a further seed's), every other field kept."""
+    return TrainConfig.from_dict({**asdict(config), **changes})
 
 
 TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"  # the notebooks that train a model (02-09)
@@ -82,5 +114,14 @@ def parse_value(text: str):
 
 
 def parse_sets(items: list[str]) -> dict:
-    """`--set FIELD=VALUE` items as {field: value}, each VALUE read by parse_value."""
-    return {name: parse_value(value) for name, _, value in (item.partition("=") for item in items)}
+    """`--set FIELD=VALUE` items as {field: value}, each VALUE read by parse_value; a FIELD that TrainConfig does
+    not have, or an item without '=', is a NotebookError naming it."""
+    known = {f.name for f in fields(TrainConfig)}
+    sets = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or name.strip() not in known:
+            raise NotebookError(f"--set {item!r}: expected FIELD=VALUE with FIELD a recipe field "
+                                f"(TrainConfig: {', '.join(sorted(known))}), e.g. --set epochs=5.")
+        sets[name.strip()] = parse_value(value)
+    return sets

@@ -86,7 +86,7 @@ def flagship(tmp_path_factory):
                             *sets], capture_output=True, text=True, timeout=600)  # as the zoo trains a further seed
     assert seed1.returncode == 0, seed1.stderr[-3000:]
     run_reports(only=["09"], kernel="python3", reports_dir=root / "reports", progress=False, parameters={
-        "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY,
+        "data_path": str(zip_path), "report_dir": str(report), "run_dir": str(runs), "overrides": TINY, "publish": True,
         "cpu_ablations": {"no EMA": {"ema_decay": 0.0}, "refit": {"refit": True},
                           "screen: reference": {"label_smoothing": 0.2},
                           "capped": {"time_budget_min": 0.02, "epochs": 500}},  # stopped by its cap
@@ -177,6 +177,7 @@ def test_the_recipes_own_further_seed_is_trained_by_the_notebook_beside_the_zoos
     main, seed2 = load_checkpoint(report / "model.pt"), load_checkpoint(report / "seeds" / "2" / "model.pt")
     assert seed2["config"]["seed"] == 2  # "this recipe" in run_seeds: the recipe unchanged but for its seed
     assert config_differences(seed2["config"], TrainConfig(**{**main["config"], "seed": 2})) == []
-    assert (report.parents[1] / "runs" / "vgg_gap" / "seed2" / "last.pt").exists()  # its checkpoints, beside seed1's
+    # its checkpoints, under the recipe's config key (paths.keyed_run_dir)
+    assert list((report.parents[1] / "runs" / "vgg_gap").glob("*/seed2/last.pt"))
     recorded = json.loads((report / "ablations.json").read_text())["seeds"]["this recipe"]
     assert [row["run"] for row in recorded[:4]] == ["seed 0", "seed 1", "seed 2", "mean of 3"]

@@ -19,7 +19,7 @@ import torch
 
 from conftest import make_fer_folder
 from emo_utils.zoo import runner as zoo, plan as zoo_plan
-from emo_utils.paths import ablation_model_path, slug, NOTEBOOKS
+from emo_utils.paths import ablation_model_path, keyed_run_dir, slug, NOTEBOOKS
 from emo_utils.core.augment import make_policy
 from emo_utils.core.data import load_dataset
 from emo_utils.recipes import notebook_parameters, parse_sets
@@ -80,7 +80,7 @@ def test_two_runs_at_once_end_with_the_weights_each_gets_alone(faces, alone, tmp
     paths = {0: reports / "model.pt", 1: reports / "seeds" / "1" / "model.pt"}
     for seed, path in paths.items():
         assert tensors_equal(load_checkpoint(path)["model"], alone[seed]), f"seed {seed} differs from its run alone"
-    assert (out / "runs" / "mini_xception" / "seed1" / "final.pt").exists()
+    assert list((out / "runs" / "mini_xception").glob("*/seed1/final.pt"))  # under the config's key
 
     ran = json.loads((out / "zoo.json").read_text())
     runs = {run["seed"]: run for run in ran["runs"]}
@@ -142,7 +142,8 @@ def test_a_killed_zoo_started_again_resumes_every_run(faces, alone, tmp_path):
     while processes_mentioning(str(out)) and time.time() < deadline:
         time.sleep(0.2)
     assert not processes_mentioning(str(out)), "the runs outlived the killed zoo"
-    run_dirs = {0: out / "runs" / "mini_xception", 1: out / "runs" / "mini_xception" / "seed1"}
+    (keyed,) = (out / "runs" / "mini_xception").iterdir()  # the recipe's config key (paths.keyed_run_dir)
+    run_dirs = {0: keyed, 1: keyed / "seed1"}
     epochs_at_kill = {seed: load_checkpoint(d / "last.pt")["state"]["epoch"] for seed, d in run_dirs.items()}
     assert all(1 <= e < EPOCHS for e in epochs_at_kill.values()), f"both runs should be part-way: {epochs_at_kill}"
 
@@ -171,11 +172,11 @@ def test_a_run_that_fails_is_named_with_its_log_and_the_others_finish(faces, tmp
     args = zoo_args(faces, out, str(broken), "02", sets=[*TINY, "epochs=2"], seeds="0")  # the later epochs wins
     assert zoo.main(args) == 1
     printed = capsys.readouterr().out
-    log = out / "runs" / "no_such_net" / "zoo.log"
+    (log,) = (out / "runs" / "no_such_net").glob("*/zoo.log")  # under the config's key
     assert f"FAILED no_such_net seed 0 (exit 1); log {log}" in printed
     assert "unknown model" in printed.split("FAILED no_such_net")[1]  # the end of its log: the error itself
     runs = {run["name"]: run for run in json.loads((out / "zoo.json").read_text())["runs"]}
-    assert runs["no_such_net"]["status"] == "failed" and runs["no_such_net"]["log"] == "runs/no_such_net/zoo.log"
+    assert runs["no_such_net"]["status"] == "failed" and runs["no_such_net"]["log"] == str(log.relative_to(out))
     assert runs["mini_xception"]["status"] == "done" and runs["mini_xception"]["epochs_run"] == 2
     assert (out / "reports" / "mini_xception" / "model.pt").exists()
 
@@ -193,7 +194,11 @@ def test_each_run_trains_the_config_its_notebook_would(tmp_path):
     # A full-budget run's weights stand beside the CPU recipe's, in reports/<model>_full.
     assert by_name["vgg_gap", 0].model_path == tmp_path / "reports" / "vgg_gap_full" / "model.pt"
     assert by_name["vgg_gap", 2].model_path == tmp_path / "reports" / "vgg_gap_full" / "seeds" / "2" / "model.pt"
-    assert by_name["vgg_gap", 2].run_dir == tmp_path / "runs" / "vgg_gap_full" / "seed2"
+    # Checkpoints under a folder keyed by the recipe's config (paths.keyed_run_dir), as the notebook's chapter keys
+    # them: a run of another config never finds this one's last.pt.
+    vgg_runs = keyed_run_dir(tmp_path / "runs" / "vgg_gap_full", by_name["vgg_gap", 0].config)
+    assert by_name["vgg_gap", 0].run_dir == vgg_runs
+    assert by_name["vgg_gap", 2].run_dir == vgg_runs / "seed2"
 
     for seed in (0, 2):  # the recipe itself, as the notebook builds it at that seed
         p = params[by_name["vgg_gap", seed].notebook]
@@ -208,7 +213,8 @@ def test_each_run_trains_the_config_its_notebook_would(tmp_path):
             run = by_name[f"{model} {slug(name)}", 0]
             assert not config_differences(asdict(run.config), wanted)
             assert run.model_path == ablation_model_path(tmp_path / "reports" / f"{model}_full", name)
-            assert run.run_dir == tmp_path / "runs" / f"{model}_full" / "ablations" / slug(name)
+            assert run.run_dir == keyed_run_dir(tmp_path / "runs" / f"{model}_full", by_name[model, 0].config) / \
+                "ablations" / slug(name)
             ablation_runs += 1
     assert len(runs) == 3 + ablation_runs == 6  # 08's one ablation, 09's two
 

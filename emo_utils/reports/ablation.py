@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..core.checkpoint import TrainResult, load_checkpoint
-from ..core.config import config_from_recipe
+from ..core.config import TrainConfig
 from ..core.metrics import mean_difference, prediction_interval, seed_interval
 from ..paths import (MAIN_RUN, ablation_model_path, ablation_run_dir, model_file, run_seed_dir, seed_model_path,
                     seed_model_paths, seed_run_dir)
+from ..recipes import with_changes
 from .tables import changes_text
 from ..core.train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
@@ -32,24 +33,25 @@ def weight_candidates(model_path: Path) -> dict[str, str]:
     return {"trained": "model"}
 
 
-def weight_rows(model_path: Path, data) -> tuple[list[dict], str]:
-    """Each candidate's accuracies with flip TTA, and the weights key with the best val accuracy."""
+def weight_rows(model_path: Path, data, views: tuple[str, ...] | None = None) -> tuple[list[dict], str]:
+    """Each candidate's accuracies with flip TTA, and the weights key with the best val accuracy (`views`: the
+    view sets scored meanwhile, all by default; flip among them)."""
     candidates = weight_candidates(Path(model_path))
-    rows = [{"weights": name, **accuracies(scored_views(model_path, data, key)["flip"], data)}
+    rows = [{"weights": name, **accuracies(scored_views(model_path, data, key, views=views)["flip"], data)}
             for name, key in candidates.items()]
     return rows, candidates[max(rows, key=lambda row: row["val"])["weights"]]
 
 
-def train_ablations(model_name: str, recipe: dict, seed: int, overrides: dict, ablations: dict[str, dict], data,
-                    run_dir: Path, report_dir: Path, device=None, retrain: bool = False) -> dict[str, TrainResult]:
-    """Train (or reuse) the recipe with each ablation's changes; weights go to report_dir/ablations/<slug>/."""
+def train_ablations(config: TrainConfig, ablations: dict[str, dict], data, run_dir: Path, report_dir: Path,
+                    device=None, retrain: bool = False) -> dict[str, TrainResult]:
+    """Train (or reuse) `config` (the chapter's, recipes.chapter_config) with each ablation's changes on top;
+    weights go to report_dir/ablations/<slug>/, checkpoints to run_dir/ablations/<slug>/."""
     results = {}
     for name, changes in ablations.items():
-        config = config_from_recipe(model_name, recipe, seed, {**overrides, **changes})
         model_path = ablation_model_path(report_dir, name)
         model_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"ablation {name!r}: {changes_text(changes)}", flush=True)
-        results[name] = train(config, data, ablation_run_dir(run_dir, name), device=device,
+        results[name] = train(with_changes(config, changes), data, ablation_run_dir(run_dir, name), device=device,
                               retrain=retrain, model_path=model_path, progress=False)
     return results
 
@@ -101,20 +103,20 @@ def replay(result: TrainResult) -> dict:
     return {"epochs": result.meta["epochs_run"], "time_budget_min": 0}
 
 
-def train_run_seeds(model_name: str, recipe: dict, overrides: dict, ablations: dict[str, dict],
-                    runs: dict[str, TrainResult], run_seeds: dict[str, list[int]], data, run_dir: Path,
-                    report_dir: Path, device=None, retrain: bool = False) -> dict[str, Path]:
+def train_run_seeds(config: TrainConfig, ablations: dict[str, dict], runs: dict[str, TrainResult],
+                    run_seeds: dict[str, list[int]], data, run_dir: Path, report_dir: Path, device=None,
+                    retrain: bool = False) -> dict[str, Path]:
     """Further seeds of training runs ({run name: [seed, ...]}, MAIN_RUN for the recipe itself, whose result
-    `runs` must then hold), each the run's recipe replayed (`replay`) with another seed; weights in
-    run_seed_dir(report_dir, name)/seeds/<seed>/. Returns {run name: its folder}."""
+    `runs` must then hold), each the run's config (`config` with the ablation's changes) replayed (`replay`) with
+    another seed; weights in run_seed_dir(report_dir, name)/seeds/<seed>/. Returns {run name: its folder}."""
     for name, seeds in run_seeds.items():
-        changes = {**overrides, **ablations.get(name, {}), **replay(runs[name])}
+        changes = {**ablations.get(name, {}), **replay(runs[name])}
         checkpoints = Path(run_dir) if name == MAIN_RUN else ablation_run_dir(run_dir, name)
         for seed in seeds:
             model_path = seed_model_path(run_seed_dir(report_dir, name), seed)
             model_path.parent.mkdir(parents=True, exist_ok=True)
             print(f"{name!r}, seed {seed}: {changes_text(changes)}", flush=True)
-            train(config_from_recipe(model_name, recipe, seed, changes), data, seed_run_dir(checkpoints, seed),
+            train(with_changes(config, {**changes, "seed": seed}), data, seed_run_dir(checkpoints, seed),
                   device=device, retrain=retrain, model_path=model_path, progress=False)
     return {name: run_seed_dir(report_dir, name) for name in run_seeds}
 

@@ -1,9 +1,13 @@
-"""Notebooks: how a training notebook opens (open_chapter), and the runner behind `make reports`: each notebook
-executed headlessly through papermill on the project's kernel, its parameters checked against the ones it
-declares before anything runs, and the executed copy and its HTML written beside the reports; then the index
-and leaderboard (leaderboard.py) are rewritten from what they wrote.
+"""The runner behind `make reports`: each notebook executed headlessly through papermill on the project's kernel,
+its parameters checked against the ones it declares before anything runs, and the executed copy and its HTML
+written beside the reports; then the index and leaderboard (leaderboard.py) are rewritten from what they wrote.
 
-    python -m emo_utils.reports [--only 09 10] [-p budget full] [--retrain] [--index-only]   (make reports)
+It is one of the three writers of reports/ (with the zoo and an explicit publish=True): it passes publish=True to
+every training notebook. A trial (--trial, `make reports TRIAL=1`) or a changed recipe (--set FIELD=VALUE, `make
+reports SET="epochs=5"`, the notebook's `overrides`) is an experiment instead: its pages go to experiments/, and
+reports/ is not touched (unless `-p publish True` asks for it). Another dataset's pages go under its name.
+
+    python -m emo_utils.reports [--only 09 10] [-p budget full] [--set epochs=5] [--trial] [--retrain] [--index-only]
 """
 from __future__ import annotations
 
@@ -15,28 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.data import REPO_ROOT, FERData
-from ..core.datasets import DEFAULT_DATASET, load_named
-from ..paths import FULL_SUFFIX, NOTEBOOKS, REPORTS_DIR, model_dirs, model_file, model_folder
-from ..recipes import TRAINING_NOTEBOOKS, NotebookError, declared_parameters, notebook_parameters, parse_value
+from ..core.data import REPO_ROOT
+from ..core.datasets import DEFAULT_DATASET
+from ..paths import NOTEBOOKS, REPORTS_DIR, model_dirs, model_file, model_folder, pages_dir
+from ..recipes import (TRAINING_NOTEBOOKS, NotebookError, declared_parameters, home_budget, notebook_parameters,
+                       parse_sets, parse_value)
 from .leaderboard import write_index
 from .nbform import without_machine_paths
-
-def open_chapter(model_name: str, data_path=None, report_dir=None, run_dir=None,
-                 budget: str = "cpu", home_budget: str = "cpu", dataset: str = DEFAULT_DATASET,
-                 label_mode: str = "majority") -> tuple[FERData, Path, Path]:
-    """A training notebook's opening: the dataset (datasets.load_named: FER2013 from data_path, else the finder's;
-    another dataset from data_path), and its report and run folders, reports/<folder> and runs/<folder> unless the
-    parameters name others: <model_name> for the budget the notebook reports by default (`home_budget`),
-    <model_name>_<budget> for the other, under <dataset>/ for a dataset other than FER2013 (paths.model_folder),
-    where the training command line and the zoo write them."""
-    default_report_dir, default_run_dir = model_dirs(model_folder(model_name, budget, home_budget, dataset))
-    report_dir = default_report_dir if report_dir is None else Path(report_dir)
-    run_dir = default_run_dir if run_dir is None else Path(run_dir)
-    data = load_named(dataset, data_path, label_mode)
-    print(f"{Path(str(data.source)).name}: {len(data.images):,} images, {data.num_classes} classes {data.class_names}")
-    return data, report_dir, run_dir
-
 
 def default_type(default: str) -> type | None:
     """The type a parameter's default declares: a literal's, or dict/list/tuple for a dict(...) call and the
@@ -158,32 +147,55 @@ def select_notebooks(notebooks_dir: Path, only: list[str] | None) -> list[Path]:
     return notebooks
 
 
-def full_budget_run(notebook: Path, output_dir: Path) -> dict | None:
-    """The parameters that re-run a training notebook on its committed full-budget weights
-    (reports/<model>_full/model.pt, trained on a GPU by the zoo), or None where there are none."""
-    if not fnmatch.fnmatch(notebook.name, TRAINING_NOTEBOOKS):
-        return None
+def extra_budget_runs(notebook: Path, output_dir: Path, dataset: str = DEFAULT_DATASET) -> list[tuple[str, dict]]:
+    """[(suffix, parameters)] that re-run a training notebook on the committed weights of each of its other
+    budgets: reports/<model>_full/model.pt (a GPU run of the zoo), reports/<model>_robust/model.pt (a fine-tune
+    on camera corruptions), ... for every <budget>_recipe but its home one. FER2013's only: another dataset's
+    run never re-runs FER2013's folders."""
+    if dataset != DEFAULT_DATASET or not fnmatch.fnmatch(notebook.name, TRAINING_NOTEBOOKS):
+        return []
     params = notebook_parameters(notebook)
-    if params.get("budget", "cpu") == "full":  # its own report is the full recipe's already (04, 05)
-        return None
-    report_dir, run_dir = model_dirs(model_folder(params["model_name"], "full"), reports_dir=output_dir)
-    if not model_file(report_dir).is_file():
-        return None
+    budgets = [k.removesuffix("_recipe") for k, v in params.items() if k.endswith("_recipe") and isinstance(v, dict)]
+    runs = []
+    for budget in budgets:
+        if budget in (home_budget(params), params.get("budget", "cpu")):
+            continue  # its own report is this budget's already
+        report_dir, run_dir = model_dirs(model_folder(params["model_name"], budget, home_budget(params)),
+                                         reports_dir=output_dir)
+        if not model_file(report_dir).is_file():
+            continue
 
-    def seen_from_the_notebook(path: Path) -> str:  # papermill runs it in its folder; no machine's paths in reports
-        return os.path.relpath(path, notebook.parent) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
-    return {"budget": "full", "report_dir": seen_from_the_notebook(report_dir),
-            "run_dir": seen_from_the_notebook(run_dir)}
+        def seen_from_the_notebook(path: Path) -> str:  # papermill runs it in its folder; no machine's paths in reports
+            return os.path.relpath(path, notebook.parent) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
+        runs.append((f"_{budget}", {"budget": budget, "report_dir": seen_from_the_notebook(report_dir),
+                                    "run_dir": seen_from_the_notebook(run_dir)}))
+    return runs
+
+
+def full_budget_run(notebook: Path, output_dir: Path, dataset: str = DEFAULT_DATASET) -> dict | None:
+    """The parameters that re-run a training notebook on its committed full-budget weights, or None."""
+    return dict(extra_budget_runs(notebook, output_dir, dataset)).get("_full")
+
+
+def is_experiment(parameters: dict) -> bool:
+    """Whether a `make reports` run is an experiment rather than a publish: a trial, or a changed recipe, unless
+    publish=True was asked for."""
+    if "publish" in parameters:
+        return not parameters["publish"]
+    return bool(parameters.get("trial") or parameters.get("overrides"))
 
 
 def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", cell_timeout=4 * 3600,
                   notebooks_dir: Path = NOTEBOOKS, output_dir: Path = REPORTS_DIR, progress=True) -> list[Path]:
     """Run the notebooks whose names start with one of `only` (all by default) in order, each with the
     parameters it declares; a parameter no selected notebook declares, or of another type than its default,
-    is a NotebookError before anything runs."""
+    is a NotebookError before anything runs. Training notebooks get publish=True unless this is an experiment
+    (is_experiment); then the pages go to experiments/ beside output_dir, and another dataset's under its name."""
     parameters = dict(parameters or {})
     notebooks = select_notebooks(notebooks_dir, only)
     declared = {nb: declared_parameters(nb) for nb in notebooks}
+    if parameters.get("trial") and parameters.get("publish"):
+        raise NotebookError("a trial is never published: drop -p publish True, or TRIAL=1.")
     for name in parameters:
         if not any(name in d for d in declared.values()):
             raise NotebookError(f"parameter {name!r} is not declared by {', '.join(nb.name for nb in notebooks)}; "
@@ -193,24 +205,29 @@ def run_notebooks(only=None, parameters=None, retrain=False, kernel="emo-fer", c
         for name, value in parameters.items():
             if name in declared[nb]:
                 check_parameter_type(nb, name, value, declared[nb][name])
+    experiment = is_experiment(parameters)
     if retrain:
         parameters["retrain"] = True
-    # Each notebook with the parameters given; then a training notebook again on its full-budget weights, where a
-    # GPU run committed some (unless the budget was given: then the caller chose one).
+    dataset = parameters.get("dataset", DEFAULT_DATASET)
+    # An experiment's pages under experiments/<dataset>/ (every dataset by name there), never beside the reports.
+    pages = Path(output_dir).parent / "experiments" / dataset if experiment else pages_dir(output_dir, dataset)
+    # Each notebook with the parameters given; then a training notebook again on each other budget's weights, where
+    # some were committed (unless the budget was given: then the caller chose one; never for an experiment).
     jobs = []
     for nb in notebooks:
         nb_params = {k: v for k, v in parameters.items() if k in declared[nb]}
+        if "publish" in declared[nb] and "publish" not in nb_params:
+            nb_params["publish"] = not experiment
         jobs.append((nb, nb_params, nb.stem))
-        full = None if "budget" in parameters else full_budget_run(nb, Path(output_dir))
-        if full:
-            jobs.append((nb, {**nb_params, **full, "retrain": False}, nb.stem + FULL_SUFFIX))  # retrain on a GPU: zoo
+        extra = [] if "budget" in parameters or experiment else extra_budget_runs(nb, Path(output_dir), dataset)
+        for suffix, budget_params in extra:  # retrain another budget where it was trained (a GPU: the zoo)
+            jobs.append((nb, {**nb_params, **budget_params, "retrain": False}, nb.stem + suffix))
     done = []
     for i, (nb, nb_params, stem) in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {stem} {nb_params or ''}", flush=True)
         start = time.time()
-        done.append(execute_notebook(nb, Path(output_dir), nb_params, kernel, cell_timeout, progress, stem))
-        print(f"[{i}/{len(jobs)}] {stem} done in {time.time() - start:.0f}s -> {Path(output_dir) / (stem + '.html')}",
-              flush=True)
+        done.append(execute_notebook(nb, pages, nb_params, kernel, cell_timeout, progress, stem))
+        print(f"[{i}/{len(jobs)}] {stem} done in {time.time() - start:.0f}s -> {pages / (stem + '.html')}", flush=True)
     return done
 
 
@@ -220,7 +237,8 @@ def run_reports(only=None, parameters=None, retrain=False, kernel="emo-fer", cel
                 notebooks_dir: Path = NOTEBOOKS, reports_dir: Path = REPORTS_DIR, progress=True) -> list[Path]:
     """Run the notebooks (notebooks.run_notebooks), then rewrite reports/README.md from what they wrote."""
     done = run_notebooks(only, parameters, retrain, kernel, cell_timeout, notebooks_dir, reports_dir, progress)
-    write_index(reports_dir, notebooks_dir)
+    if not is_experiment(dict(parameters or {})):  # an experiment wrote nothing under reports/ to index
+        write_index(reports_dir, notebooks_dir)
     return done
 
 
@@ -230,6 +248,11 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a papermill parameter (Python literal or string); repeatable")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a recipe field (the training notebooks' `overrides`), VALUE a Python literal; "
+                        "repeatable. An experiment: written under experiments/, not reports/")
+    parser.add_argument("--trial", action="store_true", help="a trial run of each training notebook (a subset, two "
+                        "epochs; written under experiments/, never published)")
     parser.add_argument("--retrain", action="store_true", help="retrain instead of reusing committed weights")
     parser.add_argument("--kernel", default="emo-fer")
     parser.add_argument("--cell-timeout", type=int, default=4 * 3600, help="seconds one cell may run")
@@ -242,8 +265,13 @@ def main(argv=None) -> int:
         print(write_index(args.reports_dir, args.notebooks_dir))
         return 0
     try:
-        run_reports(args.only, {k: parse_value(v) for k, v in args.parameter}, args.retrain, args.kernel,
-                    args.cell_timeout, args.notebooks_dir, args.reports_dir)
+        parameters = {k: parse_value(v) for k, v in args.parameter}
+        if args.set:
+            parameters["overrides"] = {**parameters.get("overrides", {}), **parse_sets(args.set)}
+        if args.trial:
+            parameters["trial"] = True
+        run_reports(args.only, parameters, args.retrain, args.kernel, args.cell_timeout, args.notebooks_dir,
+                    args.reports_dir)
     except NotebookError as e:
         print(f"make reports: {e}", file=sys.stderr)
         return 1

@@ -92,19 +92,23 @@ def _read_cache(path: Path, key: str) -> dict[str, dict[str, np.ndarray]]:
         return {}
 
 
-def scored_views(model_path, data, weights: str = "model", device=None) -> dict[str, dict[str, np.ndarray]]:
-    """{view: {split: probabilities}} for every view set that differs for this model, from the file beside
-    it when its key matches; a view set it lacks (new in tta.VIEW_SETS, or the file is missing or another
-    model's) is scored now and the file written again with it (atomically)."""
+def scored_views(model_path, data, weights: str = "model", device=None, views: tuple[str, ...] | None = None
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """{view: {split: probabilities}} for every view set that differs for this model (of `views` only, when
+    given: a trial scores the cheap ones), from the file beside it when its key matches; a view set it lacks
+    (new in tta.VIEW_SETS, or the file is missing or another model's) is scored now and the file written again
+    with it (atomically)."""
     model_path = Path(model_path)
     path, key = views_cache(model_path, weights), cache_key(model_path, data, weights)
     stored = _read_cache(path, key)
     # A file is written with every view set that differed for its model, so one holding a crop-only set was a
     # crop-trained model's: the table's sets for that kind of model that the file lacks are the ones to score.
-    wanted = views_for(int(any(VIEW_SETS[v].needs_crop for v in stored)))
+    def restricted(names):
+        return [v for v in names if views is None or v in views]
+    wanted = restricted(views_for(int(any(VIEW_SETS[v].needs_crop for v in stored))))
     if not stored or any(v not in stored for v in wanted):
         model, crop = load_for_scoring(model_path, weights, device)
-        wanted = views_for(crop)
+        wanted = restricted(views_for(crop))
         stored.update({v: predict_splits(model, data, ["val", "test_all"], crop=crop, tta=v)
                        for v in wanted if v not in stored})
         write_atomically(path, lambda f: np.savez_compressed(f, key=np.array(key), **{
@@ -125,11 +129,11 @@ def best_views(rows: list[dict]) -> str:
     return max(rows, key=lambda r: (r["val"], -TTA_VIEWS.index(r["test-time views"])))["test-time views"]
 
 
-def chosen_views(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None
-                 ) -> tuple[str, dict[str, np.ndarray], list[dict]]:
+def chosen_views(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None,
+                 views: tuple[str, ...] | None = None) -> tuple[str, dict[str, np.ndarray], list[dict]]:
     """(views, {split: probabilities} under them, the table of every view set): the views with the best
     validation accuracy when tta is None, else the views asked for."""
-    probs_by_view = scored_views(model_path, data, weights, device)
+    probs_by_view = scored_views(model_path, data, weights, device, views)
     rows = view_rows(probs_by_view, data)
     chosen = best_views(rows) if tta is None else view_name(tta)
     if chosen not in probs_by_view:
@@ -148,9 +152,11 @@ class Evaluation:
     headline: str  # the split a report leads with
 
 
-def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None) -> Evaluation:
-    """Metrics of every evaluation split under the views with the best val accuracy (or those `tta` names)."""
-    views, probs, rows = chosen_views(model_path, data, tta, weights, device)
+def evaluate(model_path, data, tta: bool | str | None = None, weights: str = "model", device=None,
+             candidates: tuple[str, ...] | None = None) -> Evaluation:
+    """Metrics of every evaluation split under the views with the best val accuracy (or those `tta` names),
+    among `candidates` when given (a trial's cheap views)."""
+    views, probs, rows = chosen_views(model_path, data, tta, weights, device, candidates)
     metrics = {split: compute_metrics(p, data.split(split)[1], data.class_names) for split, p in probs.items()}
     return Evaluation(views, probs, metrics, rows, headline_split(metrics))
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ..core.config import TrainConfig
 from ..core.datasets import DEFAULT_DATASET
-from ..paths import (NOTEBOOKS, ablation_model_path, ablation_run_dir, model_dirs, model_file, model_folder,
-                     seed_model_path, seed_run_dir, slug)
-from ..recipes import TRAINING_NOTEBOOKS, notebook_config, notebook_parameters, parse_sets
+from ..core.trial import TRIAL_FACES, TRIAL_SEED
+from ..paths import (NOTEBOOKS, ablation_model_path, ablation_run_dir, config_key, experiment_dir, experiment_run_dir,
+                     keyed_run_dir, model_dirs, model_file, model_folder, seed_model_path, seed_run_dir, slug)
+from ..recipes import TRAINING_NOTEBOOKS, chapter_config, home_budget, notebook_parameters, parse_sets, with_changes
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes
@@ -27,6 +28,7 @@ class Run:
     run_dir: Path
     planned: int  # the recipe's epochs until the run's own plan is read from its checkpoint
     early_stops: bool  # the run may end before `planned`: its ETA is an upper bound
+    trial: bool = False  # a trial (core/trial.py): a subset of the data, written under experiments/, never published
     status: str = "queued"  # queued, running, done, reused, failed, stopped, not started
     returncode: int | None = None
     started: float | None = None  # time.time() of this zoo's start of it, and of its end
@@ -86,34 +88,44 @@ def notebook_ablations(params: dict, budget: str, report_dir: Path,
 
 
 def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[int]], sets: list[str],
-              report_root: Path, run_root: Path, ablations: bool = True, dataset: str | None = None) -> list[Run]:
+              report_root: Path, run_root: Path, ablations: bool = True, trial: bool = False,
+              dataset: str | None = None) -> list[Run]:
     """The runs in order: each notebook's seeds in the order named, then every notebook's ablations. Each run's
-    config is built as the notebook builds it (recipes.notebook_config), with the zoo's `sets` on top; `dataset`
-    (datasets.py's names) for every run, else each notebook's own, and its folders under reports/<dataset>/."""
+    config is the notebook's (recipes.chapter_config, as the notebook's chapter builds it) with the zoo's `sets`
+    on top, its checkpoints keyed by that config (runs/<folder>/<key>/, as the chapter keys them); `dataset`
+    (datasets.py's names) for every run, else each notebook's own, its folders under reports/<dataset>/. A trial
+    trains the notebook's seed alone, where the notebook's trial writes (experiments/), never the ablations."""
     runs, extra = [], []
     zoo_changes = parse_sets(sets)
     for notebook in notebooks:
         params = notebook_parameters(notebook)
         model, default_seed = params["model_name"], params.get("seed", 0)
         run_budget = budget or params.get("budget", "cpu")
-        run_dataset = dataset or params.get("dataset") or DEFAULT_DATASET
-        folder = model_folder(model, run_budget, params.get("budget", "cpu"), run_dataset)  # reports/vgg_gap_full
-        report_dir, run_dir = model_dirs(folder, report_root, run_root)
+        base = chapter_config(params, run_budget, None, zoo_changes, dataset or params.get("dataset") or DEFAULT_DATASET,
+                              trial=trial)
+        if trial:
+            key = config_key(base, f"trial{TRIAL_FACES}{TRIAL_SEED}")
+            report_dir = experiment_dir(base.dataset, model, f"trial_{key}", report_root.parent / "experiments")
+            run_dir = experiment_run_dir(report_dir)
+        else:
+            folder = model_folder(model, run_budget, home_budget(params), base.dataset)  # e.g. reports/vgg_gap_full
+            report_dir, run_dir = model_dirs(folder, report_root, run_root)
+            run_dir = keyed_run_dir(run_dir, base)
 
         def planned_run(name: str, seed: int, changes: dict, model_path: Path, run_path: Path) -> Run:
-            config = notebook_config(params, run_budget, seed, changes, run_dataset)
+            config = with_changes(base, {**changes, "seed": seed})
             return Run(name=name, notebook=notebook, model=model, seed=seed, budget=run_budget, config=config,
-                       changes=changes, model_path=model_path, run_dir=run_path, planned=config.epochs,
-                       early_stops=bool(config.early_stop_patience or config.time_budget_min))
-        for seed in seeds.get(notebook, [default_seed]):
+                       changes={**zoo_changes, **changes}, model_path=model_path, run_dir=run_path,
+                       planned=config.epochs, early_stops=bool(config.early_stop_patience or config.time_budget_min),
+                       trial=trial)
+        for seed in ([default_seed] if trial else seeds.get(notebook, [default_seed])):
             if seed == default_seed:
                 seed_model, seed_run = model_file(report_dir), run_dir
             else:
                 seed_model, seed_run = seed_model_path(report_dir, seed), seed_run_dir(run_dir, seed)
-            runs.append(planned_run(model, seed, zoo_changes, seed_model, seed_run))
-        if ablations and default_seed in seeds.get(notebook, [default_seed]):
+            runs.append(planned_run(model, seed, {}, seed_model, seed_run))
+        if ablations and not trial and default_seed in seeds.get(notebook, [default_seed]):
             for name, (changes, model_path, ablation_run) in notebook_ablations(
                     params, run_budget, report_dir, run_dir).items():
-                extra.append(planned_run(f"{model} {name}", default_seed, {**zoo_changes, **changes}, model_path,
-                                         ablation_run))
+                extra.append(planned_run(f"{model} {name}", default_seed, changes, model_path, ablation_run))
     return runs + extra

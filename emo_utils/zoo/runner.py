@@ -64,7 +64,7 @@ def command(run: Run, data_path: Path, compile_mode: str | None) -> list[str]:
     write_atomically(config_path, lambda f: f.write(json.dumps(asdict(run.config), indent=1).encode()))
     return ([sys.executable, "-m", "emo_utils.zoo.train", "--config", str(config_path), "--data", str(data_path),
              "--model-path", str(run.model_path), "--run-dir", str(run.run_dir)]
-            + (["--compile", compile_mode] if compile_mode else []))
+            + (["--compile", compile_mode] if compile_mode else []) + (["--trial"] if run.trial else []))
 
 
 def child_environment(device: str, threads: int) -> dict[str, str]:
@@ -252,11 +252,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emo_utils.zoo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", help="training notebooks by prefix (02, 09) or path; default: all")
-    parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: each notebook's budget)")
+    parser.add_argument("--budget", choices=["cpu", "full", "robust"], help="which recipe (default: each notebook's budget)")
     parser.add_argument("--seeds", action="append", default=[], metavar="[PREFIX=]SEEDS",
                         help="seeds to train, e.g. 0,1,2 for every notebook or 09=0,1,2 (default: the notebook's)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a recipe field in every run (as python -m emo_utils.zoo.train --set)")
+    parser.add_argument("--trial", action="store_true", help="a trial of each notebook (core/trial.py: a subset, two "
+                        "epochs, no ablations or further seeds), written under experiments/, never published")
     parser.add_argument("--no-ablations", action="store_true",
                         help="skip the runs a notebook trains beside its recipe (its cpu_ablations or full_ablations)")
     parser.add_argument("--data", help="the dataset's file or folder (FER2013: zip, folder or csv; default: the "
@@ -303,7 +305,7 @@ def main(argv=None) -> int:
     root = out or fer.REPO_ROOT
     report_root, run_root = roots(root)
     runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations,
-                     dataset=args.dataset)
+                     trial=args.trial, dataset=args.dataset)
     if args.executor == "slurm":
         device, jobs, threads = options.device, len(runs), options.cpus
     else:

@@ -14,8 +14,9 @@ from pathlib import Path
 from ..core import data as fer, datasets, distributed
 from ..core.config import TrainConfig
 from ..core.train import COMPILE_MODES, train
-from ..paths import model_dirs, model_file, model_folder, roots
-from ..recipes import notebook_config, notebook_parameters, parse_sets
+from ..core.trial import trial_subset
+from ..paths import keyed_run_dir, model_dirs, model_file, model_folder, roots
+from ..recipes import NotebookError, chapter_config, home_budget, notebook_parameters, parse_sets
 
 
 def main(argv=None) -> int:
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebook", type=Path, nargs="?", help="a training notebook; its parameters cell gives the recipe")
     parser.add_argument("--config", type=Path, help="a TrainConfig as JSON, instead of a notebook's recipe")
-    parser.add_argument("--budget", choices=["cpu", "full"], help="which recipe (default: the notebook's budget)")
+    parser.add_argument("--budget", choices=["cpu", "full", "robust"], help="which recipe (default: the notebook's budget)")
     parser.add_argument("--seed", type=int, help="default: the notebook's seed")
     parser.add_argument("--data", help="the dataset's file or folder (default: the notebook's data_path; for FER2013 "
                         "then the finder)")
@@ -40,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model-path", type=Path, help="the finished model's file (default: REPORT_DIR/model.pt)")
     parser.add_argument("--run-dir", type=Path, help="checkpoints (default: runs/<model>)")
     parser.add_argument("--retrain", action="store_true", help="train even if a matching model.pt exists")
+    parser.add_argument("--trial", action="store_true", help="train on the trial's subset of the data "
+                        "(core/trial.py); with a notebook, its trial schedule too")
     parser.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the training step (default: "
                         "COMPILE_BY_DEFAULT, else off); reduce-overhead adds CUDA graphs")
     args = parser.parse_args(argv)
@@ -48,23 +51,29 @@ def main(argv=None) -> int:
     if args.config and not (args.model_path and args.run_dir):
         parser.error("--config needs --model-path and --run-dir: a bare config does not say where its run goes")
 
+    try:
+        sets = parse_sets(args.set)
+    except NotebookError as e:
+        parser.error(str(e))
     if args.config:
         try:
-            config = TrainConfig.from_dict({**json.loads(args.config.read_text()), **parse_sets(args.set)})
+            config = TrainConfig.from_dict({**json.loads(args.config.read_text()), **sets})
         except (OSError, ValueError, TypeError) as e:  # missing, not JSON, or fields TrainConfig does not have
             parser.error(f"--config {args.config}: {e}. Write it with the zoo, or as json.dumps(asdict(config)).")
         data_path, model_path, run_dir = args.data, args.model_path, args.run_dir
     else:
         params = notebook_parameters(args.notebook)
-        config = notebook_config(params, args.budget, args.seed, parse_sets(args.set), args.dataset)
+        config = chapter_config(params, args.budget, args.seed, sets, args.dataset, trial=args.trial)
         data_path = args.data or params.get("data_path")
         # reports/ and runs/ under REPO_ROOT as it is now, not at import: a test that moves REPO_ROOT writes there.
-        folder = model_folder(config.model, args.budget or params.get("budget", "cpu"), params.get("budget", "cpu"),
+        folder = model_folder(config.model, args.budget or params.get("budget", "cpu"), home_budget(params),
                               config.dataset)
         report_dir, run_dir = model_dirs(folder, *roots(fer.REPO_ROOT))
-        run_dir = args.run_dir or run_dir
+        run_dir = args.run_dir or keyed_run_dir(run_dir, config)
         model_path = args.model_path or model_file(args.report_dir or report_dir)
     data = datasets.load_named(config.dataset, data_path, config.label_mode)
+    if args.trial:
+        data = trial_subset(data)
     if distributed.is_main():
         model_path.parent.mkdir(parents=True, exist_ok=True)
     result = train(config, data, run_dir, retrain=args.retrain, model_path=model_path, compile_mode=args.compile)

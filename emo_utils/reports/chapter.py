@@ -1,0 +1,251 @@
+"""One training chapter: what every training notebook (02-09) does between its parameters and its prose.
+
+    chapter = train_chapter(globals())   # the notebook's parameters, read by name
+
+builds the config (recipes.chapter_config, the one way the zoo builds it too), decides where the run writes,
+trains (or reuses a finished model of the same config), and evaluates under the views chosen on val; the
+notebook then shows its results and calls chapter.figures() and chapter.write_report().
+
+Where a run writes. reports/ is the published record: only `make reports` (which passes publish=True), the zoo's
+runs and an explicit publish=True write there. Every other run (JupyterLab, papermill by hand, a trial) is an
+experiment: its README, metrics, figures and weights go to experiments/<dataset>/<model>/<run_name or config key>/,
+its checkpoints in run/ inside it. A trial (trial=True) trains a seeded stratified subset for two epochs
+(core/trial.py), skips ablations and seeds, is labelled "trial" in its title and metrics.json, and is never
+published.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.checkpoint import TrainResult, load_checkpoint
+from ..core.config import TrainConfig, config_differences
+from ..core.datasets import DEFAULT_DATASET, load_named
+from ..core.train import train
+from ..core.trial import TRIAL_FACES, TRIAL_SEED, trial_subset
+from ..paths import (experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs, model_file,
+                     model_folder, views_cache)
+from ..provenance import provenance
+from ..recipes import chapter_config, home_budget
+from . import ablation, plots
+from .pages import show_headline, write_model_report
+from .views import SPLIT_TITLES, Evaluation, evaluate, scored_views
+
+# What a chapter reads of a notebook's namespace: these names, and every <budget>_recipe, _ablations, _run_seeds.
+PARAMETERS = ("model_name", "budget", "home_budget", "data_path", "dataset", "label_mode", "seed", "retrain", "tta",
+              "device", "report_dir", "run_dir", "overrides", "publish", "trial", "run_name")
+TABLES = ("_recipe", "_ablations", "_run_seeds")
+TRIAL_VIEWS = ("center", "flip")  # a trial's test-time views: two passes, not the fifteen of every view set
+HOW_TO_PUBLISH = "publish with `make reports NB=<this notebook's number>` or publish=True in the parameters cell"
+
+
+class ChapterError(ValueError):
+    """A chapter's parameters that cannot run: one line in the notebook, no traceback (IPython asks for this)."""
+
+    def _render_traceback_(self):
+        return [f"ChapterError: {self}"]
+
+
+def chapter_parameters(namespace: dict) -> dict:
+    """The notebook's parameters out of its namespace (globals()), by name."""
+    return {k: v for k, v in namespace.items() if k in PARAMETERS or (k.endswith(TABLES) and not k.startswith("_"))}
+
+
+@dataclass
+class Chapter:
+    params: dict
+    budget: str
+    config: TrainConfig
+    data: object  # core.data.FERData (a trial's subset of it)
+    report_dir: Path
+    run_dir: Path
+    published: bool
+    trial: bool
+    result: TrainResult | None = None
+    evaluation: Evaluation | None = None
+    weights: list[dict] = field(default_factory=list)  # EMA or raw weights, each with flip TTA (ablation.weight_rows)
+    weights_key: str = "model"  # the weights chosen on val
+
+    @property
+    def model_path(self) -> Path:
+        return model_file(self.report_dir)
+
+    @property
+    def ablations(self) -> dict[str, dict]:
+        return {} if self.trial else (self.params.get(f"{self.budget}_ablations") or {})
+
+    @property
+    def run_seeds(self) -> dict[str, list[int]]:
+        return {} if self.trial else (self.params.get(f"{self.budget}_run_seeds") or {})
+
+    def train_ablations(self) -> dict[str, TrainResult]:
+        """The recipe with each of the budget's ablations' changes (none in a trial), beside the report."""
+        if self.trial and self.params.get(f"{self.budget}_ablations"):
+            print("trial: ablations skipped")
+        return ablation.train_ablations(self.config, self.ablations, self.data, self.run_dir, self.report_dir,
+                                        self.params.get("device"), self.params.get("retrain", False))
+
+    def train_run_seeds(self, runs: dict[str, TrainResult]) -> dict[str, Path]:
+        """Further seeds of the recipe and its ablations (none in a trial): {run name: its folder}."""
+        return ablation.train_run_seeds(self.config, self.ablations, {ablation.MAIN_RUN: self.result, **runs},
+                                        self.run_seeds, self.data, self.run_dir, self.report_dir,
+                                        self.params.get("device"), self.params.get("retrain", False))
+
+    def training_rows(self, runs: dict[str, TrainResult]) -> list[dict]:
+        """The ablation table: this recipe's row, then one per ablation, under the chosen views."""
+        return ablation.training_rows(self.result, scored_views(self.model_path, self.data, self.weights_key), runs,
+                                      self.ablations, self.report_dir, self.data, self.evaluation.views)
+
+    def figures(self, title: str) -> dict[str, Path]:
+        """The report's figures on the headline split under the chosen views, titled '<title> · <split> · <views>'."""
+        ev, headline = self.evaluation, self.evaluation.headline
+        return plots.report_figures(self.report_dir, self.result.history, ev.probs[headline],
+                                    self.data.split(headline)[1], ev.metrics[headline], self.data.class_names,
+                                    title=f"{title} · {SPLIT_TITLES[headline]} · {ev.views}")
+
+    def provenance(self, **extra) -> dict:
+        """Where the result came from (provenance.py), with whether it is published and, for a trial, that it is."""
+        prov = provenance(self.config.seed, self.data.sha256, self.result.meta, self.budget)
+        return {**prov, **({"trial": True} if self.trial else {}), "published": self.published, **extra}
+
+    def published_model(self, model_name: str, budget: str = "cpu") -> Path:
+        """Another notebook's published model of this dataset (for a comparison): beside this report when it is
+        published, else a copy of reports/' in this experiment's folder (compared/<model>/)."""
+        if self.published:
+            return model_file(self.report_dir.parent / model_name)
+        source = model_file(model_dirs(model_folder(model_name, budget, budget, self.config.dataset))[0])
+        if not source.is_file():
+            return source  # comparison_note says it is missing
+        # A copy, with its scored views: scoring it on this run's data (a trial's subset) writes its cache, and an
+        # experiment never writes under reports/.
+        copy = self.report_dir / "compared" / model_name / source.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        for path in (source, views_cache(source)):
+            if path.is_file():
+                shutil.copy2(path, copy.parent / path.name)
+        return copy
+
+    def write_report(self, title: str, figures: dict, sections: dict | None = None, recipe_note: str = "",
+                     longer: TrainResult | None = None, record: dict | None = None, prov: dict | None = None) -> Path:
+        """README.md and metrics.json (and `record` as ablations.json) where the chapter writes. A trial's title
+        and metrics.json say so; an experiment's README says it is not published."""
+        if self.trial:
+            title = f"Trial run, not a result: {title}"
+        if not self.published:
+            recipe_note = (f"_An experiment, not published ({self.report_dir}); {HOW_TO_PUBLISH}._"
+                           + (f"\n\n{recipe_note}" if recipe_note else ""))
+        readme = write_model_report(self.report_dir, title, self.result, self.evaluation, self.provenance(**(prov or {})), figures,
+                                    recipe_note=recipe_note, sections=sections, longer=longer)
+        if record is not None:
+            (self.report_dir / "ablations.json").write_text(json.dumps(record, indent=1))
+        print(f"wrote {readme}")
+        return readme
+
+
+def check_publishable(report_dir: Path, dataset: str, budget: str) -> None:
+    """A publish never writes over another dataset's or another budget's results (their metrics.json says)."""
+    record_path = Path(report_dir) / "metrics.json"
+    if not record_path.is_file():
+        return
+    try:
+        record = json.loads(record_path.read_text())
+    except ValueError:
+        return
+    theirs = (record.get("dataset", DEFAULT_DATASET), record.get("provenance", {}).get("budget", budget))
+    if theirs != (dataset, budget):
+        raise ChapterError(f"{report_dir} holds {theirs[0]} results of the {theirs[1]} budget; this run is {dataset} "
+                           f"at the {budget} budget. Publish it to its own folder (leave report_dir=None) or run it as "
+                           "an experiment (publish=False).")
+
+
+def placement(params: dict, config: TrainConfig, budget: str, published: bool, trial: bool) -> tuple[Path, Path]:
+    """(report folder, run folder) of a chapter: a published run in reports/<folder> with its checkpoints in
+    runs/<folder>/<config key>/; an experiment in experiments/<dataset>/<model>/<run_name or key>/ with its
+    checkpoints in run/ inside it. A report_dir or run_dir parameter wins."""
+    subset = f"trial{TRIAL_FACES}{TRIAL_SEED}" if trial else ""
+    if published:
+        report_dir, run_root = model_dirs(model_folder(config.model, budget, home_budget(params), config.dataset))
+        run_dir = keyed_run_dir(run_root, config, subset)
+    else:
+        key = config_key(config, subset)
+        name = params.get("run_name") or (f"trial_{key}" if trial else key)
+        report_dir = experiment_dir(config.dataset, config.model, name)
+        run_dir = experiment_run_dir(report_dir)
+    if params.get("report_dir") is not None:
+        report_dir = Path(params["report_dir"])
+    if params.get("run_dir") is not None:
+        run_dir = keyed_run_dir(params["run_dir"], config, subset)
+    return report_dir, run_dir
+
+
+def adopt_published(chapter: Chapter) -> None:
+    """An experiment of the published config starts from the published weights (a copy of every model file and
+    its scored caches), so running an unchanged notebook in JupyterLab re-evaluates instead of retraining, and
+    writes nothing under reports/."""
+    published_dir, _ = model_dirs(model_folder(chapter.config.model, chapter.budget, home_budget(chapter.params),
+                                               chapter.config.dataset))
+    source = model_file(published_dir)
+    if chapter.model_path.exists() or not source.is_file() or chapter.params.get("retrain"):
+        return
+    saved = load_checkpoint(source)
+    if config_differences(saved["config"], chapter.config) or saved.get("data_sha256") != chapter.data.sha256:
+        return
+    for path in published_dir.rglob("*"):
+        if path.is_file() and (path.suffix == ".pt" or path.name.endswith(("_views.npz", "_corruptions.npz"))):
+            target = chapter.report_dir / path.relative_to(published_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    print(f"starting from the published weights of {published_dir.name} (a copy; reports/ is not written)")
+
+
+def open_chapter(namespace: dict) -> Chapter:
+    """A training notebook's opening: its parameters checked, its config built, where it writes said in one line,
+    the data loaded (a trial's subset of it)."""
+    params = chapter_parameters(namespace)
+    published, trial = bool(params.get("publish")), bool(params.get("trial"))
+    if published and trial:
+        raise ChapterError("a trial is never published: set trial=False to publish, or publish=False to try.")
+    budget = params.get("budget", "cpu")
+    try:
+        config = chapter_config(params)
+    except (TypeError, RuntimeError) as e:  # an unknown field in a recipe or overrides; a budget without a recipe
+        raise ChapterError(str(e)) from None
+    report_dir, run_dir = placement(params, config, budget, published, trial)
+    if published:
+        check_publishable(report_dir, config.dataset, budget)
+        print(f"publishing to {report_dir} (checkpoints in {run_dir})")
+    else:
+        print(f"{'trial' if trial else 'experiment'}: writing to {report_dir}, not reports/"
+              + ("" if trial else f"; {HOW_TO_PUBLISH}"))
+    data = load_named(config.dataset, params.get("data_path"), config.label_mode)
+    if trial:
+        data = trial_subset(data)
+    print(f"{Path(str(data.source)).name}: {len(data.images):,} images{' (trial subset)' if trial else ''}, "
+          f"{data.num_classes} classes {data.class_names}")
+    chapter = Chapter(params, budget, config, data, report_dir, run_dir, published, trial)
+    if not published and not trial:
+        adopt_published(chapter)
+    return chapter
+
+
+def train_chapter(namespace: dict, show: bool = True) -> Chapter:
+    """open_chapter, then train (or reuse the finished model of this config and data), choose the weights (EMA
+    or raw, on val with flip TTA) and evaluate under the views chosen on val (or the `tta` parameter)."""
+    chapter = open_chapter(namespace)
+    chapter.report_dir.mkdir(parents=True, exist_ok=True)
+    params = chapter.params
+    chapter.result = train(chapter.config, chapter.data, chapter.run_dir, device=params.get("device"),
+                           retrain=params.get("retrain", False), model_path=chapter.model_path)
+    views = TRIAL_VIEWS if chapter.trial else None  # a trial scores the cheap views only
+    chapter.weights, chapter.weights_key = ablation.weight_rows(chapter.model_path, chapter.data, views)
+    chapter.evaluation = evaluate(chapter.model_path, chapter.data, params.get("tta"), weights=chapter.weights_key,
+                                  candidates=views)
+    if show:
+        from IPython.display import display
+        from .pages import run_summary
+        display(run_summary(chapter.result.meta))
+        label = f"{chapter.budget}, trial" if chapter.trial else chapter.budget
+        display(show_headline(chapter.evaluation, chapter.result, label, chapter.config.seed))
+    return chapter

@@ -41,7 +41,8 @@ import cv2
 import numpy as np
 import torch
 
-from emo_utils.predict import faces as face_ops
+from emo_utils.predict import faces as face_ops, framing
+from emo_utils.predict.scenes import FRAME_SIZE, background, make_frames, paste  # noqa: F401 (tests use them)
 from emo_utils.predict.classifier import set_threads
 from emo_utils.core.data import REPO_ROOT, load_dataset
 from emo_utils.predict.cli import load_classifier
@@ -50,7 +51,6 @@ from emo_utils.reports.pages import replace_section
 from emo_utils.predict.tracking import iou_matrix
 from emo_utils.predict.video import SETTINGS, min_face_for
 
-FRAME_SIZE = (640, 480)
 MIN_IOU = 0.3  # as faces.match_faces counts a detection as a face
 MODELS = {"flagship (vgg_gap)": "reports/vgg_gap/model.pt", "Mini-Xception": "reports/mini_xception/model.pt"}
 # (name, make_detector keywords, the K of "faces found on every K-th frame" to time it with): emo-predict's
@@ -65,67 +65,16 @@ CANDIDATES = [
     ("hog, upsample 0", dict(detector="hog", upsample=0, min_face=0, max_side=1600), (1, 2)),
     ("hog, upsample 1", dict(detector="hog", upsample=1, min_face=0, max_side=1600), (1, 2, 3)),
     ("cnn, upsample 0", dict(detector="cnn", upsample=0, min_face=0, max_side=1600), (1,)),
+    ("mtcnn, >= 40 px", dict(detector="mtcnn", min_face=40, max_side=1600), (1, 2, 3, 4)),
+    ("mtcnn, >= 80 px", dict(detector="mtcnn", min_face=80, max_side=1600), (1, 2, 3)),
 ]
 REPORT = REPO_ROOT / "reports" / "benchmarks.md"
+SIZE_BINS = (40, 60, 100, 200)  # face sides in px: small (HOG needs upsampling), medium, large
 
 
-def background(rng, kind: int) -> np.ndarray:
-    """An RGB 640x480 background: a smooth gradient, blurred noise (clutter), or stripes (a wall, blinds)."""
-    width, height = FRAME_SIZE
-    yy, xx = np.mgrid[:height, :width] / max(height, width)
-    if kind == 0:
-        c = rng.uniform(40, 200, 3)
-        base = np.stack([c[0] + 60 * xx, c[1] + 40 * yy, c[2] - 40 * xx + 20 * np.sin(6 * yy)], axis=-1)
-    elif kind == 1:
-        noise = cv2.GaussianBlur(rng.uniform(0, 255, (height, width, 3)).astype(np.float32), (0, 0), 8)
-        base = 128 + (noise - noise.mean()) * 4
-    else:
-        period, angle = rng.uniform(20, 80), rng.uniform(0, math.pi)
-        wave = np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) * max(height, width) / period)
-        base = np.stack([110 + 50 * wave] * 3, axis=-1) * rng.uniform(0.7, 1.3, 3)
-    return np.clip(base + rng.normal(0, 4, base.shape), 0, 255)
-
-
-def paste(canvas: np.ndarray, face: np.ndarray, x: int, y: int, side: int, angle: float):
-    """The 48x48 face upscaled to side px and turned by angle degrees about its centre, pasted at (x, y):
-    the turned square's corners show the background, as around a real face."""
-    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
-    turned = cv2.warpAffine(big, matrix, (side, side), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpAffine(np.ones((side, side), np.float32), matrix, (side, side), flags=cv2.INTER_LINEAR)
-    region = canvas[y:y + side, x:x + side]
-    region[:] = region * (1 - mask[..., None]) + turned[..., None] * mask[..., None]
-
-
-def make_frames(faces_u8: np.ndarray, empty: int, max_rotation: float, seed: int):
-    """(frames RGB uint8, boxes per frame (n, 4), face indices per frame): every face pasted once."""
-    rng = np.random.default_rng(seed)
-    frames, boxes, which = [], [], []
-    order, start = rng.permutation(len(faces_u8)), 0
-    while start < len(order):
-        count = int(rng.integers(1, 5))
-        canvas = background(rng, int(rng.integers(0, 3)))
-        placed, indices = [], []
-        for index in order[start:start + count]:
-            for _ in range(50):  # a free spot: no overlap with the faces already placed
-                side = int(round(math.exp(rng.uniform(math.log(40), math.log(200)))))
-                x, y = int(rng.integers(0, FRAME_SIZE[0] - side)), int(rng.integers(0, FRAME_SIZE[1] - side))
-                if not placed or iou_matrix([(x, y, side, side)], placed).max() == 0:
-                    break
-            else:
-                continue
-            paste(canvas, faces_u8[index], x, y, side, rng.uniform(-max_rotation, max_rotation))
-            placed.append((x, y, side, side))
-            indices.append(index)
-        start += count
-        frames.append(np.clip(canvas + rng.normal(0, 2, canvas.shape), 0, 255).astype(np.uint8))
-        boxes.append(np.array(placed, np.int64).reshape(-1, 4))
-        which.append(np.array(indices, np.int64))
-    for _ in range(empty):
-        frames.append(np.clip(background(rng, int(rng.integers(0, 3))), 0, 255).astype(np.uint8))
-        boxes.append(np.zeros((0, 4), np.int64))
-        which.append(np.zeros(0, np.int64))
-    return frames, boxes, which
+def tilt_bins(max_rotation: float) -> tuple[float, ...]:
+    """Three equal bins of |tilt| from 0 to --max-rotation degrees."""
+    return tuple(round(max_rotation * k / 3, 1) for k in range(4))
 
 
 def match(truth, found) -> tuple[np.ndarray, int]:
@@ -147,23 +96,25 @@ def fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner) -> dict:
-    """Per setting: recall, false detections, and per model and crop (square, aligned) pipeline accuracy.
-    Untimed: it may run beside other work."""
+def accuracy_pass(args, frames, grays, truth, which, angles, labels, classifiers, crop_correct, aligners) -> dict:
+    """Per setting: recall (overall, by face size and by tilt), false detections, how the aligned crop frames a
+    face, and per model and crop (square, aligned) pipeline accuracy. Untimed: it may run beside other work."""
     accuracy = {}
     for name, keywords, _ in CANDIDATES:
         if args.only and not any(part in name for part in args.only.split("|")):
             continue
         keywords = dict(keywords)
         detector = face_ops.make_detector(keywords.pop("detector"), **keywords)
+        aligner = aligners[face_ops.landmarks_for(detector.kind)]
         seen = list(range(min(args.cnn_frames, len(frames)) if detector.kind == "cnn" else len(frames)))
         found_all = [detector.detect(grays[i]) for i in seen]
         faces_seen = np.concatenate([which[i] for i in seen])
         false_face = false_empty = 0
-        matched_all = []
+        matched_all, transforms = [], []
         for i, found in zip(seen, found_all):
             matched, extra = match(truth[i], found)
             matched_all.append(matched)
+            transforms += framing.framing_of(truth[i], angles[i], found, matched, grays[i], aligner)
             if len(truth[i]):
                 false_face += extra
             else:
@@ -182,9 +133,15 @@ def accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_c
                 pipeline[f"{model}|{align}"] = float(np.mean(ok))
         frames_with = sum(len(truth[i]) > 0 for i in seen)
         frames_without = len(seen) - frames_with
+        matched_seen = np.concatenate(matched_all)
+        sizes = np.concatenate([truth[i][:, 2] for i in seen]).astype(np.float64)
+        tilts = np.abs(np.concatenate([angles[i] for i in seen]))
         accuracy[name] = dict(kind=detector.kind, frames=len(seen), faces=len(faces_seen), pipeline=pipeline,
                               crop={m: float(c[faces_seen].mean()) for m, c in crop_correct.items()},
-                              recall=float((np.concatenate(matched_all) >= 0).mean()),
+                              recall=float((matched_seen >= 0).mean()),
+                              recall_size=framing.binned_recall(matched_seen, sizes, SIZE_BINS),
+                              recall_tilt=framing.binned_recall(matched_seen, tilts, tilt_bins(args.max_rotation)),
+                              framing=framing.percentiles(transforms),
                               false_face=false_face / max(frames_with, 1),
                               false_empty=false_empty / frames_without if frames_without else None)
         print(f"{name}: recall {accuracy[name]['recall']:.3f} on {len(seen)} frames", flush=True)
@@ -254,14 +211,14 @@ def main(argv=None):
     chosen = np.random.default_rng(args.seed).choice(len(images), min(args.faces, len(images)), replace=False)
     faces_u8, labels = images[chosen], labels[chosen]
     print(f"split {split}: {len(chosen)} of its {len(images)} faces (seed {args.seed}), data {data.sha256[:12]}")
-    frames, truth, which = make_frames(faces_u8, args.empty, args.max_rotation, args.seed)
+    frames, truth, which, angles = make_frames(faces_u8, args.empty, args.max_rotation, args.seed)
     with_faces = sum(len(t) > 0 for t in truth)
     print(f"{len(frames)} frames of {FRAME_SIZE[0]}x{FRAME_SIZE[1]}: {with_faces} with faces, {args.empty} without")
     grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
 
     classifiers = {name: load_classifier(REPO_ROOT / path, device="cpu") for name, path in MODELS.items()}
     crop_correct = {name: c.predict_proba(faces_u8).argmax(1) == labels for name, c in classifiers.items()}
-    aligner = face_ops.make_aligner()
+    aligners = {landmarks: face_ops.make_aligner(landmarks) for landmarks in ("dlib", "mtcnn")}
 
     if args.accuracy_from:  # one file, or several (a|b) made by runs with --only, side by side
         accuracy, made = {}, []
@@ -270,7 +227,8 @@ def main(argv=None):
             made.append(accuracy.pop("_made_at", commit))
         accuracy["_made_at"] = " and ".join(dict.fromkeys(made))  # each part's commit, once
     else:
-        accuracy = accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner)
+        accuracy = accuracy_pass(args, frames, grays, truth, which, angles, labels, classifiers, crop_correct,
+                                 aligners)
     if args.accuracy_to:
         Path(args.accuracy_to).write_text(json.dumps(dict(accuracy, _made_at=commit), indent=1))
     made_at = accuracy.pop("_made_at", commit)
@@ -278,7 +236,8 @@ def main(argv=None):
     for name, keywords, everies in CANDIDATES:
         if name not in accuracy or args.no_timing:
             continue
-        seconds = timing_pass(args, name, dict(keywords), frames, grays, classifiers, aligner)
+        seconds = timing_pass(args, name, dict(keywords), frames, grays, classifiers,
+                              aligners[face_ops.landmarks_for(keywords["detector"])])
         for every in everies:
             for model in classifiers:
                 for align in (False, True):
@@ -331,6 +290,8 @@ def defaults_of(keywords: dict, align: bool, every: int | None = None) -> list[s
         if keywords["detector"] == "haar":  # a dlib detector's smallest face is its window's (min_face_for)
             same &= (s["scale_factor"] == keywords["scale_factor"]
                      and min_face_for("haar", s["min_face"]) == keywords["min_face"])
+        elif keywords["detector"] == "mtcnn":
+            same &= min_face_for("mtcnn", s["min_face"]) == keywords["min_face"]
         else:
             same &= s["upsample"] == keywords["upsample"]
         if same:
@@ -340,6 +301,41 @@ def defaults_of(keywords: dict, align: bool, every: int | None = None) -> list[s
 
 def table_row(cells: list[str], bold: bool) -> str:
     return "| " + " | ".join(f"**{c}**" if bold else c for c in cells) + " |\n"
+
+
+def detail_tables(args, accuracy) -> str:
+    """Recall by face size and tilt per detector setting, and how its aligned crop frames a face against
+    FER2013's own crop (percentiles over the faces found; framing.py), for training on crops framed alike."""
+    recall_rows, framing_rows = "", ""
+    tilts = tilt_bins(args.max_rotation)
+    sizes_head = [f"{low:g}-{high:g} px" for low, high in zip(SIZE_BINS[:-1], SIZE_BINS[1:])]
+    tilts_head = [f"tilt {low:g}-{high:g}°" for low, high in zip(tilts[:-1], tilts[1:])]
+    for name, keywords, _ in CANDIDATES:
+        if name not in accuracy:
+            continue
+        a = accuracy[name]
+        defaults = defaults_of(keywords, True)
+        shown = name + (f" ({', '.join(defaults)})" if defaults else "")
+        recall_rows += table_row([shown, f"{a['recall']:.3f}", *(fmt(v) for v in a["recall_size"].values()),
+                                  *(fmt(v) for v in a["recall_tilt"].values())], bool(defaults))
+        for quantity, shown_quantity in (("scale", "scale"), ("dx", "x offset (px)"), ("dy", "y offset (px)"),
+                                         ("angle", "rotation (°)")):
+            values = a.get("framing", {}).get(quantity)
+            if values is not None:
+                framing_rows += table_row([shown, shown_quantity, *(f"{v:.2f}" for v in values)], bool(defaults))
+    percentiles = [f"{p}%" for p in framing.PERCENTILES]
+    return ("\nRecall by face side and by tilt (|angle| turned), all faces each setting saw:\n\n"
+            "| detector setting | recall | " + " | ".join(sizes_head + tilts_head) + " |\n|---|"
+            + "---:|" * (1 + len(sizes_head) + len(tilts_head)) + "\n" + recall_rows
+            + ("\nHow the detector and the aligner frame a face (aligned crops): the similarity transform from a "
+               "face's own 48x48 FER2013 crop to the crop the pipeline cut of it, computed exactly from where the "
+               "face was pasted and the aligner's warp (emo_utils/predict/framing.py), percentiles over the faces "
+               "found. scale: crop px per original px (over 1: the face is larger, framed tighter, than FER2013 "
+               "frames it); x and y offset: where the original face's centre lands, in px of the 48 px crop from "
+               "its centre (positive: right, down); rotation: degrees the face stands turned in the crop "
+               "(counter-clockwise positive).\n\n"
+               "| detector setting | quantity | " + " | ".join(percentiles) + " |\n|---|---|"
+               + "---:|" * len(percentiles) + "\n" + framing_rows if framing_rows else "") + "\n")
 
 
 def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, checksum, wall, commit, made_at,
@@ -379,7 +375,8 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
     others = ", ".join(m for m in MODELS if m != flagship)
     model_note = (f"{others}'s frames/s differ from these by {100 * (min(ratios) - 1):+.0f}% to "
                   f"{100 * (max(ratios) - 1):+.0f}% (the log has both)" if ratios else "")
-    chosen = "; ".join(f"{k}: {v['detector']}" + (f" upsample {v['upsample']}" if v["detector"] != "haar" else "")
+    chosen = "; ".join(f"{k}: {v['detector']}" + (f" upsample {v['upsample']}" if v["detector"] in ("hog", "cnn")
+                                                   else "")
                        + f", align {'on' if v['align'] else 'off'}, every {v['every']}" for k, v in SETTINGS.items())
     body = (f"`{shown_command(argv)}` on {cpu_name()}, 1 thread (torch, OpenCV, dlib), torch {torch.__version__}, "
             f"opencv {cv2.__version__}; commit {commit_text(commit)}; data sha256 `{checksum[:12]}`; seed "
@@ -394,7 +391,8 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             f"{FRAME_SIZE[1]}, and {n_frames - with_faces} frames with no face. Detector settings: haar 1.1, >= 48 "
             "px is OpenCV's cascade with pyramid step 1.1 and faces of 48 px and up, on the whole frame or on a "
             "copy 480 px wide; dlib's HOG finds faces of 80 px and up without upsampling, 40 px and up upsampled "
-            f"once; dlib's CNN runs on the first {args.cnn_frames} frames only. In bold, named after them: "
+            f"once; dlib's CNN runs on the first {args.cnn_frames} frames only; mtcnn, >= 40 px is facenet-pytorch's "
+            "MTCNN with its pyramid starting at faces of 40 px, aligned on its own landmarks. In bold, named after them: "
             f"emo-predict's defaults (emo_utils/predict/video.py SETTINGS), chosen from these tables: {chosen}.\n\n"
             "Pipeline accuracy counts a missed face as wrong; crop accuracy is the same model on the same faces' "
             "own 48x48 crops (the baseline, same run); recall: a detection with IoU >= 0.3, one per face; false "
@@ -402,6 +400,7 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "own, so a setting's accuracy does not depend on how often video finds faces.\n\n"
             "| detector setting | model | align | pipeline acc. | crop acc. | recall | false det./frame | "
             "false det./empty frame |\n|---|---|---|---:|---:|---:|---:|---:|\n" + accuracy_rows + "\n"
+            + detail_tables(args, accuracy)
             + ("frames/s of the flagship: detection (divided by K when faces are found on every K-th frame, the "
                "tracker in between) plus crops and classification, idle and with a busy-loop process pinned to one "
                "of the 2 cores. The model adds little to a frame's time: " + model_note + ".\n\n"

@@ -162,7 +162,7 @@ def settings_detector(setting: str):
 def video_run(frames, classifier):
     """The video path with its command-line defaults over frames in memory."""
     s = video.SETTINGS["video"]
-    aligner = face_finder.make_aligner() if s["align"] else None
+    aligner = face_finder.make_aligner(face_finder.landmarks_for(s["detector"])) if s["align"] else None
     return video.predict_video(video.FrameList(frames), classifier, settings_detector("video"), fps=30.0,
                                every=s["every"], smooth=video.SMOOTH_SECONDS, aligner=aligner, progress=False)
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .faces import DETECT_MAX_SIDE, FACE_MARGIN, MIN_FACE, PALETTE, Face, PredictError, cut_faces, draw_faces
-from .detectors import Aligner
+from .detectors import MTCNN_MIN_FACE, Aligner
 from ..core.files import write_csv
 from .tracking import IouTracker
 
@@ -73,7 +73,11 @@ SETTINGS = {
 
 
 def min_face_for(detector: str, min_face: int | None) -> int:
-    return min_face if min_face is not None else (MIN_FACE if detector == "haar" else 1)
+    """The smallest face a detector looks for when --min-face is left out: Haar's MIN_FACE, MTCNN's pyramid
+    start, and for dlib's detectors their window's size (1: no limit of ours)."""
+    if min_face is not None:
+        return min_face
+    return {"haar": MIN_FACE, "mtcnn": MTCNN_MIN_FACE}.get(detector, 1)
 
 
 def is_video(path: str | os.PathLike) -> bool:

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import torch
 
-from emo_utils.predict import faces as face_ops, framing
+from emo_utils.predict import choice, faces as face_ops, framing
 from emo_utils.predict.scenes import FRAME_SIZE, background, make_frames, paste  # noqa: F401 (tests use them)
 from emo_utils.predict.classifier import set_threads
 from emo_utils.core.data import REPO_ROOT, load_dataset
@@ -69,6 +69,7 @@ CANDIDATES = [
     ("mtcnn, >= 80 px", dict(detector="mtcnn", min_face=80, max_side=1600), (1, 2, 3)),
 ]
 REPORT = REPO_ROOT / "reports" / "benchmarks.md"
+CHOICE = choice.CHOICE_FILE  # emo-predict's default model and the numbers its --help states
 SIZE_BINS = (40, 60, 100, 200)  # face sides in px: small (HOG needs upsampling), medium, large
 
 
@@ -256,9 +257,10 @@ def main(argv=None):
     wall = time.perf_counter() - started
     print(f"wall time {wall / 60:.1f} min")
     if args.write:
-        out = write(args, argv if argv is not None else sys.argv[1:], accuracy, speeds, split, len(chosen),
-                    len(frames), with_faces, data.sha256, wall, commit, made_at)
-        print(f"written to {out}")
+        argv = argv if argv is not None else sys.argv[1:]
+        out = write(args, argv, accuracy, speeds, split, len(chosen), len(frames), with_faces, data.sha256, wall,
+                    commit, made_at)
+        print(f"written to {out} and {write_choice(argv, accuracy, speeds, len(chosen), commit)}")
 
 
 def shown_command(argv: list[str]) -> str:
@@ -336,6 +338,41 @@ def detail_tables(args, accuracy) -> str:
                "(counter-clockwise positive).\n\n"
                "| detector setting | quantity | " + " | ".join(percentiles) + " |\n|---|---|"
                + "---:|" * len(percentiles) + "\n" + framing_rows if framing_rows else "") + "\n")
+
+
+def setting_candidate(setting: str) -> tuple[str, int] | None:
+    """The candidate (name, K) that is emo-predict's setting, with its crop."""
+    for name, keywords, everies in CANDIDATES:
+        for every in everies:
+            if setting in defaults_of(keywords, SETTINGS[setting]["align"], every):
+                return name, every
+    return None
+
+
+def write_choice(argv, accuracy, speeds, n_faces, commit, path: Path | None = None) -> Path | None:
+    """choice.CHOICE_FILE: the model with the best pipeline accuracy under the photo default (emo-predict's
+    default model) beside the others, and each setting's recall and frames/s, for --help."""
+    photo = setting_candidate("photo")
+    if photo is None or photo[0] not in accuracy:
+        return None
+    align = SETTINGS["photo"]["align"]
+    a = accuracy[photo[0]]
+    models = {Path(MODELS[label]).parent.name: dict(label=label, pipeline=a["pipeline"][f"{label}|{align}"],
+                                                   crop=a["crop"][label]) for label in MODELS}
+    best = max(models, key=lambda name: models[name]["pipeline"])
+    settings = {}
+    for setting in SETTINGS:
+        found = setting_candidate(setting)
+        if found is None or found[0] not in accuracy:
+            continue
+        name, every = found
+        fps = speeds.get((name, every, models[best]["label"], SETTINGS[setting]["align"]), {})
+        settings[setting] = dict(candidate=name, every=every, recall=accuracy[name]["recall"],
+                                 fps_idle=fps.get("idle"), fps_busy=fps.get("busy"))
+    out = Path(path or CHOICE)
+    out.write_text(json.dumps(dict(command=shown_command(argv), commit=commit, faces=n_faces, model=best,
+                                   models=models, settings=settings), indent=1) + "\n")
+    return out
 
 
 def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, checksum, wall, commit, made_at,

@@ -92,6 +92,7 @@ def tiny_run(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline_frames, "timing_pass", timing_pass)
     report = tmp_path / "benchmarks.md"
     monkeypatch.setattr(pipeline_frames, "REPORT", report)
+    monkeypatch.setattr(pipeline_frames, "CHOICE", tmp_path / "pipeline_choice.json")
     accuracy_file = tmp_path / "acc_part.json"
     common = ["--faces", "6", "--empty", "2", "--seed", "3"]
     pipeline_frames.main([*common, "--no-timing", "--only", "haar 1.1, >= 48 px, whole|hog, upsample 1",
@@ -159,3 +160,21 @@ def test_accuracy_parts_made_at_different_commits_name_each():
     assert pipeline_frames.commit_text("aaaa111") == "`aaaa111`"
     assert (pipeline_frames.commit_text("aaaa111 and bbbb222+uncommitted")
             == "`aaaa111` and `bbbb222` with uncommitted changes")
+
+
+def test_the_choice_names_the_best_model_under_the_photo_default_and_help_states_it(tiny_run, tmp_path, monkeypatch,
+                                                                                   capsys):
+    from emo_utils.predict import choice, cli
+    chosen = json.loads((tmp_path / "pipeline_choice.json").read_text())
+    photo_name, _ = pipeline_frames.setting_candidate("photo")
+    assert set(chosen["models"]) == {"vgg_gap", "mini_xception"} and chosen["faces"] == 6
+    pipelines = {name: m["pipeline"] for name, m in chosen["models"].items()}
+    assert chosen["model"] == max(pipelines, key=pipelines.get)
+    assert chosen["settings"]["photo"]["candidate"] == photo_name
+    monkeypatch.setattr(choice, "CHOICE_FILE", tmp_path / "pipeline_choice.json")
+    assert cli.build_parser().get_default("model") == chosen["model"]
+    best = chosen["models"][chosen["model"]]
+    assert f"default: {chosen['model']}, the most faces labelled right" in choice.model_help(chosen)
+    assert f"{best['pipeline']:.1%}" in choice.model_help(chosen)
+    monkeypatch.setattr(choice, "CHOICE_FILE", tmp_path / "absent.json")
+    assert cli.build_parser().get_default("model") == choice.FALLBACK_MODEL

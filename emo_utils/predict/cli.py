@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import video
+from . import choice as benchmark_choice, video
 from .detectors import DETECTORS
 from .faces import FACE_MARGIN, MIN_FACE, PredictError, landmarks_for, make_aligner, make_detector
 from .video import SETTINGS
@@ -80,9 +80,10 @@ def build_parser():
         "frame and a plot of each face's emotions over time.")
     parser.add_argument("inputs", nargs="*", help="image files, folders (searched recursively), zips, or one video "
                         f"({', '.join(video.VIDEO_SUFFIXES)})")
-    parser.add_argument("--model", default="mini_xception",
+    chosen = benchmark_choice.read_choice()
+    parser.add_argument("--model", default=benchmark_choice.default_model(chosen),
                         help="a model in reports/ by name (reports/<name>/model.pt), or a path to a .pt or .onnx file "
-                             "(default: %(default)s)")
+                             f"({benchmark_choice.model_help(chosen)})")
     parser.add_argument("--csv", help="where to write the predictions (default: predictions.csv; for clip.mp4, "
                                       "clip_emotions.csv, with the plot beside it as clip_emotions.png)")
     parser.add_argument("--force", action="store_true",
@@ -92,7 +93,9 @@ def build_parser():
                              "it each image is taken to be one face crop, like FER2013's")
     parser.add_argument("--detector", choices=DETECTORS,
                         help="haar: OpenCV's cascade; hog: dlib's HOG detector; cnn: dlib's CNN detector (slow on a "
-                             "CPU); mtcnn: facenet-pytorch's MTCNN. Default: " + "; ".join(f"{k} {v['detector']}" for k, v in SETTINGS.items()))
+                             "CPU); mtcnn: facenet-pytorch's MTCNN. Default: " +
+                             "; ".join(f"{k} {v['detector']}{benchmark_choice.setting_help(chosen, k)}"
+                                       for k, v in SETTINGS.items()))
     parser.add_argument("--upsample", type=int, metavar="N",
                         help="hog and cnn: double the image N times before detection (1 finds faces down to about "
                              "40 px, at four times the work). Default: " +

@@ -1,7 +1,9 @@
 """emo-predict's detectors and crops (issue 30): dlib's HOG detector beside Haar, crops aligned on the eyes, the
 user's own boxes, a tracker that holds a lost face out of sight, the video default finding what the photo default
-finds, thread counts set and restored, and every bad argument stopped before any image is read."""
+finds, thread counts set and restored, and every bad argument stopped before any image is read. Issue 38: MTCNN
+(facenet-pytorch) and its landmarks, --margin with alignment, --boxes rows outside the image."""
 import csv
+import sys
 
 import cv2
 import numpy as np
@@ -205,25 +207,32 @@ def test_ids_survive_a_detector_that_misses_frames_with_every_2(classifier):
 
 # ---------------------------------------------------------------- the defaults
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_video_default_finds_every_face_the_photo_default_finds():
+    from emo_utils.core.data import load_dataset
+    from emo_utils.core.readers import DataError
+    from emo_utils.predict.scenes import make_frames
+    try:
+        images, _ = load_dataset().split("test_private")
+    except DataError as e:
+        pytest.skip(f"needs the real FER2013 (../shared/data/fer2013.zip or $EMO_DATA): {str(e).splitlines()[0]}")
+
     def settings_detector(name):
         s = video.SETTINGS[name]
         return faces.make_detector(s["detector"], scale_factor=s["scale_factor"],
                                    min_face=video.min_face_for(s["detector"], s["min_face"]),
                                    max_side=s["detect_size"] or float("inf"), upsample=s["upsample"])
     photo, film = settings_detector("photo"), settings_detector("video")
-    rng = np.random.default_rng(3)
+    chosen = images[np.random.default_rng(3).choice(len(images), 16, replace=False)]
+    frames, _, _, _ = make_frames(chosen, empty=0, max_rotation=10, seed=3)  # as the frames benchmark pastes them
     checked = 0
-    for seed in range(6):
-        sides = rng.integers(56, 130, 2)
-        boxes = [(int(rng.integers(0, 300 - sides[0])), int(rng.integers(0, 470 - sides[0])), int(sides[0]), 0),
-                 (int(rng.integers(330, 640 - sides[1])), int(rng.integers(0, 470 - sides[1])), int(sides[1]), 0)]
-        gray = cv2.cvtColor(frame_with_faces(boxes, size=(640, 480), seed=seed), cv2.COLOR_RGB2GRAY)
+    for frame in frames:
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         by_photo, by_video = photo.detect(gray), film.detect(gray)
         for box in by_photo:
             checked += 1
-            assert max((faces.box_iou(box, b) for b in by_video), default=0) >= 0.3, (seed, by_photo, by_video)
+            assert max((faces.box_iou(box, b) for b in by_video), default=0) >= 0.3, (by_photo, by_video)
     assert checked >= 8
 
 
@@ -316,3 +325,30 @@ def test_a_box_wholly_outside_the_image_is_left_out_with_a_note(model_path, tmp_
     assert "photo.png: box x=400, y=10, w=50, h=50 lies wholly outside the 320x240 image: left out" in err
     assert "photo.png: box x=-80, y=0, w=60, h=60 lies wholly outside" in err
     assert "beside.png: every --boxes row for it lies wholly outside the 320x240 image" in err
+
+
+def test_mtcnn_without_facenet_pytorch_is_one_line_naming_the_install(model_path, tmp_path, capsys, monkeypatch):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(frame_with_faces([(30, 40, 110, 110)])).save(photo)
+    monkeypatch.setitem(sys.modules, "facenet_pytorch.models.mtcnn", None)  # as if it were not installed
+    code, _, err = run_cli(capsys, photo, "--model", model_path, "--detect-faces", "--detector", "mtcnn",
+                           "--csv", tmp_path / "out.csv")
+    lines = [line for line in err.splitlines() if line.startswith("emo-predict:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "facenet-pytorch is not installed: pip install --no-deps facenet-pytorch" in lines[0]
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_the_users_boxes_align_on_mtcnns_landmarks_with_detector_mtcnn(model_path, tmp_path, capsys):
+    box = (60, 40, 160, 160)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(frame_with_faces([box], angle=20)).save(photo)
+    box_csv = tmp_path / "boxes.csv"
+    box_csv.write_text("file,x,y,w,h\nphoto.png,60,40,160,160\n")
+    for detector in ("hog", "mtcnn"):
+        code, _, err = run_cli(capsys, photo, "--model", model_path, "--boxes", box_csv, "--align", "--detector",
+                               detector, "--csv", tmp_path / f"{detector}.csv")
+        assert code == 0, err
+    probabilities = [np.array([float(v) for k, v in read_rows(tmp_path / f"{d}.csv")[1][0].items()
+                               if k.startswith("p_")]) for d in ("hog", "mtcnn")]
+    assert not np.allclose(*probabilities)  # each detector's own landmarks cut the face

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from emo_utils.predict import choice, faces as face_ops, framing
+from emo_utils.predict.detectors import MTCNN_THRESHOLDS
 from emo_utils.predict.scenes import FRAME_SIZE, background, make_frames, paste  # noqa: F401 (tests use them)
 from emo_utils.predict.classifier import set_threads
 from emo_utils.core.data import REPO_ROOT, load_dataset
@@ -65,8 +66,10 @@ CANDIDATES = [
     ("hog, upsample 0", dict(detector="hog", upsample=0, min_face=0, max_side=1600), (1, 2)),
     ("hog, upsample 1", dict(detector="hog", upsample=1, min_face=0, max_side=1600), (1, 2, 3)),
     ("cnn, upsample 0", dict(detector="cnn", upsample=0, min_face=0, max_side=1600), (1,)),
-    ("mtcnn, >= 40 px", dict(detector="mtcnn", min_face=40, max_side=1600), (1, 2, 3, 4)),
-    ("mtcnn, >= 80 px", dict(detector="mtcnn", min_face=80, max_side=1600), (1, 2, 3)),
+    ("mtcnn, >= 40 px", dict(detector="mtcnn", min_face=40, max_side=1600, thresholds=(0.6, 0.7, 0.7)), (1, 3)),
+    ("mtcnn, >= 80 px", dict(detector="mtcnn", min_face=80, max_side=1600, thresholds=(0.6, 0.7, 0.7)), (1, 2, 3)),
+    ("mtcnn, >= 40 px, low thresholds", dict(detector="mtcnn", min_face=40, max_side=1600,
+                                             thresholds=MTCNN_THRESHOLDS), (1, 2, 3, 4)),
 ]
 REPORT = REPO_ROOT / "reports" / "benchmarks.md"
 CHOICE = choice.CHOICE_FILE  # emo-predict's default model and the numbers its --help states
@@ -293,7 +296,8 @@ def defaults_of(keywords: dict, align: bool, every: int | None = None) -> list[s
             same &= (s["scale_factor"] == keywords["scale_factor"]
                      and min_face_for("haar", s["min_face"]) == keywords["min_face"])
         elif keywords["detector"] == "mtcnn":
-            same &= min_face_for("mtcnn", s["min_face"]) == keywords["min_face"]
+            same &= (min_face_for("mtcnn", s["min_face"]) == keywords["min_face"]
+                     and tuple(keywords["thresholds"]) == MTCNN_THRESHOLDS)
         else:
             same &= s["upsample"] == keywords["upsample"]
         if same:
@@ -429,7 +433,8 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "px is OpenCV's cascade with pyramid step 1.1 and faces of 48 px and up, on the whole frame or on a "
             "copy 480 px wide; dlib's HOG finds faces of 80 px and up without upsampling, 40 px and up upsampled "
             f"once; dlib's CNN runs on the first {args.cnn_frames} frames only; mtcnn, >= 40 px is facenet-pytorch's "
-            "MTCNN with its pyramid starting at faces of 40 px, aligned on its own landmarks. In bold, named after them: "
+            "MTCNN with its pyramid starting at faces of 40 px and its nets' default face scores (0.6, 0.7, 0.7), "
+            f"with low thresholds emo-predict's {MTCNN_THRESHOLDS}, aligned on its own landmarks. In bold, named after them: "
             f"emo-predict's defaults (emo_utils/predict/video.py SETTINGS), chosen from these tables: {chosen}.\n\n"
             "Pipeline accuracy counts a missed face as wrong; crop accuracy is the same model on the same faces' "
             "own 48x48 crops (the baseline, same run); recall: a detection with IoU >= 0.3, one per face; false "

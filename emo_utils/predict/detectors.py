@@ -106,17 +106,21 @@ def import_mtcnn():
 # MTCNN's first net (PNet) sees 12 px windows; the image pyramid starts at 12 / min_face, so each halving of the
 # smallest face quadruples the first stage's work. The benchmark's and emo-predict's smallest faces are 40 px.
 MTCNN_MIN_FACE = 40
+# The three nets' face scores emo-predict uses. facenet-pytorch's defaults (0.6, 0.7, 0.7) found 0.854 of 233
+# faces in 96 frames of the frames benchmark (every 4th); these found 0.927, with 8 false detections on those
+# frames against 6, and none on 34 face-free frames (both: benchmarks/pipeline_frames.py has the full table).
+MTCNN_THRESHOLDS = (0.4, 0.4, 0.3)
 
 
 class MtcnnDetector:
     """facenet-pytorch's MTCNN (PNet, RNet, ONet: Zhang et al. 2016) with faces.FaceDetector's detect(), on CPU.
 
-    `thresholds` are the three nets' face scores (facenet-pytorch's defaults); `max_side` scales a larger frame
+    `thresholds` are the three nets' face scores (MTCNN_THRESHOLDS); `max_side` scales a larger frame
     down before detection."""
     kind = "mtcnn"
 
     def __init__(self, min_face: int = MTCNN_MIN_FACE, max_side: float = float("inf"),
-                 thresholds=(0.6, 0.7, 0.7)):
+                 thresholds=MTCNN_THRESHOLDS):
         self.net = import_mtcnn()(keep_all=True, min_face_size=min_face, thresholds=list(thresholds),
                                   select_largest=False, device="cpu")
         self.min_face, self.max_side = min_face, max_side

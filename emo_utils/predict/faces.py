@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.readers import IMAGE_SIZE, to_gray, to_gray_48
-from .detectors import DETECTORS, Aligner, DetectorError, DlibDetector, MtcnnDetector
+from .detectors import DETECTORS, MTCNN_THRESHOLDS, Aligner, DetectorError, DlibDetector, MtcnnDetector
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
     from ..core.inference import Classifier
@@ -127,17 +127,17 @@ class FaceDetector:
 
 
 def make_detector(name: str = "haar", *, scale_factor: float = 1.1, min_face: int = MIN_FACE,
-                  max_side: float = DETECT_MAX_SIDE, upsample: int = 1):
+                  max_side: float = DETECT_MAX_SIDE, upsample: int = 1, thresholds=MTCNN_THRESHOLDS):
     """A detector by name (DETECTORS), each with detect(gray) -> boxes (n, 4: x, y, w, h).
 
     haar: OpenCV's cascade, `scale_factor` its pyramid step; hog, cnn: dlib's, the image doubled `upsample`
     times first (HOG's smallest face is 80 px at 0, 40 px at 1); mtcnn: facenet-pytorch's, its pyramid starting
-    at `min_face`. Faces under `min_face` px are dropped."""
+    at `min_face`, `thresholds` its nets' face scores. Faces under `min_face` px are dropped."""
     if name == "haar":
         return FaceDetector(scale_factor, min_face=min_face, max_side=max_side)
     try:
         if name == "mtcnn":
-            return MtcnnDetector(min_face=min_face, max_side=max_side)
+            return MtcnnDetector(min_face=min_face, max_side=max_side, thresholds=thresholds)
         if name in DETECTORS:
             return DlibDetector(name, upsample=upsample, min_face=min_face, max_side=max_side)
     except DetectorError as e:

@@ -204,6 +204,9 @@ def main(argv=None):
                                                 "with the same arguments) and only time: e.g. under "
                                                 "with-training-paused")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing pass")
+    parser.add_argument("--timing-to", help="save the timing pass's frames/s to this JSON file")
+    parser.add_argument("--timing-from", help="read the frames/s from this JSON file, or files a|b (made by "
+                                              "--timing-to with the same arguments) instead of timing")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     commit = git_commit()  # the code this run starts with: a later checkout or edit does not change what it ran
@@ -237,8 +240,12 @@ def main(argv=None):
         Path(args.accuracy_to).write_text(json.dumps(dict(accuracy, _made_at=commit), indent=1))
     made_at = accuracy.pop("_made_at", commit)
     speeds = {}  # (setting, every, model, align) -> frames/s {"idle", "busy"}
+    if args.timing_from:
+        speeds = {(name, int(every), model, align == "True"): fps for part in args.timing_from.split("|")
+                  for key, fps in json.loads(Path(part).read_text()).items()
+                  for name, every, model, align in [key.split("|")]}
     for name, keywords, everies in CANDIDATES:
-        if name not in accuracy or args.no_timing:
+        if name not in accuracy or args.no_timing or args.timing_from:
             continue
         seconds = timing_pass(args, name, dict(keywords), frames, grays, classifiers,
                               aligners[face_ops.landmarks_for(keywords["detector"])])
@@ -251,6 +258,8 @@ def main(argv=None):
                     print(f"{name + (f', every {every}' if every > 1 else ''):40s} {model:19s} align "
                           f"{'on ' if align else 'off'}: frames/s {fps['idle']:.1f} idle, {fps['busy']:.1f} busy",
                           flush=True)
+    if args.timing_to:
+        Path(args.timing_to).write_text(json.dumps({"|".join(map(str, key)): fps for key, fps in speeds.items()}))
     for name, a in accuracy.items():
         for key, pipeline in a["pipeline"].items():
             model, align = key.split("|")
@@ -425,7 +434,8 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "(the machine is shared). "
             + (f"Accuracy, recall and false detections from an untimed pass with the same arguments at commit "
                f"{commit_text(made_at)} (`--accuracy-to`, run beside other work); frames/s from this run's timing "
-               "pass. " if args.accuracy_from else "")
+               "pass" + (" (run just before, saved with `--timing-to`)" if args.timing_from else "") + ". "
+               if args.accuracy_from else "")
             + "\n\n"
             f"{n_faces} faces of split `{split}` (seeded sample), 40-200 px, turned by up to {args.max_rotation:g} "
             f"degrees, 1-4 a frame on three kinds of background, in {with_faces} frames of {FRAME_SIZE[0]}x"

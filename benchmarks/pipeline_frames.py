@@ -68,8 +68,8 @@ CANDIDATES = [
     ("cnn, upsample 0", dict(detector="cnn", upsample=0, min_face=0, max_side=1600), (1,)),
     ("mtcnn, >= 40 px", dict(detector="mtcnn", min_face=40, max_side=1600, thresholds=(0.6, 0.7, 0.7)), (1, 3)),
     ("mtcnn, >= 80 px", dict(detector="mtcnn", min_face=80, max_side=1600, thresholds=(0.6, 0.7, 0.7)), (1, 2, 3)),
-    ("mtcnn, >= 40 px, low thresholds", dict(detector="mtcnn", min_face=40, max_side=1600,
-                                             thresholds=MTCNN_THRESHOLDS), (1, 2, 3, 4)),
+    ("mtcnn low, >= 40 px", dict(detector="mtcnn", min_face=40, max_side=1600, thresholds=MTCNN_THRESHOLDS),
+     (1, 2, 3, 4)),
 ]
 REPORT = REPO_ROOT / "reports" / "benchmarks.md"
 CHOICE = choice.CHOICE_FILE  # emo-predict's default model and the numbers its --help states
@@ -444,7 +444,7 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "copy 480 px wide; dlib's HOG finds faces of 80 px and up without upsampling, 40 px and up upsampled "
             f"once; dlib's CNN runs on the first {args.cnn_frames} frames only; mtcnn, >= 40 px is facenet-pytorch's "
             "MTCNN with its pyramid starting at faces of 40 px and its nets' default face scores (0.6, 0.7, 0.7), "
-            f"with low thresholds emo-predict's {MTCNN_THRESHOLDS}, aligned on its own landmarks. In bold, named after them: "
+            f"mtcnn low at emo-predict's lower ones {MTCNN_THRESHOLDS}; aligned on its own landmarks. In bold, named after them: "
             f"emo-predict's defaults (emo_utils/predict/video.py SETTINGS), chosen from these tables: {chosen}.\n\n"
             "Pipeline accuracy counts a missed face as wrong; crop accuracy is the same model on the same faces' "
             "own 48x48 crops (the baseline, same run); recall: a detection with IoU >= 0.3, one per face; false "

@@ -186,5 +186,8 @@ def test_the_choice_names_the_best_model_under_the_photo_default_and_help_states
     best = chosen["models"][chosen["model"]]
     assert f"default: {chosen['model']}, the most faces labelled right" in choice.model_help(chosen)
     assert f"{best['pipeline']:.1%}" in choice.model_help(chosen)
+    help_text = " ".join(cli.build_parser().format_help().split())  # argparse wraps it
+    assert f"(default: {chosen['model']}, the most faces labelled right" in help_text
+    assert f"{best['pipeline']:.1%}" in help_text
     monkeypatch.setattr(choice, "CHOICE_FILE", tmp_path / "absent.json")
     assert cli.build_parser().get_default("model") == choice.FALLBACK_MODEL

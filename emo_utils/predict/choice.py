@@ -32,8 +32,9 @@ def model_help(choice: dict) -> str:
     best = default_model(choice)
     others = "; ".join(f"{name} {m['pipeline']:.1%}" for name, m in models.items() if name != best)
     return (f"default: {best}, the most faces labelled right by the photo pipeline on the frames benchmark "
-            f"({choice['faces']} FER2013 test faces in 640x480 frames, a missed face wrong): {models[best]['pipeline']:.1%}"
-            f" (on the faces' own crops {models[best]['crop']:.1%}); {others} (reports/benchmarks.md)")
+            f"({choice['faces']} FER2013 test faces in 640x480 frames, a missed face wrong): "
+            f"{models[best]['pipeline']:.1%} (on the faces' own crops {models[best]['crop']:.1%}); {others} "
+            "(reports/benchmarks.md)")
 
 
 def setting_help(choice: dict, setting: str) -> str:

@@ -83,7 +83,7 @@ def build_parser():
     chosen = benchmark_choice.read_choice()
     parser.add_argument("--model", default=benchmark_choice.default_model(chosen),
                         help="a model in reports/ by name (reports/<name>/model.pt), or a path to a .pt or .onnx file "
-                             f"({benchmark_choice.model_help(chosen)})")
+                             f"({benchmark_choice.model_help(chosen)})".replace("%", "%%"))  # argparse's escape
     parser.add_argument("--csv", help="where to write the predictions (default: predictions.csv; for clip.mp4, "
                                       "clip_emotions.csv, with the plot beside it as clip_emotions.png)")
     parser.add_argument("--force", action="store_true",
@@ -103,8 +103,8 @@ def build_parser():
     parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
                         help="rotate each face so its eyes are level and crop it with FER2013's framing, from 5 "
                              "landmarks (MTCNN's with --detector mtcnn, else dlib's); --margin then shows more or less "
-                             "around the face than FER2013 does. Default: " + "; ".join(f"{k} {'on' if v['align'] else 'off'}"
-                                                                 for k, v in SETTINGS.items()))
+                             "around the face than FER2013 does. Default: " +
+                             "; ".join(f"{k} {'on' if v['align'] else 'off'}" for k, v in SETTINGS.items()))
     parser.add_argument("--boxes", metavar="CSV",
                         help="classify your own face boxes, no detection: a CSV with columns file, x, y, w, h (one "
                              "row per face; file as given on the command line or its base name)")
@@ -123,7 +123,8 @@ def build_parser():
                              "which frames a face as FER2013 does)")
     parser.add_argument("--min-face", type=int, default=None,
                         help="smallest face to find, in pixels (default: " +
-                             f"haar {MIN_FACE}; mtcnn {video.MTCNN_MIN_FACE}; hog and cnn: any size their window finds)")
+                             f"haar {MIN_FACE}; mtcnn {video.MTCNN_MIN_FACE}; hog and cnn: any size their window "
+                             "finds)")
     parser.add_argument("--scale-factor", type=float, default=None,
                         help="Haar pyramid step, over 1: larger is faster and misses more faces (default: " +
                              "; ".join(f"{k} {v['scale_factor']}" for k, v in SETTINGS.items()) + ")")

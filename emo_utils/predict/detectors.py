@@ -5,7 +5,8 @@
     mtcnn  the multi-task cascaded CNN (Zhang et al. 2016) of facenet-pytorch, whose three nets ship in its wheel
 
 Alignment: 5 landmarks give the eyes, from dlib's 5-point model (shape_predictor_5_face_landmarks.dat: the
-corners of both eyes) or from MTCNN's last net (ONet: the eye centres, the nose and the mouth corners); the face is rotated so the eyes are level, scaled and cropped so they land where FER2013's faces have them
+corners of both eyes) or from MTCNN's last net (ONet: the eye centres, the nose and the mouth corners); the
+face is rotated so the eyes are level, scaled and cropped so they land where FER2013's faces have them
 (FER_LEFT_EYE, FER_RIGHT_EYE, measured by measure_fer_framing). Every model file ships with the
 face-recognition-models or facenet-pytorch wheel; nothing is downloaded. dlib, cv2 and torch are imported where
 they are used.

@@ -34,6 +34,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	# MTCNN (emo-predict --detector mtcnn): its pins (torch<2.3, numpy<2) are stale, so without its dependencies;
+	# it imports only torch, torchvision, numpy and Pillow, installed above (tests/test_detectors.py checks it).
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (emo-fer)" >/dev/null
 	$(PY) -m emo_utils.reports.nbform --install-filter
 	@touch $@

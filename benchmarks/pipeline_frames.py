@@ -41,7 +41,9 @@ import cv2
 import numpy as np
 import torch
 
-from emo_utils.predict import faces as face_ops
+from emo_utils.predict import choice, faces as face_ops, framing
+from emo_utils.predict.detectors import MTCNN_THRESHOLDS
+from emo_utils.predict.scenes import FRAME_SIZE, background, make_frames, paste  # noqa: F401 (tests use them)
 from emo_utils.predict.classifier import set_threads
 from emo_utils.core.data import REPO_ROOT, load_dataset
 from emo_utils.predict.cli import load_classifier
@@ -50,7 +52,6 @@ from emo_utils.reports.pages import replace_section
 from emo_utils.predict.tracking import iou_matrix
 from emo_utils.predict.video import SETTINGS, min_face_for
 
-FRAME_SIZE = (640, 480)
 MIN_IOU = 0.3  # as faces.match_faces counts a detection as a face
 MODELS = {"flagship (vgg_gap)": "reports/vgg_gap/model.pt", "Mini-Xception": "reports/mini_xception/model.pt"}
 # (name, make_detector keywords, the K of "faces found on every K-th frame" to time it with): emo-predict's
@@ -65,67 +66,19 @@ CANDIDATES = [
     ("hog, upsample 0", dict(detector="hog", upsample=0, min_face=0, max_side=1600), (1, 2)),
     ("hog, upsample 1", dict(detector="hog", upsample=1, min_face=0, max_side=1600), (1, 2, 3)),
     ("cnn, upsample 0", dict(detector="cnn", upsample=0, min_face=0, max_side=1600), (1,)),
+    ("mtcnn, >= 40 px", dict(detector="mtcnn", min_face=40, max_side=1600, thresholds=(0.6, 0.7, 0.7)), (1, 3)),
+    ("mtcnn, >= 80 px", dict(detector="mtcnn", min_face=80, max_side=1600, thresholds=(0.6, 0.7, 0.7)), (1, 2, 3)),
+    ("mtcnn low, >= 40 px", dict(detector="mtcnn", min_face=40, max_side=1600, thresholds=MTCNN_THRESHOLDS),
+     (1, 2, 3, 4)),
 ]
 REPORT = REPO_ROOT / "reports" / "benchmarks.md"
+CHOICE = choice.CHOICE_FILE  # emo-predict's default model and the numbers its --help states
+SIZE_BINS = (40, 60, 100, 200)  # face sides in px: small (HOG needs upsampling), medium, large
 
 
-def background(rng, kind: int) -> np.ndarray:
-    """An RGB 640x480 background: a smooth gradient, blurred noise (clutter), or stripes (a wall, blinds)."""
-    width, height = FRAME_SIZE
-    yy, xx = np.mgrid[:height, :width] / max(height, width)
-    if kind == 0:
-        c = rng.uniform(40, 200, 3)
-        base = np.stack([c[0] + 60 * xx, c[1] + 40 * yy, c[2] - 40 * xx + 20 * np.sin(6 * yy)], axis=-1)
-    elif kind == 1:
-        noise = cv2.GaussianBlur(rng.uniform(0, 255, (height, width, 3)).astype(np.float32), (0, 0), 8)
-        base = 128 + (noise - noise.mean()) * 4
-    else:
-        period, angle = rng.uniform(20, 80), rng.uniform(0, math.pi)
-        wave = np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) * max(height, width) / period)
-        base = np.stack([110 + 50 * wave] * 3, axis=-1) * rng.uniform(0.7, 1.3, 3)
-    return np.clip(base + rng.normal(0, 4, base.shape), 0, 255)
-
-
-def paste(canvas: np.ndarray, face: np.ndarray, x: int, y: int, side: int, angle: float):
-    """The 48x48 face upscaled to side px and turned by angle degrees about its centre, pasted at (x, y):
-    the turned square's corners show the background, as around a real face."""
-    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-    matrix = cv2.getRotationMatrix2D((side / 2, side / 2), angle, 1.0)
-    turned = cv2.warpAffine(big, matrix, (side, side), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpAffine(np.ones((side, side), np.float32), matrix, (side, side), flags=cv2.INTER_LINEAR)
-    region = canvas[y:y + side, x:x + side]
-    region[:] = region * (1 - mask[..., None]) + turned[..., None] * mask[..., None]
-
-
-def make_frames(faces_u8: np.ndarray, empty: int, max_rotation: float, seed: int):
-    """(frames RGB uint8, boxes per frame (n, 4), face indices per frame): every face pasted once."""
-    rng = np.random.default_rng(seed)
-    frames, boxes, which = [], [], []
-    order, start = rng.permutation(len(faces_u8)), 0
-    while start < len(order):
-        count = int(rng.integers(1, 5))
-        canvas = background(rng, int(rng.integers(0, 3)))
-        placed, indices = [], []
-        for index in order[start:start + count]:
-            for _ in range(50):  # a free spot: no overlap with the faces already placed
-                side = int(round(math.exp(rng.uniform(math.log(40), math.log(200)))))
-                x, y = int(rng.integers(0, FRAME_SIZE[0] - side)), int(rng.integers(0, FRAME_SIZE[1] - side))
-                if not placed or iou_matrix([(x, y, side, side)], placed).max() == 0:
-                    break
-            else:
-                continue
-            paste(canvas, faces_u8[index], x, y, side, rng.uniform(-max_rotation, max_rotation))
-            placed.append((x, y, side, side))
-            indices.append(index)
-        start += count
-        frames.append(np.clip(canvas + rng.normal(0, 2, canvas.shape), 0, 255).astype(np.uint8))
-        boxes.append(np.array(placed, np.int64).reshape(-1, 4))
-        which.append(np.array(indices, np.int64))
-    for _ in range(empty):
-        frames.append(np.clip(background(rng, int(rng.integers(0, 3))), 0, 255).astype(np.uint8))
-        boxes.append(np.zeros((0, 4), np.int64))
-        which.append(np.zeros(0, np.int64))
-    return frames, boxes, which
+def tilt_bins(max_rotation: float) -> tuple[float, ...]:
+    """Three equal bins of |tilt| from 0 to --max-rotation degrees."""
+    return tuple(round(max_rotation * k / 3, 1) for k in range(4))
 
 
 def match(truth, found) -> tuple[np.ndarray, int]:
@@ -147,23 +100,25 @@ def fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner) -> dict:
-    """Per setting: recall, false detections, and per model and crop (square, aligned) pipeline accuracy.
-    Untimed: it may run beside other work."""
+def accuracy_pass(args, frames, grays, truth, which, angles, labels, classifiers, crop_correct, aligners) -> dict:
+    """Per setting: recall (overall, by face size and by tilt), false detections, how the aligned crop frames a
+    face, and per model and crop (square, aligned) pipeline accuracy. Untimed: it may run beside other work."""
     accuracy = {}
     for name, keywords, _ in CANDIDATES:
         if args.only and not any(part in name for part in args.only.split("|")):
             continue
         keywords = dict(keywords)
         detector = face_ops.make_detector(keywords.pop("detector"), **keywords)
+        aligner = aligners[face_ops.landmarks_for(detector.kind)]
         seen = list(range(min(args.cnn_frames, len(frames)) if detector.kind == "cnn" else len(frames)))
         found_all = [detector.detect(grays[i]) for i in seen]
         faces_seen = np.concatenate([which[i] for i in seen])
         false_face = false_empty = 0
-        matched_all = []
+        matched_all, transforms = [], []
         for i, found in zip(seen, found_all):
             matched, extra = match(truth[i], found)
             matched_all.append(matched)
+            transforms += framing.framing_of(truth[i], angles[i], found, matched, grays[i], aligner)
             if len(truth[i]):
                 false_face += extra
             else:
@@ -182,9 +137,15 @@ def accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_c
                 pipeline[f"{model}|{align}"] = float(np.mean(ok))
         frames_with = sum(len(truth[i]) > 0 for i in seen)
         frames_without = len(seen) - frames_with
+        matched_seen = np.concatenate(matched_all)
+        sizes = np.concatenate([truth[i][:, 2] for i in seen]).astype(np.float64)
+        tilts = np.abs(np.concatenate([angles[i] for i in seen]))
         accuracy[name] = dict(kind=detector.kind, frames=len(seen), faces=len(faces_seen), pipeline=pipeline,
                               crop={m: float(c[faces_seen].mean()) for m, c in crop_correct.items()},
-                              recall=float((np.concatenate(matched_all) >= 0).mean()),
+                              recall=float((matched_seen >= 0).mean()),
+                              recall_size=framing.binned_recall(matched_seen, sizes, SIZE_BINS),
+                              recall_tilt=framing.binned_recall(matched_seen, tilts, tilt_bins(args.max_rotation)),
+                              framing=framing.percentiles(transforms),
                               false_face=false_face / max(frames_with, 1),
                               false_empty=false_empty / frames_without if frames_without else None)
         print(f"{name}: recall {accuracy[name]['recall']:.3f} on {len(seen)} frames", flush=True)
@@ -243,6 +204,9 @@ def main(argv=None):
                                                 "with the same arguments) and only time: e.g. under "
                                                 "with-training-paused")
     parser.add_argument("--no-timing", action="store_true", help="skip the timing pass")
+    parser.add_argument("--timing-to", help="save the timing pass's frames/s to this JSON file")
+    parser.add_argument("--timing-from", help="read the frames/s from this JSON file, or files a|b (made by "
+                                              "--timing-to with the same arguments) instead of timing")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     commit = git_commit()  # the code this run starts with: a later checkout or edit does not change what it ran
@@ -254,14 +218,14 @@ def main(argv=None):
     chosen = np.random.default_rng(args.seed).choice(len(images), min(args.faces, len(images)), replace=False)
     faces_u8, labels = images[chosen], labels[chosen]
     print(f"split {split}: {len(chosen)} of its {len(images)} faces (seed {args.seed}), data {data.sha256[:12]}")
-    frames, truth, which = make_frames(faces_u8, args.empty, args.max_rotation, args.seed)
+    frames, truth, which, angles = make_frames(faces_u8, args.empty, args.max_rotation, args.seed)
     with_faces = sum(len(t) > 0 for t in truth)
     print(f"{len(frames)} frames of {FRAME_SIZE[0]}x{FRAME_SIZE[1]}: {with_faces} with faces, {args.empty} without")
     grays = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
 
     classifiers = {name: load_classifier(REPO_ROOT / path, device="cpu") for name, path in MODELS.items()}
     crop_correct = {name: c.predict_proba(faces_u8).argmax(1) == labels for name, c in classifiers.items()}
-    aligner = face_ops.make_aligner()
+    aligners = {landmarks: face_ops.make_aligner(landmarks) for landmarks in ("dlib", "mtcnn")}
 
     if args.accuracy_from:  # one file, or several (a|b) made by runs with --only, side by side
         accuracy, made = {}, []
@@ -270,15 +234,21 @@ def main(argv=None):
             made.append(accuracy.pop("_made_at", commit))
         accuracy["_made_at"] = " and ".join(dict.fromkeys(made))  # each part's commit, once
     else:
-        accuracy = accuracy_pass(args, frames, grays, truth, which, labels, classifiers, crop_correct, aligner)
+        accuracy = accuracy_pass(args, frames, grays, truth, which, angles, labels, classifiers, crop_correct,
+                                 aligners)
     if args.accuracy_to:
         Path(args.accuracy_to).write_text(json.dumps(dict(accuracy, _made_at=commit), indent=1))
     made_at = accuracy.pop("_made_at", commit)
     speeds = {}  # (setting, every, model, align) -> frames/s {"idle", "busy"}
+    if args.timing_from:
+        speeds = {(name, int(every), model, align == "True"): fps for part in args.timing_from.split("|")
+                  for key, fps in json.loads(Path(part).read_text()).items()
+                  for name, every, model, align in [key.split("|")]}
     for name, keywords, everies in CANDIDATES:
-        if name not in accuracy or args.no_timing:
+        if name not in accuracy or args.no_timing or args.timing_from:
             continue
-        seconds = timing_pass(args, name, dict(keywords), frames, grays, classifiers, aligner)
+        seconds = timing_pass(args, name, dict(keywords), frames, grays, classifiers,
+                              aligners[face_ops.landmarks_for(keywords["detector"])])
         for every in everies:
             for model in classifiers:
                 for align in (False, True):
@@ -288,6 +258,8 @@ def main(argv=None):
                     print(f"{name + (f', every {every}' if every > 1 else ''):40s} {model:19s} align "
                           f"{'on ' if align else 'off'}: frames/s {fps['idle']:.1f} idle, {fps['busy']:.1f} busy",
                           flush=True)
+    if args.timing_to:
+        Path(args.timing_to).write_text(json.dumps({"|".join(map(str, key)): fps for key, fps in speeds.items()}))
     for name, a in accuracy.items():
         for key, pipeline in a["pipeline"].items():
             model, align = key.split("|")
@@ -297,9 +269,10 @@ def main(argv=None):
     wall = time.perf_counter() - started
     print(f"wall time {wall / 60:.1f} min")
     if args.write:
-        out = write(args, argv if argv is not None else sys.argv[1:], accuracy, speeds, split, len(chosen),
-                    len(frames), with_faces, data.sha256, wall, commit, made_at)
-        print(f"written to {out}")
+        argv = argv if argv is not None else sys.argv[1:]
+        out = write(args, argv, accuracy, speeds, split, len(chosen), len(frames), with_faces, data.sha256, wall,
+                    commit, made_at)
+        print(f"written to {out} and {write_choice(argv, accuracy, speeds, len(chosen), commit)}")
 
 
 def shown_command(argv: list[str]) -> str:
@@ -331,6 +304,9 @@ def defaults_of(keywords: dict, align: bool, every: int | None = None) -> list[s
         if keywords["detector"] == "haar":  # a dlib detector's smallest face is its window's (min_face_for)
             same &= (s["scale_factor"] == keywords["scale_factor"]
                      and min_face_for("haar", s["min_face"]) == keywords["min_face"])
+        elif keywords["detector"] == "mtcnn":
+            same &= (min_face_for("mtcnn", s["min_face"]) == keywords["min_face"]
+                     and tuple(keywords["thresholds"]) == MTCNN_THRESHOLDS)
         else:
             same &= s["upsample"] == keywords["upsample"]
         if same:
@@ -340,6 +316,76 @@ def defaults_of(keywords: dict, align: bool, every: int | None = None) -> list[s
 
 def table_row(cells: list[str], bold: bool) -> str:
     return "| " + " | ".join(f"**{c}**" if bold else c for c in cells) + " |\n"
+
+
+def detail_tables(args, accuracy) -> str:
+    """Recall by face size and tilt per detector setting, and how its aligned crop frames a face against
+    FER2013's own crop (percentiles over the faces found; framing.py), for training on crops framed alike."""
+    recall_rows, framing_rows = "", ""
+    tilts = tilt_bins(args.max_rotation)
+    sizes_head = [f"{low:g}-{high:g} px" for low, high in zip(SIZE_BINS[:-1], SIZE_BINS[1:])]
+    tilts_head = [f"tilt {low:g}-{high:g}°" for low, high in zip(tilts[:-1], tilts[1:])]
+    for name, keywords, _ in CANDIDATES:
+        if name not in accuracy:
+            continue
+        a = accuracy[name]
+        defaults = defaults_of(keywords, True)
+        shown = name + (f" ({', '.join(defaults)})" if defaults else "")
+        recall_rows += table_row([shown, f"{a['recall']:.3f}", *(fmt(v) for v in a["recall_size"].values()),
+                                  *(fmt(v) for v in a["recall_tilt"].values())], bool(defaults))
+        for quantity, shown_quantity in (("scale", "scale"), ("dx", "x offset (px)"), ("dy", "y offset (px)"),
+                                         ("angle", "rotation (°)")):
+            values = a.get("framing", {}).get(quantity)
+            if values is not None:
+                framing_rows += table_row([shown, shown_quantity, *(f"{v:.2f}" for v in values)], bool(defaults))
+    percentiles = [f"{p}%" for p in framing.PERCENTILES]
+    return ("\nRecall by face side and by tilt (|angle| turned), all faces each setting saw:\n\n"
+            "| detector setting | recall | " + " | ".join(sizes_head + tilts_head) + " |\n|---|"
+            + "---:|" * (1 + len(sizes_head) + len(tilts_head)) + "\n" + recall_rows
+            + ("\nHow the detector and the aligner frame a face (aligned crops): the similarity transform from a "
+               "face's own 48x48 FER2013 crop to the crop the pipeline cut of it, computed exactly from where the "
+               "face was pasted and the aligner's warp (emo_utils/predict/framing.py), percentiles over the faces "
+               "found. scale: crop px per original px (over 1: the face is larger, framed tighter, than FER2013 "
+               "frames it); x and y offset: where the original face's centre lands, in px of the 48 px crop from "
+               "its centre (positive: right, down); rotation: degrees the face stands turned in the crop "
+               "(counter-clockwise positive).\n\n"
+               "| detector setting | quantity | " + " | ".join(percentiles) + " |\n|---|---|"
+               + "---:|" * len(percentiles) + "\n" + framing_rows if framing_rows else "") + "\n")
+
+
+def setting_candidate(setting: str) -> tuple[str, int] | None:
+    """The candidate (name, K) that is emo-predict's setting, with its crop."""
+    for name, keywords, everies in CANDIDATES:
+        for every in everies:
+            if setting in defaults_of(keywords, SETTINGS[setting]["align"], every):
+                return name, every
+    return None
+
+
+def write_choice(argv, accuracy, speeds, n_faces, commit, path: Path | None = None) -> Path | None:
+    """choice.CHOICE_FILE: the model with the best pipeline accuracy under the photo default (emo-predict's
+    default model) beside the others, and each setting's recall and frames/s, for --help."""
+    photo = setting_candidate("photo")
+    if photo is None or photo[0] not in accuracy:
+        return None
+    align = SETTINGS["photo"]["align"]
+    a = accuracy[photo[0]]
+    models = {Path(MODELS[label]).parent.name: dict(label=label, pipeline=a["pipeline"][f"{label}|{align}"],
+                                                   crop=a["crop"][label]) for label in MODELS}
+    best = max(models, key=lambda name: models[name]["pipeline"])
+    settings = {}
+    for setting in SETTINGS:
+        found = setting_candidate(setting)
+        if found is None or found[0] not in accuracy:
+            continue
+        name, every = found
+        fps = speeds.get((name, every, models[best]["label"], SETTINGS[setting]["align"]), {})
+        settings[setting] = dict(candidate=name, every=every, recall=accuracy[name]["recall"],
+                                 fps_idle=fps.get("idle"), fps_busy=fps.get("busy"))
+    out = Path(path or CHOICE)
+    out.write_text(json.dumps(dict(command=shown_command(argv), commit=commit, faces=n_faces, model=best,
+                                   models=models, settings=settings), indent=1) + "\n")
+    return out
 
 
 def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, checksum, wall, commit, made_at,
@@ -379,7 +425,8 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
     others = ", ".join(m for m in MODELS if m != flagship)
     model_note = (f"{others}'s frames/s differ from these by {100 * (min(ratios) - 1):+.0f}% to "
                   f"{100 * (max(ratios) - 1):+.0f}% (the log has both)" if ratios else "")
-    chosen = "; ".join(f"{k}: {v['detector']}" + (f" upsample {v['upsample']}" if v["detector"] != "haar" else "")
+    chosen = "; ".join(f"{k}: {v['detector']}" + (f" upsample {v['upsample']}" if v["detector"] in ("hog", "cnn")
+                                                   else "")
                        + f", align {'on' if v['align'] else 'off'}, every {v['every']}" for k, v in SETTINGS.items())
     body = (f"`{shown_command(argv)}` on {cpu_name()}, 1 thread (torch, OpenCV, dlib), torch {torch.__version__}, "
             f"opencv {cv2.__version__}; commit {commit_text(commit)}; data sha256 `{checksum[:12]}`; seed "
@@ -387,14 +434,18 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "(the machine is shared). "
             + (f"Accuracy, recall and false detections from an untimed pass with the same arguments at commit "
                f"{commit_text(made_at)} (`--accuracy-to`, run beside other work); frames/s from this run's timing "
-               "pass. " if args.accuracy_from else "")
+               "pass" + (" (run just before, saved with `--timing-to`)" if args.timing_from else "") + ". "
+               if args.accuracy_from else "")
             + "\n\n"
             f"{n_faces} faces of split `{split}` (seeded sample), 40-200 px, turned by up to {args.max_rotation:g} "
             f"degrees, 1-4 a frame on three kinds of background, in {with_faces} frames of {FRAME_SIZE[0]}x"
             f"{FRAME_SIZE[1]}, and {n_frames - with_faces} frames with no face. Detector settings: haar 1.1, >= 48 "
             "px is OpenCV's cascade with pyramid step 1.1 and faces of 48 px and up, on the whole frame or on a "
             "copy 480 px wide; dlib's HOG finds faces of 80 px and up without upsampling, 40 px and up upsampled "
-            f"once; dlib's CNN runs on the first {args.cnn_frames} frames only. In bold, named after them: "
+            f"once; dlib's CNN runs on the first {args.cnn_frames} frames only; mtcnn, >= 40 px is facenet-pytorch's "
+            "MTCNN with its pyramid starting at faces of 40 px and its nets' default face scores (0.6, 0.7, 0.7), "
+            f"mtcnn low at emo-predict's lower ones {MTCNN_THRESHOLDS}; aligned on its own landmarks. In bold, "
+            "named after them: "
             f"emo-predict's defaults (emo_utils/predict/video.py SETTINGS), chosen from these tables: {chosen}.\n\n"
             "Pipeline accuracy counts a missed face as wrong; crop accuracy is the same model on the same faces' "
             "own 48x48 crops (the baseline, same run); recall: a detection with IoU >= 0.3, one per face; false "
@@ -402,6 +453,7 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "own, so a setting's accuracy does not depend on how often video finds faces.\n\n"
             "| detector setting | model | align | pipeline acc. | crop acc. | recall | false det./frame | "
             "false det./empty frame |\n|---|---|---|---:|---:|---:|---:|---:|\n" + accuracy_rows + "\n"
+            + detail_tables(args, accuracy)
             + ("frames/s of the flagship: detection (divided by K when faces are found on every K-th frame, the "
                "tracker in between) plus crops and classification, idle and with a busy-loop process pinned to one "
                "of the 2 cores. The model adds little to a frame's time: " + model_note + ".\n\n"

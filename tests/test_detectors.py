@@ -1,7 +1,9 @@
 """emo-predict's detectors and crops (issue 30): dlib's HOG detector beside Haar, crops aligned on the eyes, the
 user's own boxes, a tracker that holds a lost face out of sight, the video default finding what the photo default
-finds, thread counts set and restored, and every bad argument stopped before any image is read."""
+finds, thread counts set and restored, and every bad argument stopped before any image is read. Issue 38: MTCNN
+(facenet-pytorch) and its landmarks, --margin with alignment, --boxes rows outside the image."""
 import csv
+import sys
 
 import cv2
 import numpy as np
@@ -78,6 +80,67 @@ def test_fer_framing_is_measured_from_faces(monkeypatch):
     assert abs(measured["left_eye"][1] - 20) < 3
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_mtcnn_finds_the_fer2013_faces_of_a_collage_and_its_landmarks_align_them():
+    from emo_utils.core.data import load_dataset
+    from emo_utils.core.readers import DataError
+    try:
+        images, _ = load_dataset().split("test_private")
+    except DataError as e:
+        pytest.skip(f"needs the real FER2013 (../shared/data/fer2013.zip or $EMO_DATA): {str(e).splitlines()[0]}")
+    chosen = images[np.random.default_rng(0).choice(len(images), 8, replace=False)]
+    collage, pasted = faces.make_collage(chosen, face_px=96, seed=0, size=(640, 480))
+    gray = np.asarray(collage.convert("L"))
+    found = faces.make_detector("mtcnn", min_face=40).detect(gray)
+    hits = [max(range(len(found)), key=lambda k: faces.box_iou(box, found[k])) for box in pasted]
+    recalled = [i for i, (box, k) in enumerate(zip(pasted, hits)) if faces.box_iou(box, found[k]) >= 0.3]
+    assert len(recalled) >= 7 and len(found) <= 8, (pasted, found)  # FER2013 faces, cropped tight: most found
+    aligner = faces.make_aligner("mtcnn")
+    in_fer = []  # each face's eyes in its own 48 px crop's pixels
+    for i in recalled:
+        x, y, side, _ = pasted[i]
+        in_fer.append([(eye - (x, y)) * 48 / side for eye in aligner.eyes(gray, found[hits[i]])])
+    # FER2013's cropper frames faces alike, not identically: the median eyes sit where it puts them
+    for eye, fer in zip(np.median(in_fer, axis=0), (detectors.MTCNN_FER_LEFT_EYE, detectors.MTCNN_FER_RIGHT_EYE)):
+        assert np.hypot(*(eye - fer)) < 3, (in_fer, fer)
+    # aligned, each face comes back most like its own 48x48 crop (correlation), of all the collage's faces
+    crops = aligner.crop(gray, found[[hits[i] for i in recalled]]).reshape(len(recalled), -1).astype(float)
+    own = chosen[recalled].reshape(len(recalled), -1).astype(float)
+    similar = np.corrcoef(crops, own)[:len(recalled), len(recalled):]
+    assert (similar.argmax(axis=1) == np.arange(len(recalled))).mean() >= 0.85, similar.round(2)
+
+
+def test_mtcnn_landmarks_level_the_eyes_of_a_turned_drawn_face():
+    box = (60, 40, 160, 160)
+    aligner = faces.make_aligner("mtcnn")
+    turned = cv2.cvtColor(frame_with_faces([box], angle=20), cv2.COLOR_RGB2GRAY)
+    left, right = aligner.eyes(turned, box)
+    assert abs(np.degrees(np.arctan2(*(right - left)[::-1])) + 20) < 6  # the landmarks see the turn
+    aligned = aligner.crop(turned, [box])[0]
+    left, right = aligner.eyes(cv2.resize(aligned, None, fx=4, fy=4), (0, 0, 192, 192))
+    assert abs(np.degrees(np.arctan2(*(right - left)[::-1]))) < 5
+    for eye, fer in zip((left / 4, right / 4), (detectors.MTCNN_FER_LEFT_EYE, detectors.MTCNN_FER_RIGHT_EYE)):
+        assert np.hypot(*(eye - fer)) < 3, (eye, fer)
+    assert len(faces.make_detector("mtcnn").detect(np.full((240, 320), 120, np.uint8))) == 0
+
+
+def test_margin_frames_an_aligned_face_wider_or_tighter():
+    box = (60, 40, 160, 160)
+    gray = cv2.cvtColor(frame_with_faces([box]), cv2.COLOR_RGB2GRAY)
+    aligner = faces.make_aligner()
+    default = faces.cut_faces(gray, gray, [box], aligner=aligner)[0]
+    np.testing.assert_array_equal(default, aligner.crop(gray, [box])[0])  # the default margin: FER2013's framing
+    eye_gaps = {}
+    for margin in (faces.FACE_MARGIN, 0.3):
+        crop = faces.cut_faces(gray, gray, [box], margin=margin, aligner=aligner)[0]
+        left, right = aligner.eyes(cv2.resize(crop, None, fx=4, fy=4), (0, 0, 192, 192))
+        eye_gaps[margin] = np.hypot(*(right - left)) / 4
+    # 0.3 on each side shows (1 + 0.6) / (1 + 2 * 0.0155) of the face's width: the eyes that much closer
+    expected = eye_gaps[faces.FACE_MARGIN] * (1 + 2 * faces.FACE_MARGIN) / 1.6
+    assert abs(eye_gaps[0.3] - expected) < 1.5, eye_gaps
+
+
 # ---------------------------------------------------------------- --boxes
 
 def test_boxes_csv_classifies_the_users_own_boxes(model_path, tmp_path, capsys):
@@ -97,6 +160,7 @@ def test_boxes_csv_classifies_the_users_own_boxes(model_path, tmp_path, capsys):
     got = sorted(tuple(int(r[k]) for k in "xywh") for r in rows)
     assert got == sorted([(5, 5, 30, 30), boxes[1]]), "the boxes as given, no detection"
     assert "other.png: no box for it in --boxes" in err
+    assert "wholly outside" not in err
     # the crop of a given box is the crop the detector's path cuts for that box
     faces_cut, _ = faces.extract_faces(Image.open(photo), boxes=[boxes[1]])
     np.testing.assert_array_equal(faces_cut[0], faces.crop_faces(np.asarray(Image.open(photo).convert("L")),
@@ -143,25 +207,32 @@ def test_ids_survive_a_detector_that_misses_frames_with_every_2(classifier):
 
 # ---------------------------------------------------------------- the defaults
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_video_default_finds_every_face_the_photo_default_finds():
+    from emo_utils.core.data import load_dataset
+    from emo_utils.core.readers import DataError
+    from emo_utils.predict.scenes import make_frames
+    try:
+        images, _ = load_dataset().split("test_private")
+    except DataError as e:
+        pytest.skip(f"needs the real FER2013 (../shared/data/fer2013.zip or $EMO_DATA): {str(e).splitlines()[0]}")
+
     def settings_detector(name):
         s = video.SETTINGS[name]
         return faces.make_detector(s["detector"], scale_factor=s["scale_factor"],
                                    min_face=video.min_face_for(s["detector"], s["min_face"]),
                                    max_side=s["detect_size"] or float("inf"), upsample=s["upsample"])
     photo, film = settings_detector("photo"), settings_detector("video")
-    rng = np.random.default_rng(3)
+    chosen = images[np.random.default_rng(3).choice(len(images), 16, replace=False)]
+    frames, _, _, _ = make_frames(chosen, empty=0, max_rotation=10, seed=3)  # as the frames benchmark pastes them
     checked = 0
-    for seed in range(6):
-        sides = rng.integers(56, 130, 2)
-        boxes = [(int(rng.integers(0, 300 - sides[0])), int(rng.integers(0, 470 - sides[0])), int(sides[0]), 0),
-                 (int(rng.integers(330, 640 - sides[1])), int(rng.integers(0, 470 - sides[1])), int(sides[1]), 0)]
-        gray = cv2.cvtColor(frame_with_faces(boxes, size=(640, 480), seed=seed), cv2.COLOR_RGB2GRAY)
+    for frame in frames:
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         by_photo, by_video = photo.detect(gray), film.detect(gray)
         for box in by_photo:
             checked += 1
-            assert max((faces.box_iou(box, b) for b in by_video), default=0) >= 0.3, (seed, by_photo, by_video)
+            assert max((faces.box_iou(box, b) for b in by_video), default=0) >= 0.3, (by_photo, by_video)
     assert checked >= 8
 
 
@@ -236,3 +307,48 @@ def test_bad_arguments_stop_before_any_image_is_read(model_path, tmp_path, capsy
         assert len(lines) == 1 and message in lines[0], (argv, err)
         assert "Traceback" not in err
     assert sorted(p for p in tmp_path.rglob("*")) == before, "nothing written"
+
+
+def test_a_box_wholly_outside_the_image_is_left_out_with_a_note(model_path, tmp_path, capsys):
+    photo, beside = tmp_path / "photo.png", tmp_path / "beside.png"
+    Image.fromarray(frame_with_faces([(30, 40, 110, 110)])).save(photo)  # 320x240
+    Image.fromarray(frame_with_faces([(30, 40, 110, 110)])).save(beside)
+    box_csv = tmp_path / "boxes.csv"
+    box_csv.write_text("file,x,y,w,h\nphoto.png,30,40,110,110\nphoto.png,400,10,50,50\nphoto.png,-80,0,60,60\n"
+                       "photo.png,300,200,50,50\nbeside.png,0,300,40,40\n")
+    code, _, err = run_cli(capsys, photo, beside, "--model", model_path, "--boxes", box_csv, "--csv",
+                           tmp_path / "out.csv")
+    assert code == 0, err
+    _, rows = read_rows(tmp_path / "out.csv")
+    got = sorted(tuple(int(r[k]) for k in "xywh") for r in rows)
+    assert got == [(30, 40, 110, 110), (300, 200, 50, 50)], "the partly inside box is kept, as given"
+    assert "photo.png: box x=400, y=10, w=50, h=50 lies wholly outside the 320x240 image: left out" in err
+    assert "photo.png: box x=-80, y=0, w=60, h=60 lies wholly outside" in err
+    assert "beside.png: every --boxes row for it lies wholly outside the 320x240 image" in err
+
+
+def test_mtcnn_without_facenet_pytorch_is_one_line_naming_the_install(model_path, tmp_path, capsys, monkeypatch):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(frame_with_faces([(30, 40, 110, 110)])).save(photo)
+    monkeypatch.setitem(sys.modules, "facenet_pytorch.models.mtcnn", None)  # as if it were not installed
+    code, _, err = run_cli(capsys, photo, "--model", model_path, "--detect-faces", "--detector", "mtcnn",
+                           "--csv", tmp_path / "out.csv")
+    lines = [line for line in err.splitlines() if line.startswith("emo-predict:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "facenet-pytorch is not installed: pip install --no-deps facenet-pytorch" in lines[0]
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_the_users_boxes_align_on_mtcnns_landmarks_with_detector_mtcnn(model_path, tmp_path, capsys):
+    box = (60, 40, 160, 160)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(frame_with_faces([box], angle=20)).save(photo)
+    box_csv = tmp_path / "boxes.csv"
+    box_csv.write_text("file,x,y,w,h\nphoto.png,60,40,160,160\n")
+    for detector in ("hog", "mtcnn"):
+        code, _, err = run_cli(capsys, photo, "--model", model_path, "--boxes", box_csv, "--align", "--detector",
+                               detector, "--csv", tmp_path / f"{detector}.csv")
+        assert code == 0, err
+    probabilities = [np.array([float(v) for k, v in read_rows(tmp_path / f"{d}.csv")[1][0].items()
+                               if k.startswith("p_")]) for d in ("hog", "mtcnn")]
+    assert not np.allclose(*probabilities)  # each detector's own landmarks cut the face

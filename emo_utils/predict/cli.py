@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from . import video
+from . import choice as benchmark_choice, video
 from .detectors import DETECTORS
-from .faces import FACE_MARGIN, MIN_FACE, PredictError, make_aligner, make_detector
+from .faces import FACE_MARGIN, MIN_FACE, PredictError, landmarks_for, make_aligner, make_detector
 from .video import SETTINGS
 from ..core.tta import TTA_VIEWS  # no torch: --help answers at once
 
@@ -81,9 +81,10 @@ def build_parser():
         "frame and a plot of each face's emotions over time.")
     parser.add_argument("inputs", nargs="*", help="image files, folders (searched recursively), zips, or one video "
                         f"({', '.join(video.VIDEO_SUFFIXES)})")
-    parser.add_argument("--model", default="mini_xception",
+    chosen = benchmark_choice.read_choice()
+    parser.add_argument("--model", default=benchmark_choice.default_model(chosen),
                         help="a model in reports/ by name (reports/<name>/model.pt), or a path to a .pt or .onnx file "
-                             "(default: %(default)s)")
+                             f"({benchmark_choice.model_help(chosen)})".replace("%", "%%"))  # argparse's escape
     parser.add_argument("--csv", help="where to write the predictions (default: predictions.csv; for clip.mp4, "
                                       "clip_emotions.csv, with the plot beside it as clip_emotions.png)")
     parser.add_argument("--force", action="store_true",
@@ -93,15 +94,18 @@ def build_parser():
                              "it each image is taken to be one face crop, like FER2013's")
     parser.add_argument("--detector", choices=DETECTORS,
                         help="haar: OpenCV's cascade; hog: dlib's HOG detector; cnn: dlib's CNN detector (slow on a "
-                             "CPU). Default: " + "; ".join(f"{k} {v['detector']}" for k, v in SETTINGS.items()))
+                             "CPU); mtcnn: facenet-pytorch's MTCNN. Default: " +
+                             "; ".join(f"{k} {v['detector']}{benchmark_choice.setting_help(chosen, k)}"
+                                       for k, v in SETTINGS.items()))
     parser.add_argument("--upsample", type=int, metavar="N",
                         help="hog and cnn: double the image N times before detection (1 finds faces down to about "
                              "40 px, at four times the work). Default: " +
                              "; ".join(f"{k} {v['upsample']}" for k, v in SETTINGS.items()))
     parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
-                        help="rotate each face so its eyes are level and crop it with FER2013's framing, from dlib's "
-                             "5 landmarks. Default: " + "; ".join(f"{k} {'on' if v['align'] else 'off'}"
-                                                                 for k, v in SETTINGS.items()))
+                        help="rotate each face so its eyes are level and crop it with FER2013's framing, from 5 "
+                             "landmarks (MTCNN's with --detector mtcnn, else dlib's); --margin then shows more or less "
+                             "around the face than FER2013 does. Default: " +
+                             "; ".join(f"{k} {'on' if v['align'] else 'off'}" for k, v in SETTINGS.items()))
     parser.add_argument("--boxes", metavar="CSV",
                         help="classify your own face boxes, no detection: a CSV with columns file, x, y, w, h (one "
                              "row per face; file as given on the command line or its base name)")
@@ -120,7 +124,8 @@ def build_parser():
                              "which frames a face as FER2013 does)")
     parser.add_argument("--min-face", type=int, default=None,
                         help="smallest face to find, in pixels (default: " +
-                             f"haar {MIN_FACE}; hog and cnn: any size their window finds)")
+                             f"haar {MIN_FACE}; mtcnn {video.MTCNN_MIN_FACE}; hog and cnn: any size their window "
+                             "finds)")
     parser.add_argument("--scale-factor", type=float, default=None,
                         help="Haar pyramid step, over 1: larger is faster and misses more faces (default: " +
                              "; ".join(f"{k} {v['scale_factor']}" for k, v in SETTINGS.items()) + ")")
@@ -290,7 +295,7 @@ def make_face_finder(args, setting: str):
     max_side = args.detect_size or float("inf")
     detector = make_detector(args.detector, scale_factor=args.scale_factor, min_face=args.min_face,
                              max_side=max_side, upsample=args.upsample)
-    return detector, (make_aligner() if args.align else None)
+    return detector, (make_aligner(landmarks_for(args.detector)) if args.align else None)
 
 
 def run_video(args, classifier: Classifier, outputs: Outputs, log: Callable[[str], None]) -> int:
@@ -387,7 +392,7 @@ def classify(args, classifier: Classifier, outputs: Outputs, class_map, boxes_by
             return run_video(args, classifier, outputs, log)
         detector, aligner = None, None
         if boxes_by_file is not None:  # the user's boxes: no detector
-            aligner = make_aligner() if args.align else None
+            aligner = make_aligner(landmarks_for(args.detector)) if args.align else None
         elif args.detect_faces:
             detector, aligner = make_face_finder(args, "photo")
     except PredictError as e:

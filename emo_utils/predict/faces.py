@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.readers import IMAGE_SIZE, to_gray, to_gray_48
-from .detectors import DETECTORS, Aligner, DetectorError, DlibDetector
+from .detectors import DETECTORS, MTCNN_THRESHOLDS, Aligner, DetectorError, DlibDetector, MtcnnDetector
 
 if TYPE_CHECKING:  # annotations only: importing it at run time would import torch
     from ..core.inference import Classifier
@@ -127,24 +127,32 @@ class FaceDetector:
 
 
 def make_detector(name: str = "haar", *, scale_factor: float = 1.1, min_face: int = MIN_FACE,
-                  max_side: float = DETECT_MAX_SIDE, upsample: int = 1):
+                  max_side: float = DETECT_MAX_SIDE, upsample: int = 1, thresholds=MTCNN_THRESHOLDS):
     """A detector by name (DETECTORS), each with detect(gray) -> boxes (n, 4: x, y, w, h).
 
     haar: OpenCV's cascade, `scale_factor` its pyramid step; hog, cnn: dlib's, the image doubled `upsample`
-    times first (HOG's smallest face is 80 px at 0, 40 px at 1). Faces under `min_face` px are dropped."""
+    times first (HOG's smallest face is 80 px at 0, 40 px at 1); mtcnn: facenet-pytorch's, its pyramid starting
+    at `min_face`, `thresholds` its nets' face scores. Faces under `min_face` px are dropped."""
     if name == "haar":
         return FaceDetector(scale_factor, min_face=min_face, max_side=max_side)
-    if name in DETECTORS:
-        try:
+    try:
+        if name == "mtcnn":
+            return MtcnnDetector(min_face=min_face, max_side=max_side, thresholds=thresholds)
+        if name in DETECTORS:
             return DlibDetector(name, upsample=upsample, min_face=min_face, max_side=max_side)
-        except DetectorError as e:
-            raise PredictError(str(e)) from None
+    except DetectorError as e:
+        raise PredictError(str(e)) from None
     raise PredictError(f"--detector {name}: unknown; use one of {', '.join(DETECTORS)}")
 
 
-def make_aligner() -> Aligner:
+def landmarks_for(detector: str | None) -> str:
+    """Whose 5 landmarks align the faces: MTCNN's own for its boxes, dlib's for every other detector's."""
+    return "mtcnn" if detector == "mtcnn" else "dlib"
+
+
+def make_aligner(landmarks: str = "dlib") -> Aligner:
     try:
-        return Aligner()
+        return Aligner(landmarks)
     except DetectorError as e:
         raise PredictError(f"--align: {e}") from None
 
@@ -152,9 +160,10 @@ def make_aligner() -> Aligner:
 def cut_faces(pixels: np.ndarray, gray: np.ndarray, boxes, margin: float = FACE_MARGIN,
               aligner: Aligner | None = None) -> np.ndarray:
     """The crops emo-predict classifies, (n, 48, 48) uint8: aligned on the eyes from `gray` with an aligner,
-    else squares with `margin` cut from `pixels` (crop_faces)."""
+    else squares with `margin` cut from `pixels` (crop_faces). An aligned face is framed as FER2013 frames one
+    at the default margin; another margin shows that much more (or less) around it, as it does a square."""
     if aligner is not None:
-        return aligner.crop(gray, boxes)
+        return aligner.crop(gray, boxes, zoom_out=(1 + 2 * margin) / (1 + 2 * FACE_MARGIN))
     return crop_faces(pixels, boxes, margin)
 
 

@@ -142,6 +142,17 @@ def read_boxes(path: str) -> dict[str, np.ndarray]:
     return {name: np.array(rows, np.int64) for name, rows in boxes.items()}
 
 
+def boxes_inside(boxes: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+    """The --boxes rows of one image that overlap it, and a note per row wholly outside it, left out: its crop
+    would be the image's edge pixels, classified as a face without a word."""
+    width, height = image_size
+    x, y, w, h = boxes.T
+    inside = (x < width) & (y < height) & (x + w > 0) & (y + h > 0)
+    notes = [f"box x={b[0]}, y={b[1]}, w={b[2]}, h={b[3]} lies wholly outside the {width}x{height} image: left "
+             "out (check the row's file and coordinates)" for b in boxes[~inside]]
+    return boxes[inside], notes
+
+
 def annotation_path(out_dir: Path, relative: PurePosixPath) -> Path:
     keep = relative.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
     return Path(out_dir, *relative.parts[:-1], relative.name if keep else relative.name + ".png")
@@ -239,6 +250,12 @@ def predict_inputs(paths, classifier: Classifier, detector: FaceDetector | None 
                 given = np.concatenate(rows) if rows else None
                 if given is None:
                     raise SkipFile("no box for it in --boxes (rows are file, x, y, w, h)")
+                given, outside = boxes_inside(given, img.size)
+                for note in outside:
+                    run.notes.append((item.name, note))
+                    log(f"note {item.name}: {note}")
+                if not len(given):
+                    raise SkipFile(f"every --boxes row for it lies wholly outside the {img.width}x{img.height} image")
             faces, boxes = extract_faces(img, detector, margin, aligner, given)
         except SkipFile as e:
             skip(item.name, str(e))

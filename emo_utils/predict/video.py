@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .faces import DETECT_MAX_SIDE, FACE_MARGIN, MIN_FACE, PALETTE, Face, PredictError, cut_faces, draw_faces
-from .detectors import Aligner
+from .detectors import MTCNN_MIN_FACE, Aligner
 from ..core.files import write_csv
 from .tracking import IouTracker
 
@@ -42,30 +42,30 @@ DETECT_SIZE = 480
 # Finding faces on every K-th frame divides the detector's cost by K, and each face is still classified on every
 # frame at its track's box. At 30 frames/s a face moves a few pixels in the 100 ms between two detections at K = 3.
 # The webcam (HOG without upsampling, the cheaper detector) needs only K = 2 for 30 frames/s; a video file's
-# detector (upsampled once) needs K = 3 (benchmarks/pipeline_frames.py: 25.7 frames/s at K = 2 on a 2-core EPYC).
+# detector (MTCNN, as for photos) runs on every 4th frame (issue 38: six faces in the frame, one core busy).
 EVERY = 2
-VIDEO_EVERY = 3
+VIDEO_EVERY = 4
 # Averaging half a second of frames damps the flicker of the class from frame to frame; facial expressions
 # last from half a second to four seconds.
 SMOOTH_SECONDS = 0.5
 FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
 # emo-predict's detector settings for photos (--detect-faces), video files and a camera; any flag overrides one
 # entry. Chosen on benchmarks/pipeline_frames.py (reports/benchmarks.md, "Faces in frames": 1,000 PrivateTest
-# faces of 40-200 px, some turned, in 640x480 frames; 1 thread, a shared 2-core machine):
-# - photo: dlib's HOG, upsampled once, aligned: the best pipeline accuracy of every setting (flagship 0.449,
-#   Mini-Xception 0.471, against 0.391 and 0.373 with the old Haar default), recall 0.725 against 0.600, 0.024
-#   false detections per frame and none on the 100 face-free frames; about 8 frames/s, enough for photos. The
-#   CNN detector found fewer of these faces (0.557 on 25 frames) at 0.3 frames/s.
-# - video: the photo detector on the same frame, so it finds every face the photo path finds (the issue's
-#   condition; tests/test_detectors.py checks it), on every 3rd frame with the tracker in between: every 2nd
-#   frame ran at 25.7 frames/s on a 2-core EPYC, short of the 30 frames/s target.
+# faces of 40-200 px, turned by up to 15 degrees, in 640x480 frames; 1 thread, a shared 2-core machine), issue 38:
+# - photo: MTCNN (facenet-pytorch) at MTCNN_THRESHOLDS, faces of 40 px and up, aligned on its own landmarks:
+#   recall and pipeline accuracy the best of every setting (the table has them; dlib's HOG upsampled once, issue
+#   30's default, found 0.686 of the faces, MTCNN at facenet-pytorch's own thresholds 0.848), no false detection
+#   on the 100 face-free frames.
+# - video: the photo detector, so it finds every face the photo path finds (tests/test_detectors.py checks it),
+#   on every 4th frame with the tracker in between, for frames/s with six faces in the frame.
 # - webcam: a face before a webcam is large, so HOG without upsampling (faces >= 80 px) on every 2nd frame, the
-#   fastest setting at 30+ frames/s idle with the better pipeline accuracy (0.32 against Haar's 0.24 at step 1.2).
-# min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE).
+#   cheapest detector that finds large faces (recall 0.743 on faces of 100-200 px).
+# min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE, MTCNN's
+# MTCNN_MIN_FACE).
 SETTINGS = {
-    "photo": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+    "photo": dict(detector="mtcnn", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                   every=1, align=True),
-    "video": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+    "video": dict(detector="mtcnn", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                   every=VIDEO_EVERY, align=True),
     "webcam": dict(detector="hog", upsample=0, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                    every=EVERY, align=True),
@@ -73,7 +73,11 @@ SETTINGS = {
 
 
 def min_face_for(detector: str, min_face: int | None) -> int:
-    return min_face if min_face is not None else (MIN_FACE if detector == "haar" else 1)
+    """The smallest face a detector looks for when --min-face is left out: Haar's MIN_FACE, MTCNN's pyramid
+    start, and for dlib's detectors their window's size (1: no limit of ours)."""
+    if min_face is not None:
+        return min_face
+    return {"haar": MIN_FACE, "mtcnn": MTCNN_MIN_FACE}.get(detector, 1)
 
 
 def is_video(path: str | os.PathLike) -> bool:

@@ -209,7 +209,9 @@ def test_ids_survive_a_detector_that_misses_frames_with_every_2(classifier):
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_video_default_finds_every_face_the_photo_default_finds():
+def test_photo_default_finds_every_face_the_video_default_finds():
+    # Video keeps the cheaper HOG for frames/s (video.SETTINGS); a photo, where time matters less, must never
+    # miss a face that the video path would have found.
     from emo_utils.core.data import load_dataset
     from emo_utils.core.readers import DataError
     from emo_utils.predict.scenes import make_frames
@@ -230,9 +232,9 @@ def test_video_default_finds_every_face_the_photo_default_finds():
     for frame in frames:
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         by_photo, by_video = photo.detect(gray), film.detect(gray)
-        for box in by_photo:
+        for box in by_video:
             checked += 1
-            assert max((faces.box_iou(box, b) for b in by_video), default=0) >= 0.3, (by_photo, by_video)
+            assert max((faces.box_iou(box, b) for b in by_photo), default=0) >= 0.3, (by_video, by_photo)
     assert checked >= 8
 
 

@@ -42,9 +42,10 @@ DETECT_SIZE = 480
 # Finding faces on every K-th frame divides the detector's cost by K, and each face is still classified on every
 # frame at its track's box. At 30 frames/s a face moves a few pixels in the 100 ms between two detections at K = 3.
 # The webcam (HOG without upsampling, the cheaper detector) needs only K = 2 for 30 frames/s; a video file's
-# detector (MTCNN, as for photos) runs on every 4th frame (issue 38: six faces in the frame, one core busy).
+# detector (dlib's HOG upsampled once) needs K = 3 (benchmarks/pipeline_frames.py: 25.7 frames/s at K = 2 on a
+# 2-core EPYC).
 EVERY = 2
-VIDEO_EVERY = 4
+VIDEO_EVERY = 3
 # Averaging half a second of frames damps the flicker of the class from frame to frame; facial expressions
 # last from half a second to four seconds.
 SMOOTH_SECONDS = 0.5
@@ -56,8 +57,11 @@ FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
 #   recall and pipeline accuracy the best of every setting (the table has them; dlib's HOG upsampled once, issue
 #   30's default, found 0.686 of the faces, MTCNN at facenet-pytorch's own thresholds 0.848), no false detection
 #   on the 100 face-free frames.
-# - video: the photo detector, so it finds every face the photo path finds (tests/test_detectors.py checks it),
-#   on every 4th frame with the tracker in between, for frames/s with six faces in the frame.
+# - video: dlib's HOG upsampled once on every 3rd frame, the tracker in between (issue 30's default, 33.4
+#   frames/s idle on a 2-core EPYC with AVX-512). On a 2-core EPYC with AVX2 only (predict_latency.py --iters 60
+#   --collages 10, 2026-12-07, one training beside it stopped) MTCNN on every 4th frame ran at 16.0 frames/s and
+#   HOG on every 3rd at 18.0: MTCNN is not yet shown to keep 30 frames/s where HOG did, so video keeps HOG and
+#   finds fewer faces than a photo (recall 0.686 against MTCNN's 0.915 in the frames benchmark).
 # - webcam: a face before a webcam is large, so HOG without upsampling (faces >= 80 px) on every 2nd frame, the
 #   cheapest detector that finds large faces (recall 0.743 on faces of 100-200 px).
 # min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE, MTCNN's
@@ -65,7 +69,7 @@ FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
 SETTINGS = {
     "photo": dict(detector="mtcnn", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                   every=1, align=True),
-    "video": dict(detector="mtcnn", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+    "video": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                   every=VIDEO_EVERY, align=True),
     "webcam": dict(detector="hog", upsample=0, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                    every=EVERY, align=True),

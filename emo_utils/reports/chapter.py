@@ -133,6 +133,12 @@ class Chapter:
         and metrics.json say so; an experiment's README says it is not published."""
         if self.trial:
             title = f"Trial run, not a result: {title}"
+        if self.config.init_weights:  # a fine-tune (the robust recipes): its minutes are its own, not its base's
+            title = f"{title}, fine-tuned by the {self.budget} recipe"
+            recipe_note = (f"Fine-tuned from `{self.config.init_weights}` (sha256 "
+                           f"`{self.result.meta.get('init_weights_sha256', '?')[:16]}…`) for {self.config.epochs} "
+                           "epochs; the minutes above are the fine-tune's alone, not the base model's training."
+                           + (f"\n\n{recipe_note}" if recipe_note else ""))
         if not self.published:
             recipe_note = (f"_An experiment, not published ({self.report_dir}); {HOW_TO_PUBLISH}._"
                            + (f"\n\n{recipe_note}" if recipe_note else ""))

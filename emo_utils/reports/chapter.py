@@ -15,6 +15,8 @@ published.
 """
 from __future__ import annotations
 
+from ..core.data import REPO_ROOT
+
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -39,6 +41,12 @@ PARAMETERS = ("model_name", "budget", "home_budget", "data_path", "dataset", "la
 TABLES = ("_recipe", "_ablations", "_run_seeds")
 TRIAL_VIEWS = ("center", "flip")  # a trial's test-time views: two passes, not the fifteen of every view set
 HOW_TO_PUBLISH = "publish with `make reports NB=<this notebook's number>` or publish=True in the parameters cell"
+
+
+def shown(path) -> str:
+    """A path as an executed page prints it: relative to the repository when inside it (no machine's paths)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 class ChapterError(ValueError):
@@ -146,7 +154,7 @@ class Chapter:
                                     recipe_note=recipe_note, sections=sections, longer=longer)
         if record is not None:
             (self.report_dir / "ablations.json").write_text(json.dumps(record, indent=1))
-        print(f"wrote {readme}")
+        print(f"wrote {shown(readme)}")
         return readme
 
 
@@ -221,9 +229,9 @@ def open_chapter(namespace: dict) -> Chapter:
     report_dir, run_dir = placement(params, config, budget, published, trial)
     if published:
         check_publishable(report_dir, config.dataset, budget)
-        print(f"publishing to {report_dir} (checkpoints in {run_dir})")
+        print(f"publishing to {shown(report_dir)} (checkpoints in {shown(run_dir)})")
     else:
-        print(f"{'trial' if trial else 'experiment'}: writing to {report_dir}, not reports/"
+        print(f"{'trial' if trial else 'experiment'}: writing to {shown(report_dir)}, not reports/"
               + ("" if trial else f"; {HOW_TO_PUBLISH}"))
     data = load_named(config.dataset, params.get("data_path"), config.label_mode)
     if trial:

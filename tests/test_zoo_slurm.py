@@ -86,7 +86,7 @@ def test_a_trial_zoo_on_slurm_publishes_what_the_local_zoo_does_and_a_failing_jo
         assert on_slurm[path]["numbers"] == locally[path]["numbers"], path
         assert tensors_equal(on_slurm[path]["weights"], locally[path]["weights"]), f"{path} differs from the local run"
 
-    log = out / "runs" / "no_such_net" / "zoo.log"
+    (log,) = (out / "runs" / "no_such_net").glob("*/zoo.log")  # under the config's key
     assert f"FAILED no_such_net seed 0 (exit 1); log {log}" in printed
     assert "unknown model" in printed.split("FAILED no_such_net")[1]  # the end of its log: the error itself
     ran = json.loads((out / "zoo.json").read_text())
@@ -114,7 +114,8 @@ def test_a_job_stopped_with_a_signal_is_requeued_and_ends_with_the_uninterrupted
     assert running.proc.wait(timeout=60) == 0, "".join(running.seen)[-3000:]
     assert any("seed 0: requeued" in line for line in running.seen), "the zoo never showed the run requeued"
 
-    attempts = (out / "runs" / "mini_xception" / "zoo.log").read_text().split(zoo.LOG_HEADER)[1:]
+    (log,) = (out / "runs" / "mini_xception").glob("*/zoo.log")  # under the config's key
+    attempts = log.read_text().split(zoo.LOG_HEADER)[1:]
     assert len(attempts) == 2 and all(f"SLURM job {job} " in a for a in attempts), "one job, started twice"
     before, after = ([int(e) for e in re.findall(r"epoch +(\d+)  train loss", a)] for a in attempts)
     assert 1 <= len(before) < EPOCHS and after == list(range(before[-1] + 1, EPOCHS + 1)), (before, after)
@@ -134,7 +135,8 @@ def test_one_run_over_two_gloo_ranks_in_one_job(cluster, faces, tmp_path):
     model = load_checkpoint(out / "reports" / "mini_xception" / "model.pt")
     assert model["meta"]["device"].startswith("2 x cpu") and "DDP" in model["meta"]["device"], model["meta"]["device"]
     assert model["meta"]["epochs_run"] == 3
-    log = (out / "runs" / "mini_xception" / "zoo.log").read_text()
+    (log,) = (out / "runs" / "mini_xception").glob("*/zoo.log")
+    log = log.read_text()
     assert "torch.distributed.run --standalone --nproc_per_node=2" in log
 
 

@@ -123,14 +123,16 @@ def clean_of(record: dict, split: str) -> dict | None:
 
 
 def _clean_heading(rows: list[dict]) -> str:
-    # The deduplicated accuracy shares the headline's cell: a column of its own would make the table too wide.
-    return " · deduplicated" if any(r["clean"] for r in rows) else ""
+    # The deduplicated accuracy shares the headline's cell, under a short name the note below the table spells out:
+    # a column of its own, or the whole word, would make the table too wide for a page.
+    return " · dedup." if any(r["clean"] for r in rows) else ""
 
 
 def _clean_cell(row: dict) -> str:
     if not row["clean"]:
         return ""
-    return f" · {_percent(row['clean']['accuracy'])} ({_interval(row['clean']['interval'])})"
+    # Its interval is on the model's page: with it the table no longer fits a page.
+    return f" · {_percent(row['clean']['accuracy'])}"
 
 
 def clean_note(rows: list[dict], split_title: str) -> str:
@@ -147,7 +149,7 @@ def clean_note(rows: list[dict], split_title: str) -> str:
     ranking = ("" if len(with_clean) < 2 else " It ranks the models as the raw split does." if not moved else
                " It ranks them differently: " + ", ".join(f"{m} {by_clean.index(m) + 1} (raw {by_raw.index(m) + 1})"
                                                           for m in moved) + ".")
-    return (f"**{split_title}, deduplicated** (after the ·): the {with_clean[0]['clean']['n']:,} faces with no exact or "
+    return (f"**{split_title}, deduplicated** (dedup., after the ·): the {with_clean[0]['clean']['n']:,} faces with no exact or "
             f"near copy in train or val and no blank frame, under the same views; it moves each model "
             f"{min(change):+.1f} to {max(change):+.1f} points." + ranking + partial)
 

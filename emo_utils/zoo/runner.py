@@ -30,13 +30,11 @@ import ctypes
 import datetime as dt
 import json
 import os
-import pickle
 import shlex
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,9 +47,9 @@ from ..paths import roots, run_config_file, slurm_logs
 from ..provenance import git_commit
 from .plan import Run, find_notebooks, plan_runs, seeds_by_notebook
 from .progress import Display, duration, table
+from .run_state import LOG_HEADER, child_environment, finish, last_attempt, read_checkpoint, update_progress
 
 GPU_JOBS = 3  # measured on an H100: three runs kept an H100 97-100% busy, each as fast as alone
-LOG_HEADER = "=== zoo "  # starts each attempt's part of a run's log
 PR_SET_PDEATHSIG = 1  # from linux/prctl.h
 
 
@@ -65,13 +63,6 @@ def command(run: Run, data_path: Path, compile_mode: str | None) -> list[str]:
     return ([sys.executable, "-m", "emo_utils.zoo.train", "--config", str(config_path), "--data", str(data_path),
              "--model-path", str(run.model_path), "--run-dir", str(run.run_dir)]
             + (["--compile", compile_mode] if compile_mode else []) + (["--trial"] if run.trial else []))
-
-
-def child_environment(device: str, threads: int) -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU zoo on a GPU machine stays on the CPU
-    return env
 
 
 def die_with(zoo_pid: int):
@@ -93,54 +84,6 @@ def start(run: Run, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
                                    preexec_fn=die_with(os.getpid()))
     run.status, run.started = "running", time.time()
     return process
-
-
-def last_attempt(run: Run) -> str:
-    """The part of the run's log its latest start wrote."""
-    if not run.log.exists():
-        return ""
-    return run.log.read_text(errors="replace").rpartition(LOG_HEADER)[2]
-
-
-def read_checkpoint(path: Path) -> dict | None:
-    """A checkpoint's plain data; mmap leaves the tensors on disk. None while it does not exist."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile):
-        return None  # not written yet; a broken one is the run's to report
-
-
-def update_progress(run: Run) -> bool:
-    """Read the run's last.pt when a new epoch has replaced it; True when the progress changed."""
-    last = run.run_dir / "last.pt"
-    mtime = last.stat().st_mtime if last.exists() else 0.0
-    if mtime == run.checkpoint_mtime:
-        return False
-    run.checkpoint_mtime = mtime
-    checkpoint = read_checkpoint(last)
-    if checkpoint is None:
-        return False
-    state = checkpoint["state"]
-    run.epoch, run.planned = state["epoch"], state["planned_epochs"]
-    history = state["history"]
-    if history:
-        run.best_val_acc = max(row["val_acc"] for row in history)
-        run.seconds_per_epoch = sum(row["seconds"] for row in history) / len(history)
-    return True
-
-
-def finish(run: Run, returncode: int) -> None:
-    """A run's process ended: its status, and its numbers from the model it wrote."""
-    run.returncode, run.ended = returncode, time.time()
-    finished = read_checkpoint(run.model_path) if returncode == 0 else None
-    if finished is None:
-        run.status = "failed"
-        return
-    run.status = "reused" if '"reused": true' in last_attempt(run) else "done"
-    meta, history = finished["meta"], finished["history"]
-    run.epoch, run.planned = meta["epochs_run"], meta["planned_epochs"]
-    run.best_val_acc, run.wall_seconds = meta["best_val_acc"], meta["wall_seconds"]
-    run.seconds_per_epoch = sum(row["seconds"] for row in history) / max(len(history), 1)
 
 
 def stop(run: Run, process: subprocess.Popen, why: str) -> None:

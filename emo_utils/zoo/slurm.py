@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import submitit
 
 from .progress import Display, duration
+from .run_state import LOG_HEADER, child_environment, finish, update_progress
 
 if TYPE_CHECKING:  # the job's process imports this module: nothing here may import torch
     from .plan import Run
@@ -230,7 +231,6 @@ def make_executor(options: SlurmOptions, folder: Path) -> submitit.SlurmExecutor
 def submit(executor, runs: list[Run], commands: dict[Run, list[str]], options: SlurmOptions) -> dict[Run, object]:
     """One job array per recipe (its seeds), one job per ablation: {run: submitit job}. Each run gets the local
     zoo's environment for its device, its CPUs its threads."""
-    from .runner import LOG_HEADER, child_environment
     from ..core.data import REPO_ROOT
     env = child_environment(options.device, options.cpus // options.processes)
     env = {k: v for k, v in env.items() if os.environ.get(k) != v}  # what the zoo adds; the job has the rest
@@ -284,7 +284,6 @@ def outcome(job) -> int | None:
 def run_on_slurm(runs: list[Run], commands: dict[Run, list[str]], options: SlurmOptions, folder: Path,
                  display: Display | None = None, poll_seconds: float = 2.0) -> None:
     """Submit every run, then follow the jobs until each has ended; the table as the local zoo draws it."""
-    from .runner import finish, update_progress  # the local zoo's reading of a run's checkpoints
     display = display or Display()
     started = time.time()
     jobs = submit(make_executor(options, folder), runs, commands, options)

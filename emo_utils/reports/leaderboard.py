@@ -365,17 +365,19 @@ def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
 
 
 def photo_pipeline(text: str) -> dict | None:
-    """The flagship's row of emo-predict's photo defaults in benchmarks.md's faces-in-frames accuracy table
-    (benchmarks/pipeline_frames.py: the defaults' rows in bold, named after their settings), in percent."""
+    """emo-predict's photo defaults in benchmarks.md's faces-in-frames accuracy table (benchmarks/pipeline_frames.py:
+    the defaults' rows in bold, named after their settings), in percent: the model with the best pipeline accuracy,
+    which is the model emo-predict picks by default from the same benchmark (predict/pipeline_choice.json)."""
     part = next((p for p in text.split("\n## ") if p.startswith("Faces in frames")), "")
-    for line in part.splitlines():
+    table = next((t for t in part.split("\n\n") if "| pipeline acc. | crop acc." in t), "")  # not the framing tables
+    rows = []
+    for line in table.splitlines():
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 5 and "photo" in cells[0] and cells[1].startswith("flagship"):
-            setting = cells[0].split(" (")[0]
-            return {"setting": setting, "model": cells[1], "align": cells[2],
-                    # one decimal: the table gives three places of a fraction
-                    "pipeline": f"{100 * float(cells[3]):.1f}", "crop": f"{100 * float(cells[4]):.1f}"}
-    return None
+        if len(cells) >= 5 and "(photo" in cells[0] and line.lstrip("| ").startswith("**"):
+            rows.append({"setting": cells[0].split(" (")[0], "model": cells[1], "align": cells[2],
+                         # one decimal: the table gives three places of a fraction
+                         "pipeline": f"{100 * float(cells[3]):.1f}", "crop": f"{100 * float(cells[4]):.1f}"})
+    return max(rows, key=lambda row: float(row["pipeline"]), default=None)
 
 
 def write_front_page(readme: Path, reports_dir: Path = REPORTS_DIR) -> Path | None:

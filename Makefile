@@ -41,8 +41,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m emo_utils.reports.nbform --install-filter
 	@touch $@
 
+# Two workers, one thread each (tests/conftest.py), each test file on one worker (the SLURM tests share a cluster).
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow' tests

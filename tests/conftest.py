@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import zipfile
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-import pytest
-import torch
-from PIL import Image
+# make test runs two pytest-xdist workers on two cores: each worker, and every process it starts (notebook kernels,
+# training runs), gets one thread. Two workers at two threads each plus their kernels oversubscribe the cores, and
+# OpenMP's spinning threads then made a 2-second test take 50.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+import numpy as np  # noqa: E402 (after the thread count above: torch reads it when it loads)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 START_THREADS = torch.get_num_threads()
 

@@ -201,26 +201,29 @@ def test_weights_over_the_size_limit_are_published_as_float16_and_evaluated_as_s
 
 
 @pytest.mark.slow
-def test_cpu_bf16_trains_the_forward_pass_in_bfloat16_and_still_learns(data, tmp_path):
+def test_cpu_bf16_trains_the_forward_pass_in_bfloat16_and_learns_as_fp32_does(data, tmp_path):
     conv_output_dtypes = []
 
     def record_conv_dtype(module, inputs, output):
         if isinstance(module, torch.nn.Conv2d) and module.training:
             conv_output_dtypes.append(output.dtype)
 
+    # Four epochs: bf16 is emulated, many times slower than fp32, on a CPU without AVX512-BF16 (CI's among them).
+    recipe = dict(FAST, optimizer="adam", lr=1e-2, scheduler="none", epochs=4)
     hook = torch.nn.modules.module.register_module_forward_hook(record_conv_dtype)
     try:
-        train(TrainConfig(**FAST, optimizer="adam", lr=1e-2, scheduler="none", epochs=1), data, tmp_path / "fp32",
-              progress=False)
+        fp32 = train(TrainConfig(**recipe), data, tmp_path / "fp32", device="cpu", progress=False)
         assert set(conv_output_dtypes) == {torch.float32}  # the default stays fp32: old recipes are unchanged
         conv_output_dtypes.clear()
-        config = TrainConfig(**FAST, optimizer="adam", lr=1e-2, scheduler="none", epochs=15, cpu_bf16=True)
-        bf16 = train(config, data, tmp_path / "bf16", device="cpu", progress=False)
+        bf16 = train(TrainConfig(**recipe, cpu_bf16=True), data, tmp_path / "bf16", device="cpu", progress=False)
     finally:
         hook.remove()
     assert set(conv_output_dtypes) == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # master weights stay fp32
-    assert bf16.meta["best_val_acc"] > 3 / data.num_classes
+    losses = {run: [row["train_loss"] for row in result.history] for run, result in (("fp32", fp32), ("bf16", bf16))}
+    assert losses["bf16"][-1] < 0.7 * losses["bf16"][0]  # it learns
+    # as fp32 does, within bf16's rounding: a loss that kept bf16 gradients or weights would drift far more
+    assert all(abs(a - b) < 0.05 * b for a, b in zip(losses["bf16"], losses["fp32"])), losses
 
 
 def test_a_cpu_is_named_with_the_flags_that_set_its_bf16_speed():

@@ -1,11 +1,14 @@
 """Files the project writes: each atomically (a reader sees the old file or the new one, never half of one),
-and prediction tables as CSV with probabilities to six places."""
+prediction tables as CSV with probabilities to six places, and caches of arrays read back only under their key."""
 from __future__ import annotations
 
 import csv
 import os
+import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
+
+import numpy as np
 
 
 def temporary_path(path: Path) -> Path:
@@ -43,3 +46,17 @@ def write_csv(path: str | os.PathLike, columns: list[str], rows: Iterable[dict],
         for row in rows:
             writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) and k not in exact else v) for k, v in row.items()})
     return path
+
+
+def read_keyed_arrays(path: Path, key: str) -> dict[str, np.ndarray]:
+    """{name: array} of an .npz cache whose "key" entry is `key` (the sha256 of what made it); {} when the file is
+    missing, unreadable, from an older layout or made for another key: the caller computes it again and overwrites."""
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path) as saved:
+            if str(saved["key"]) != key:
+                return {}
+            return {name: saved[name] for name in saved.files if name != "key"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return {}

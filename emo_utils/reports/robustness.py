@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from .corruptions import (HELD_OUT, SEEN, SEVERITIES, SUITE_SEED, SUITE_VERSION,
 from ..core.readers import DataError, file_sha256
 from ..core.data import load_dataset
 from .ensemble import ensemble_probs
-from ..core.files import write_atomically
+from ..core.files import read_keyed_arrays, write_atomically
 from ..core.inference import predict_logits, softmax
 from ..paths import REPORTS_DIR, corruptions_cache, trained_models
 from ..core.tta import view_name, view_title
@@ -103,20 +102,6 @@ def cache_key(model_path: Path, data, split: str) -> str:
     return digest.hexdigest()
 
 
-def _read_cache(path: Path, key: str) -> dict[str, np.ndarray]:
-    """{views/condition: probabilities} stored under this key, or {} when the file is missing, unreadable,
-    or made for other weights, data or suite."""
-    if not path.exists():
-        return {}
-    try:
-        with np.load(path) as saved:
-            if str(saved["key"]) != key:
-                return {}
-            return {name: saved[name] for name in saved.files if name != "key"}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return {}  # unreadable or from an older layout: scored again and overwritten
-
-
 def scored_corruptions(model_path, data, views: str = SUITE_VIEWS, device=None) -> dict[str, np.ndarray]:
     """{condition: probabilities on the suite's faces (suite_sample)} for the clean faces ("clean") and every
     corruption at every severity ("jpeg/2"), under `views`: read from the file beside the model when its key
@@ -124,7 +109,7 @@ def scored_corruptions(model_path, data, views: str = SUITE_VIEWS, device=None) 
     model_path, views = Path(model_path), view_name(views)
     split = suite_split(data)
     path, key = corruptions_cache(model_path), cache_key(model_path, data, split)
-    stored = _read_cache(path, key)
+    stored = read_keyed_arrays(path, key)  # {views/condition: probabilities}; {} for other weights, data or suite
     names = [CLEAN] + [condition_name(*c) for c in conditions()]
     if all(f"{views}/{name}" in stored for name in names):
         return {name: stored[f"{views}/{name}"].astype(np.float32) for name in names}

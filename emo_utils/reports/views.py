@@ -18,7 +18,6 @@ from the stored test_all ones by masking: they add nothing to the key or the fil
 from __future__ import annotations
 
 import hashlib
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from ..core.tta import TTA_VIEWS, VIEW_SETS, view_name, views_for
 from ..core.checkpoint import load_checkpoint, load_trained
 from ..core.data import SPLIT_TITLES
 from ..core.readers import file_sha256
-from ..core.files import write_atomically
+from ..core.files import read_keyed_arrays, write_atomically
 from ..core.metrics import accuracy_interval, compute_metrics
 from ..core.inference import EVAL_SPLITS, predict_splits
 from ..paths import views_cache
@@ -80,16 +79,9 @@ def _splits_from(stored: dict[str, np.ndarray], data) -> dict[str, np.ndarray]:
 def _read_cache(path: Path, key: str) -> dict[str, dict[str, np.ndarray]]:
     """{view: {"val": ..., "test_all": ...}} stored in a views file whose key matches; {} for none, another key,
     or a file that cannot be read (it is scored again and overwritten)."""
-    if not path.exists():
-        return {}
-    try:
-        with np.load(path) as saved:
-            if str(saved["key"]) != key:
-                return {}
-            views = [v for v in TTA_VIEWS if f"{v}/val" in saved.files]
-            return {v: {s: saved[f"{v}/{s}"] for s in ("val", "test_all")} for v in views}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return {}
+    saved = read_keyed_arrays(path, key)
+    views = [v for v in TTA_VIEWS if f"{v}/val" in saved]
+    return {v: {s: saved[f"{v}/{s}"] for s in ("val", "test_all")} for v in views}
 
 
 def scored_views(model_path, data, weights: str = "model", device=None, views: tuple[str, ...] | None = None

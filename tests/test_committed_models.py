@@ -30,7 +30,7 @@ from emo_utils.reports.tables import COLUMN_LABELS
 FLIP = COLUMN_LABELS["test_private, flip TTA"]  # the column every training-runs table shows PrivateTest under flip views in
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
-SAMPLE = 512  # PrivateTest faces an ablation's weights classify again
+SAMPLE = 256  # faces of the split the weights classify again: a changed model, crop or view moves far more than 1
 MODELS = sorted(p.parent.name for p in REPORTS.glob("*/model.pt"))
 ABLATIONS = sorted(f"{p.parents[2].name}/{p.parent.name}" for p in REPORTS.glob("*/ablations/*/model.pt"))
 

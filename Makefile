@@ -46,7 +46,7 @@ test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 test-fast: setup
-	$(PY) -m pytest -q -m 'not slow' tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m 'not slow' tests
 
 reports: setup
 	$(PY) -m emo_utils.reports --kernel $(KERNEL) $(if $(NB),--only $(NB)) $(if $(RETRAIN),--retrain) \

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -139,6 +140,17 @@ def test_the_save_hook_is_in_the_environments_jupyter_server_config(tmp_path, mo
     app.load_config_file()  # as `jupyter lab` reads its config
     manager = AsyncLargeFileManager(config=app.config, root_dir=str(tmp_path))  # JupyterLab's contents manager
     assert manager.post_save_hook is nbform.refresh_git_index
+
+
+def test_the_hook_make_setup_installed_here_is_one_jupyterlab_can_import():
+    """make setup runs `python -m emo_utils.reports.nbform --install-filter`: the hook it wrote must name the module
+    by its import path (once it named __main__, and JupyterLab would not start)."""
+    from jupyter_server.utils import import_item
+    config_file = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.json"
+    if not config_file.exists():
+        pytest.skip(f"make setup has not installed the save hook in this environment ({sys.prefix})")
+    hook = json.loads(config_file.read_text())["ContentsManager"]["post_save_hook"]
+    assert import_item(hook) is nbform.refresh_git_index, hook
 
 
 # ---------------------------------------------------------------- executed notebooks: no machine paths

@@ -149,7 +149,8 @@ def refresh_git_index(os_path: str, **_) -> subprocess.Popen | None:
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-HOOK = f"{__name__}.refresh_git_index"
+# By its import path, not __name__: make setup runs this module as __main__, a name JupyterLab cannot import.
+HOOK = "emo_utils.reports.nbform.refresh_git_index"
 
 
 def install_save_hook(prefix: str = sys.prefix) -> Path:

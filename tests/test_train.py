@@ -226,6 +226,17 @@ def test_cpu_bf16_trains_the_forward_pass_in_bfloat16_and_learns_as_fp32_does(da
     assert all(abs(a - b) < 0.05 * b for a, b in zip(losses["bf16"], losses["fp32"])), losses
 
 
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_a_bf16_recipe_on_a_cpu_that_emulates_bf16_says_so_before_training(data, tmp_path, capsys, monkeypatch,
+                                                                           fast_bf16):
+    from emo_utils.core import distributed
+    monkeypatch.setattr(distributed, "cpu_has_bf16", lambda: fast_bf16)
+    for bf16 in (False, True):
+        train(TrainConfig(**FAST, epochs=1, cpu_bf16=bf16), data, tmp_path / str(bf16), device="cpu", progress=False)
+        noted = "note: cpu_bf16 on " in capsys.readouterr().out
+        assert noted == (bf16 and not fast_bf16), (bf16, fast_bf16)
+
+
 def test_a_cpu_is_named_with_the_flags_that_set_its_bf16_speed():
     from emo_utils.core.distributed import cpu_name
     amx = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n"

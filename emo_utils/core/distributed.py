@@ -137,6 +137,13 @@ def cpu_name(cpuinfo: str | None = None) -> str:
     return f"{fields.get('model name', platform.machine())}, {vector}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}"
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 convolutions fast (AVX512-BF16 or AMX). Without them oneDNN emulates bf16, about
+    13x slower than fp32 on the flagship (measured on an AVX2-only EPYC: 16.6 s against 1.29 s a step)."""
+    name = cpu_name()
+    return "AVX512-BF16" in name or ", AMX" in name
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)

@@ -255,6 +255,14 @@ def finish(run: Run, data, run_dir: Path, model_path) -> TrainResult:
     return TrainResult(eval_model.eval(), config, state.history, {**meta, "reused": False}, list(data.class_names))
 
 
+def note_emulated_bf16(config: TrainConfig, device: torch.device) -> None:
+    """A recipe asking for bf16 on a CPU that only emulates it trains many times slower than in fp32: say so, once,
+    before the first epoch (a time-capped recipe then fits fewer epochs, and an uncapped one takes hours)."""
+    if device.type == "cpu" and config.cpu_bf16 and not distributed.cpu_has_bf16() and distributed.is_main():
+        print(f"note: cpu_bf16 on {distributed.cpu_name()}: bf16 is emulated without AVX512-BF16 or AMX, about 13x "
+              "slower than fp32 on the flagship; cpu_bf16=False trains in fp32 (another model than the recipe's)")
+
+
 # ---------------------------------------------------------------- the loop
 
 def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | torch.device | None = None,
@@ -279,6 +287,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     if finished is not None:
         return finished
     run = prepare(config, data, device, shard, compile_mode)
+    note_emulated_bf16(config, device)
     resume_or_plan(run, run_dir / "last.pt")
     run_start = time.time() - run.state.wall_seconds
     while run.state.epoch < run.state.planned_epochs and not run.state.stop_reason:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from .data import FERData, stratified_val_mask
-from .distributed import cpu_name
+from .distributed import cpu_has_bf16
 from .readers import TRAIN
 
 # Faces kept of each source split (the Training folder, each test half), drawn per class: 2,500 training faces (of
@@ -19,13 +19,6 @@ TRIAL_FACES = {"train": 2500, "test": 500}
 TRIAL_SEED = 0
 # Two epochs, nothing that stops or plans by time: a trial runs the recipe's code paths, not its length.
 TRIAL_SCHEDULE = {"epochs": 2, "time_budget_min": 0, "early_stop_patience": 0}
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 convolutions fast (AVX512-BF16 or AMX). Without them oneDNN emulates bf16, about
-    13x slower than fp32 on the flagship (measured on this project's 2-core build machine)."""
-    name = cpu_name()
-    return "AVX512-BF16" in name or ", AMX" in name
 
 
 def trial_changes() -> dict:

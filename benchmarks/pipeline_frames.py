@@ -53,7 +53,9 @@ from emo_utils.predict.tracking import iou_matrix
 from emo_utils.predict.video import SETTINGS, min_face_for
 
 MIN_IOU = 0.3  # as faces.match_faces counts a detection as a face
-MODELS = {"flagship (vgg_gap)": "reports/vgg_gap/model.pt", "Mini-Xception": "reports/mini_xception/model.pt"}
+MODELS = {"flagship (vgg_gap)": "reports/vgg_gap/model.pt", "Mini-Xception": "reports/mini_xception/model.pt",
+          # issue 38's fine-tunes for corrupted and detector-framed faces
+          "robust flagship": "reports/vgg_gap_robust/model.pt", "robust Mini-Xception": "reports/mini_xception_robust/model.pt"}
 # (name, make_detector keywords, the K of "faces found on every K-th frame" to time it with): emo-predict's
 # settings and the alternatives. The photo settings detect on every frame; the webcam one on every 2nd and the
 # video one on every 3rd, with the tracker in between. Names are short enough for a table cell: "haar 1.1, >= 48 px" is the
@@ -371,7 +373,7 @@ def write_choice(argv, accuracy, speeds, n_faces, commit, path: Path | None = No
     align = SETTINGS["photo"]["align"]
     a = accuracy[photo[0]]
     models = {Path(MODELS[label]).parent.name: dict(label=label, pipeline=a["pipeline"][f"{label}|{align}"],
-                                                   crop=a["crop"][label]) for label in MODELS}
+                                                   crop=a["crop"][label]) for label in MODELS if label in a["crop"]}
     best = max(models, key=lambda name: models[name]["pipeline"])
     settings = {}
     for setting in SETTINGS:
@@ -400,7 +402,7 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
         if name not in accuracy:
             continue
         a = accuracy[name]
-        for model in MODELS:
+        for model in (m for m in MODELS if m in a["crop"]):  # a pass saved before a model was added lacks it
             for align in (False, True):
                 defaults = defaults_of(keywords, align)
                 shown = (name + (f" ({a['frames']} frames)" if a["kind"] == "cnn" else "")
@@ -425,6 +427,9 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
     others = ", ".join(m for m in MODELS if m != flagship)
     model_note = (f"{others}'s frames/s differ from these by {100 * (min(ratios) - 1):+.0f}% to "
                   f"{100 * (max(ratios) - 1):+.0f}% (the log has both)" if ratios else "")
+    partial = {m: [name for name, a in accuracy.items() if m in a["crop"]] for m in MODELS
+               if not all(m in a["crop"] for a in accuracy.values())}
+    partial_note = "".join(f" {m} was measured under {', '.join(names)} only." for m, names in partial.items())
     chosen = "; ".join(f"{k}: {v['detector']}" + (f" upsample {v['upsample']}" if v["detector"] in ("hog", "cnn")
                                                    else "")
                        + f", align {'on' if v['align'] else 'off'}, every {v['every']}" for k, v in SETTINGS.items())
@@ -450,7 +455,7 @@ def write(args, argv, accuracy, speeds, split, n_faces, n_frames, with_faces, ch
             "Pipeline accuracy counts a missed face as wrong; crop accuracy is the same model on the same faces' "
             "own 48x48 crops (the baseline, same run); recall: a detection with IoU >= 0.3, one per face; false "
             "detections per frame with faces and per face-free frame. Every frame is a still, detected on its "
-            "own, so a setting's accuracy does not depend on how often video finds faces.\n\n"
+            "own, so a setting's accuracy does not depend on how often video finds faces." + partial_note + "\n\n"
             "| detector setting | model | align | pipeline acc. | crop acc. | recall | false det./frame | "
             "false det./empty frame |\n|---|---|---|---:|---:|---:|---:|---:|\n" + accuracy_rows + "\n"
             + detail_tables(args, accuracy)

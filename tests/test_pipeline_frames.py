@@ -92,6 +92,8 @@ def tiny_run(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline_frames, "load_classifier", lambda *a, **k: FakeClassifier())
     monkeypatch.setattr(pipeline_frames.face_ops, "make_aligner", lambda *a: None)
     monkeypatch.setattr(pipeline_frames, "set_threads", lambda *a: None)
+    monkeypatch.setattr(pipeline_frames, "MODELS", {"flagship (vgg_gap)": "reports/vgg_gap/model.pt",
+                                                    "Mini-Xception": "reports/mini_xception/model.pt"})
     seconds = {"flagship (vgg_gap)": 0.010, "Mini-Xception": 0.011}  # classification; detection 0.040
 
     def timing_pass(args, name, keywords, *rest):
@@ -191,3 +193,25 @@ def test_the_choice_names_the_best_model_under_the_photo_default_and_help_states
     assert f"{best['pipeline']:.1%}" in help_text
     monkeypatch.setattr(choice, "CHOICE_FILE", tmp_path / "absent.json")
     assert cli.build_parser().get_default("model") == choice.FALLBACK_MODEL
+
+
+def test_a_model_added_after_a_saved_pass_has_rows_only_where_it_was_measured(tiny_run, tmp_path, monkeypatch):
+    """The robust fine-tunes (issue 38) join the photo default's pass; the passes saved before them stay as they
+    were: no row for a model a pass never ran, and the text says where each was measured."""
+    _, saved = tiny_run  # haar and hog, with the flagship and Mini-Xception
+    models = {**pipeline_frames.MODELS, "robust flagship": "reports/vgg_gap_robust/model.pt"}
+    monkeypatch.setattr(pipeline_frames, "MODELS", models)
+    monkeypatch.setattr(pipeline_frames, "git_commit", lambda: "dddd444")
+    common = ["--faces", "6", "--empty", "2", "--seed", "3", "--no-timing"]
+    pipeline_frames.main([*common, "--only", "hog, upsample 1", "--accuracy-to", str(tmp_path / "acc_hog3.json")])
+    old = {k: v for k, v in saved.items() if k != "hog, upsample 1"}
+    (tmp_path / "acc_old.json").write_text(json.dumps(old))
+    pipeline_frames.main([*common, "--accuracy-from", f"{tmp_path / 'acc_old.json'}|{tmp_path / 'acc_hog3.json'}",
+                          "--write"])
+    accuracy = markdown_tables((tmp_path / "benchmarks.md").read_text())[0]
+    robust = [row[0] for row in accuracy[1:] if row[1] == "robust flagship"]
+    assert robust == ["hog, upsample 1", "hog, upsample 1 (photo, video)"]  # its pass only, both crops
+    assert len([row for row in accuracy[1:] if row[1] == "Mini-Xception"]) == 4  # haar and hog, as before
+    assert "robust flagship was measured under hog, upsample 1 only." in (tmp_path / "benchmarks.md").read_text()
+    chosen = json.loads((tmp_path / "pipeline_choice.json").read_text())
+    assert set(chosen["models"]) == {"vgg_gap", "mini_xception", "vgg_gap_robust"}  # the photo default's pass

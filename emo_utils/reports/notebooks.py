@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import fnmatch
+import logging
 import os
 import sys
 import time
@@ -76,6 +77,9 @@ def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel:
     notebook or `output_stem`."""
     import papermill
     from nbconvert import HTMLExporter
+    # papermill reads the parameters cell line by line to warn of unknown parameters, and cannot read a recipe
+    # dict spread over several lines: it printed "Unable to parse line ..." for every such line of every notebook.
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = output_dir / f"{output_stem or notebook.stem}.ipynb"

@@ -107,6 +107,14 @@ def seed_model_path(report_dir: str | os.PathLike, seed: int) -> Path:
     return Path(report_dir) / "seeds" / str(seed) / MODEL_FILE
 
 
+def seed_init_weights(init_weights: str, seed: int) -> str:
+    """Where another seed of a fine-tune starts (init_weights, relative to the repository): the base model's own
+    run of that seed (seed_model_path beside it) when it has one, so the seeds of a fine-tune vary their base model
+    too; else the same weights."""
+    seeded = seed_model_path(Path(init_weights).parent, seed)
+    return seeded.as_posix() if (REPO_ROOT / seeded).is_file() else init_weights
+
+
 def seed_run_dir(run_dir: str | os.PathLike, seed: int) -> Path:
     return Path(run_dir) / f"seed{seed}"
 

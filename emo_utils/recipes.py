@@ -12,6 +12,7 @@ from pathlib import Path
 from .core.config import TrainConfig, config_from_recipe
 from .core.datasets import DEFAULT_DATASET
 from .core.trial import trial_changes
+from .paths import seed_init_weights
 
 
 class NotebookError(RuntimeError):
@@ -100,6 +101,15 @@ def chapter_config(params: dict, budget: str | None = None, seed: int | None = N
 def with_changes(config: TrainConfig, changes: dict) -> TrainConfig:
     """A config with some fields changed (an ablation's, a further seed's), every other field kept."""
     return TrainConfig.from_dict({**asdict(config), **changes})
+
+
+def with_seed(config: TrainConfig, seed: int, changes: dict | None = None) -> TrainConfig:
+    """Another seed of a run (an ablation's changes on top): for a fine-tune, from its base model's run of that
+    seed when there is one (paths.seed_init_weights)."""
+    seeded = with_changes(config, {**(changes or {}), "seed": seed})
+    if seeded.init_weights:
+        seeded = with_changes(seeded, {"init_weights": seed_init_weights(seeded.init_weights, seed)})
+    return seeded
 
 
 TRAINING_NOTEBOOKS = "[0-9][0-9]_train_*.ipynb"  # the notebooks that train a model (02-09)

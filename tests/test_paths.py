@@ -96,3 +96,18 @@ def test_no_module_but_paths_spells_a_reports_or_runs_folder():
     spelled = {str(path.relative_to(package)): found for path in sorted(package.rglob("*.py"))
                if path != package / "paths.py" and (found := spelled_path_parts(path.read_text()))}
     assert spelled == {}, "ask emo_utils.paths for these folders"
+
+
+def test_a_fine_tunes_further_seeds_start_from_their_base_models_run_of_that_seed(tmp_path, monkeypatch):
+    from emo_utils.core.config import TrainConfig
+    from emo_utils.recipes import with_seed
+    monkeypatch.setattr(paths, "REPO_ROOT", tmp_path)
+    for seed_dir in ("", "seeds/1/"):
+        (tmp_path / f"reports/base/{seed_dir}model.pt").parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"reports/base/{seed_dir}model.pt").write_bytes(b"weights")
+    fine_tune = TrainConfig(model="mini_xception", init_weights="reports/base/model.pt", epochs=3)
+    assert with_seed(fine_tune, 1).init_weights == "reports/base/seeds/1/model.pt"
+    assert with_seed(fine_tune, 1).seed == 1 and with_seed(fine_tune, 1).epochs == 3
+    assert with_seed(fine_tune, 2).init_weights == "reports/base/model.pt"  # no run of seed 2: the same base
+    assert with_seed(fine_tune, 1, {"epochs": 5}).epochs == 5  # an ablation's seed
+    assert with_seed(TrainConfig(model="mini_xception"), 1).init_weights == ""  # not a fine-tune

@@ -17,7 +17,7 @@ from ..core.config import TrainConfig
 from ..core.metrics import mean_difference, prediction_interval, seed_interval
 from ..paths import (MAIN_RUN, ablation_model_path, ablation_run_dir, model_file, run_seed_dir, seed_model_path,
                     seed_model_paths, seed_run_dir)
-from ..recipes import with_changes
+from ..recipes import with_changes, with_seed
 from .tables import changes_text
 from ..core.train import train
 from .views import SCORED_SPLITS, accuracies, evaluate, scored_views
@@ -116,7 +116,7 @@ def train_run_seeds(config: TrainConfig, ablations: dict[str, dict], runs: dict[
             model_path = seed_model_path(run_seed_dir(report_dir, name), seed)
             model_path.parent.mkdir(parents=True, exist_ok=True)
             print(f"{name!r}, seed {seed}: {changes_text(changes)}", flush=True)
-            train(with_changes(config, {**changes, "seed": seed}), data, seed_run_dir(checkpoints, seed),
+            train(with_seed(config, seed, changes), data, seed_run_dir(checkpoints, seed),
                   device=device, retrain=retrain, model_path=model_path, progress=False)
     return {name: run_seed_dir(report_dir, name) for name in run_seeds}
 

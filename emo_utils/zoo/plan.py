@@ -10,7 +10,7 @@ from ..core.datasets import DEFAULT_DATASET
 from ..core.trial import TRIAL_FACES, TRIAL_SEED
 from ..paths import (NOTEBOOKS, ablation_model_path, ablation_run_dir, config_key, experiment_dir, experiment_run_dir,
                      keyed_run_dir, model_dirs, model_file, model_folder, seed_model_path, seed_run_dir, slug)
-from ..recipes import TRAINING_NOTEBOOKS, chapter_config, home_budget, notebook_parameters, parse_sets, with_changes
+from ..recipes import TRAINING_NOTEBOOKS, chapter_config, home_budget, notebook_parameters, parse_sets, with_seed
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a run is a key of the running processes
@@ -113,7 +113,7 @@ def plan_runs(notebooks: list[Path], budget: str | None, seeds: dict[Path, list[
             run_dir = keyed_run_dir(run_dir, base)
 
         def planned_run(name: str, seed: int, changes: dict, model_path: Path, run_path: Path) -> Run:
-            config = with_changes(base, {**changes, "seed": seed})
+            config = with_seed(base, seed, changes)
             return Run(name=name, notebook=notebook, model=model, seed=seed, budget=run_budget, config=config,
                        changes={**zoo_changes, **changes}, model_path=model_path, run_dir=run_path,
                        planned=config.epochs, early_stops=bool(config.early_stop_patience or config.time_budget_min),

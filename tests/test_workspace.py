@@ -40,10 +40,11 @@ def test_the_config_is_built_in_one_documented_order():
 
 
 def test_a_trial_is_short_and_fp32_on_a_cpu_without_fast_bf16(monkeypatch):
-    monkeypatch.setattr(trial_mod, "cpu_name", lambda: "AMD EPYC, AVX-512, no AMX")
+    from emo_utils.core import distributed  # cpu_has_bf16 reads the CPU's name there
+    monkeypatch.setattr(distributed, "cpu_name", lambda: "AMD EPYC, AVX-512, no AMX")
     slow = chapter_config(params(), trial=True)
     assert (slow.epochs, slow.time_budget_min, slow.early_stop_patience, slow.cpu_bf16) == (2, 0, 0, False)
-    monkeypatch.setattr(trial_mod, "cpu_name", lambda: "Intel Xeon, AVX512-BF16, AMX")
+    monkeypatch.setattr(distributed, "cpu_name", lambda: "Intel Xeon, AVX512-BF16, AMX")
     assert chapter_config(params(), trial=True).cpu_bf16 is True  # the recipe's own where bf16 is fast
     assert chapter_config(params(overrides={"cpu_bf16": False}), trial=True).cpu_bf16 is False
 

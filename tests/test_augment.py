@@ -41,3 +41,40 @@ def test_mixup_is_one_convex_mix_of_each_image_and_its_partner_and_repeats_with_
         partner[i] = 0
         j = int(partner.argmax()) if mixed_rows[i] else i
         assert torch.allclose(mixed[i], lams[i] * x[i] + (1 - lams[i]) * x[j], atol=1e-6)
+
+
+def test_framing_draws_follow_the_measured_percentiles_and_stay_within_the_outer_ones():
+    from emo_utils.core.augment import sample_percentiles
+
+    measured = [0.78, 0.92, 1.01, 1.15, 1.50]  # the photo default's scale in benchmarks.md
+    draws = sample_percentiles(measured, 200_000, torch.Generator().manual_seed(0), "cpu")
+    assert draws.min() >= 0.78 and draws.max() <= 1.50
+    assert torch.allclose(torch.quantile(draws, torch.tensor([0.25, 0.5, 0.75])), torch.tensor(measured[1:4]),
+                          atol=0.005)
+    assert abs((draws == 0.78).float().mean() - 0.05) < 0.005  # the tail below p5 held at p5
+
+
+def test_a_fixed_framing_is_the_similarity_transform_framing_py_measures():
+    import cv2
+    import numpy as np
+
+    from emo_utils.core.augment import framing_affine
+    from emo_utils.predict.framing import affine3, similarity
+
+    scale, dx, dy, angle = 1.2, 3.0, -2.0, 12.0
+    fixed = {"scale": [scale] * 5, "dx": [dx] * 5, "dy": [dy] * 5, "angle": [angle] * 5}
+    yy, xx = np.mgrid[0:48, 0:48]
+    face = (np.sin(xx / 5.0) + np.cos(yy / 7.0) + (xx > 30) * (yy < 15)).astype(np.float32)  # no symmetry to hide a sign
+    out = framing_affine(torch.from_numpy(face)[None, None], fixed, torch.Generator().manual_seed(0))[0, 0].numpy()
+    # The face zoomed and turned counter-clockwise about its centre, its centre then moved by (dx, dy): cv2's
+    # rotation matrix in OpenCV's pixel-centre convention, as predict/framing.py's similarity() reads a crop.
+    matrix = cv2.getRotationMatrix2D((23.5, 23.5), angle, scale)
+    matrix[:, 2] += (dx, dy)
+    measured = similarity(affine3(matrix))  # framing.py reads this matrix back as the framing asked for
+    assert np.allclose([measured[q] for q in ("scale", "dx", "dy", "angle")], [scale, dx, dy, angle])
+    expected = cv2.warpAffine(face, matrix, (48, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    inner = (slice(12, 36), slice(12, 36))  # away from the borders, where the two paddings differ
+    assert np.abs(out[inner] - expected[inner]).max() < 0.02
+    mirrored = framing_affine(torch.from_numpy(face)[None, None], {**fixed, "angle": [-angle] * 5},
+                              torch.Generator().manual_seed(0))[0, 0].numpy()
+    assert np.abs(mirrored[inner] - expected[inner]).max() > 0.2  # the other turn is another picture

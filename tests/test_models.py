@@ -121,3 +121,17 @@ def test_vgg_gap_residual_variant_adds_the_input_back():
     x = torch.randn(1, 8, 6, 6)
     with torch.no_grad():
         assert torch.allclose(shortcuts[0](x), x + shortcuts[0].body(x))
+
+
+def test_vgg_gap_standardized_input_ignores_brightness_and_contrast_and_loads_plain_weights():
+    torch.manual_seed(0)
+    plain = build_model("vgg_gap", 7, widths=[8, 16]).eval()
+    model = build_model("vgg_gap", 7, widths=[8, 16], standardize=True).eval()
+    model.load_state_dict(plain.state_dict())  # no weights of its own: a fine-tune starts from a plain model
+    faces = torch.randn(3, 1, 40, 40)
+    with torch.no_grad():
+        changed = (model(0.4 * faces + 1.5) - model(faces)).abs().max()  # flatter and brighter: the same answer
+        changed_plain = (plain(0.4 * faces + 1.5) - plain(faces)).abs().max()  # the plain net's answer moves
+        assert changed < 1e-5 and changed_plain > 1e-3
+        blank = torch.full((1, 1, 40, 40), 0.7)
+        assert torch.isfinite(model(blank)).all()  # a blank frame is not divided by zero

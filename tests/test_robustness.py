@@ -296,3 +296,26 @@ def test_the_command_line_scores_the_models_named_and_refuses_an_unknown_one(mod
                          "--models", "tiny", "nope"])
     assert stop.value.code == 2
     assert f"--models: no trained model nope under {reports_dir}; choose from other, tiny" in capsys.readouterr().err
+
+
+def test_a_robust_chapter_reads_its_recipe_seeds_and_ablations_on_the_suite(model_file, data):
+    from emo_utils.core.config import TrainConfig
+    from emo_utils.reports.chapter import Chapter
+
+    report_dir = model_file.parent
+    seed = other_weights(model_file, report_dir / "seeds" / "1" / "model.pt", shift=-0.03)
+    other = other_weights(model_file, paths.ablation_model_path(report_dir, "more corrupted"), shift=0.02)
+    robust = TrainConfig(model="tiny", augment=dict(crop=44, corrupt=0.5))
+    params = {"robust_ablations": {"more corrupted": {"epochs": 3}, "never trained": {"epochs": 4}}}
+    chapter = Chapter(params, "robust", robust, data, report_dir, report_dir / "run", published=True, trial=False)
+    table = chapter.corruption_table()
+    suite = robustness.corruption_suite({"this recipe": model_file, "this recipe, seed 1": seed,
+                                         "more corrupted": other}, data, ensemble=False)
+    assert robustness.summary_markdown(suite.summary) in table  # the same rows notebook 20 would print
+    assert "never trained" not in table  # an ablation without weights is left out, not scored
+    both = suite.summary.loc[["this recipe", "this recipe, seed 1"]]
+    assert (f"mean of 2 seeds: clean {100 * both['clean'].mean():.1f}, mean corrupted "
+            f"{100 * both['mean corruption accuracy'].mean():.1f}") in table
+    plain = Chapter(params, "cpu", TrainConfig(model="tiny", augment=dict(crop=44)), data, report_dir,
+                    report_dir / "run", published=True, trial=False)
+    assert plain.corruption_table() == ""  # a recipe without corruptions: notebook 20 has its row

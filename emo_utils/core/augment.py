@@ -40,6 +40,11 @@ class AugmentPolicy:
     # the geometric changes, as a photo is noisy or compressed before a detector crops and turns the face.
     corrupt: float = 0.0
     corruptions: tuple = TRAINED_CORRUPTIONS
+    # Detector-style framing: each face turned, zoomed and shifted as a detector and aligner frame it, drawn from
+    # their measured percentiles (FRAMING_PERCENTILES) of "scale" (over 1: tighter), "dx", "dy" (px of the 48 px
+    # crop) and "angle" (degrees, counter-clockwise), as benchmarks/pipeline_frames.py reports them. Replaces
+    # rotate and scale when given.
+    framing: dict | None = None
 
 
 POLICIES = {
@@ -127,6 +132,37 @@ def random_affine(x, degrees, scale, gen):
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+FRAMING_PERCENTILES = (5, 25, 50, 75, 95)  # the percentiles a framing gives per quantity (predict/framing.py's)
+
+
+def sample_percentiles(values, n, gen, device) -> torch.Tensor:
+    """n draws from a distribution known by its FRAMING_PERCENTILES: a uniform draw mapped through the piecewise-
+    linear quantile function between them, the tails held at the outer percentiles."""
+    u = torch.rand(n, generator=gen, device=device) * 100
+    known = torch.tensor(FRAMING_PERCENTILES, dtype=torch.float32, device=device)
+    values = torch.as_tensor(values, dtype=torch.float32, device=device)
+    u = u.clamp(known[0], known[-1])
+    k = torch.searchsorted(known, u, right=True).clamp(1, len(known) - 1)
+    share = (u - known[k - 1]) / (known[k] - known[k - 1])
+    return values[k - 1] + share * (values[k] - values[k - 1])
+
+
+def framing_affine(x, framing: dict, gen):
+    """Each face framed as a detector and aligner frame it: the original face zoomed by `scale`, turned by `angle`
+    and its centre moved by (dx, dy) crop px, each drawn from its measured percentiles (sample_percentiles)."""
+    b, _, h, w = x.shape
+    scale, dx, dy, angle = (sample_percentiles(framing[q], b, gen, x.device) for q in ("scale", "dx", "dy", "angle"))
+    angle = angle * math.pi / 180
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # affine_grid maps each output (crop) point to its input (face) point: the inverse of "zoom, turn
+    # counter-clockwise on screen (y points down), then shift", in coordinates where the image spans -1..1.
+    tx, ty = 2 * dx / w, 2 * dy / h
+    theta = torch.stack([torch.stack([cos, -sin, -(cos * tx - sin * ty)], 1),
+                         torch.stack([sin, cos, -(sin * tx + cos * ty)], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
 def random_erase(x, p, gen):
     b, _, h, w = x.shape
     area = _uniform(b, 0.02, 0.2, gen, x.device) * h * w
@@ -157,7 +193,9 @@ def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Gen
     if policy.corrupt:
         x = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen)
     x = (x - PIXEL_MEAN) / PIXEL_STD
-    if policy.rotate or policy.scale:
+    if policy.framing:
+        x = framing_affine(x, policy.framing, gen)
+    elif policy.rotate or policy.scale:
         x = random_affine(x, policy.rotate, policy.scale, gen)
     if policy.translate:
         x = random_translate(x, policy.translate, gen)

@@ -22,12 +22,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.augment import make_policy
 from ..core.checkpoint import TrainResult, load_checkpoint
 from ..core.config import TrainConfig, config_differences
 from ..core.datasets import DEFAULT_DATASET, load_named
 from ..core.train import train
 from ..core.trial import TRIAL_FACES, TRIAL_SEED, trial_subset
-from ..paths import (experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs, model_file,
+from ..paths import (ablation_model_path, experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs, model_file,
                      model_folder, views_cache)
 from ..provenance import provenance
 from ..recipes import chapter_config, home_budget
@@ -105,6 +106,30 @@ class Chapter:
         """The ablation table: this recipe's row, then one per ablation, under the chosen views."""
         return ablation.training_rows(self.result, scored_views(self.model_path, self.data, self.weights_key), runs,
                                       self.ablations, self.report_dir, self.data, self.evaluation.views)
+
+    def corruption_table(self) -> str:
+        """A recipe that trains on corruptions (augment.corrupt): it, its seeds and its ablations on notebook 20's
+        corruption suite, seen and held-out types apart, with the seeds' mean; '' for any other recipe or a trial.
+        Each model's scores are read from beside its weights (model_corruptions.npz), as notebook 20 reads them."""
+        from .robustness import corruption_suite, summary_markdown  # scoring needs torch and the suite: only here
+
+        if self.trial or not make_policy(self.config.augment).corrupt:
+            return ""
+        models = {"this recipe": self.model_path}
+        for seed_file in sorted((self.report_dir / "seeds").glob("*/model.pt"), key=lambda p: int(p.parent.name)):
+            models[f"this recipe, seed {seed_file.parent.name}"] = seed_file
+        for name in self.ablations:
+            if ablation_model_path(self.report_dir, name).is_file():
+                models[name] = ablation_model_path(self.report_dir, name)
+        suite = corruption_suite(models, self.data, device=self.params.get("device"), ensemble=False)
+        seeds = suite.summary.loc[[m for m in suite.summary.index if m.startswith("this recipe")]]
+        mean = ""
+        if len(seeds) > 1:
+            mean = (f"\n\nThis recipe, mean of {len(seeds)} seeds: clean {100 * seeds['clean'].mean():.1f}, mean "
+                    f"corrupted {100 * seeds['mean corruption accuracy'].mean():.1f} (std "
+                    f"{100 * seeds['mean corruption accuracy'].std():.1f}), seen {100 * seeds['seen'].mean():.1f}, "
+                    f"held out {100 * seeds['held out'].mean():.1f} (std {100 * seeds['held out'].std():.1f}).")
+        return f"{suite.note}\n\n{summary_markdown(suite.summary)}{mean}"
 
     def figures(self, title: str) -> dict[str, Path]:
         """The report's figures on the headline split under the chosen views, titled '<title> · <split> · <views>'."""

@@ -9,6 +9,10 @@ machine's matmul peak), and at 48 px a VGG stack is already deep enough to see t
 which lets the full recipe go deeper (`convs=3` or more) without the optimisation trouble of plain stacks.
 Global average pooling makes the net resolution-agnostic: it trains on 40 px crops and is evaluated on the
 centre crop or on several crops (see tta.VIEW_SETS).
+
+`standardize=True` first rescales each face to zero mean and unit deviation (per-image standardization, a classic
+FER preprocessing): the net then answers the same for a face and any brighter, darker or flatter copy of it, up to
+clipping and rounding, without ever training on such copies. It has no weights, so a fine-tune can switch it on.
 """
 from torch import nn
 
@@ -17,6 +21,17 @@ from . import register
 
 def conv_bn(c_in, c_out):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+# The smallest deviation a face is divided by, on the normalized scale (about 3 grey levels): a blank or nearly
+# blank frame is left nearly flat rather than its last grey level of noise blown up to full contrast.
+MIN_STD = 0.05
+
+
+def standardized(x):
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(MIN_STD)
+    return (x - mean) / std
 
 
 class Residual(nn.Module):
@@ -29,8 +44,10 @@ class Residual(nn.Module):
 
 
 class VGGGap(nn.Module):
-    def __init__(self, num_classes=7, widths=(32, 64, 128, 256), convs=2, dropout=0.3, residual=False):
+    def __init__(self, num_classes=7, widths=(32, 64, 128, 256), convs=2, dropout=0.3, residual=False,
+                 standardize=False):
         super().__init__()
+        self.standardize = standardize
         layers, c_in = [], 1
         for stage, width in enumerate(widths):
             if stage:
@@ -44,6 +61,8 @@ class VGGGap(nn.Module):
                                   nn.Linear(c_in, num_classes))
 
     def forward(self, x):
+        if self.standardize:
+            x = standardized(x)
         return self.head(self.features(x))
 
 

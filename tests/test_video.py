@@ -332,3 +332,20 @@ def test_write_clip_shows_each_picture_for_its_share_of_the_clip(tmp_path):
     assert len(frames) == 12 and frames[0].shape == (48, 64, 3)
     means = [float(f.mean()) for f in frames]
     assert all(m < 60 for m in means[:6]) and all(m > 190 for m in means[6:])
+
+
+def test_between_detections_a_box_follows_its_face_as_the_camera_pans():
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.integers(0, 256, (480, 900)).astype(np.uint8), (0, 0), 3)  # texture to match on
+    scene = cv2.normalize(scene, None, 0, 255, cv2.NORM_MINMAX)
+    face = (200, 150, 100, 100)
+    tracker = tracking.IouTracker()
+    for frame, pan in enumerate(range(0, 60, 4)):  # the camera moves 4 px right a frame: the scene 4 px left
+        gray = np.ascontiguousarray(scene[:, pan:pan + 640])
+        tracks = tracker.update([face] if frame == 0 else None, frame / 30, gray)
+    assert abs(tracks[0].box[0] - (face[0] - pan)) <= 2 and abs(tracks[0].box[1] - face[1]) <= 2
+    held = tracking.IouTracker()
+    held.update([face], 0.0, np.ascontiguousarray(scene[:, :640]))
+    flat = np.full((480, 640), 128, np.uint8)  # nothing to match: the box is held where it was
+    assert held.update(None, 1 / 30, flat)[0].box == face
+    assert tracking.IouTracker().update([face], 0.0)[0].box == face  # no frame given: nothing to follow from

@@ -1,5 +1,9 @@
 """Faces followed across video frames: an IoU tracker, and each track's probabilities averaged over time.
 
+Between two detections each face in sight is followed (follow_box): its pixels in the last frame are sought
+near where they were in this one, so a box stays on a face that moves or a camera that pans while the detector
+runs only on every K-th frame.
+
 Each detection joins the track whose box it overlaps most, greedily from the largest overlap down (SORT,
 Bewley et al. 2016, without its Kalman filter: at video frame rates a face moves a few pixels between frames).
 A detection that overlaps no track starts a new one with the next id. A track that no detection matches is
@@ -22,6 +26,41 @@ MIN_IOU = 0.3
 KEEP_SECONDS = 1.0
 
 
+# Following a face between detections: on copies of the frames at FOLLOW_SCALE (a quarter of the pixels), its
+# box's patch is sought within FOLLOW_SEARCH of its side around where it was (a face moving 25 px between frames
+# at 100 px); below MIN_MATCH (normalized correlation) the face is taken as hidden or blurred and its box held.
+FOLLOW_SCALE = 0.5
+FOLLOW_SEARCH = 0.25
+MIN_MATCH = 0.5
+
+
+def shrunk(gray: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(gray, None, fx=FOLLOW_SCALE, fy=FOLLOW_SCALE, interpolation=cv2.INTER_AREA)
+
+
+def follow_box(previous: np.ndarray, current: np.ndarray, box) -> tuple[int, int, int, int]:
+    """Where `box` (x, y, w, h in full-size pixels) of the frame `previous` lies in `current`, both shrunk():
+    the best match of its patch within FOLLOW_SEARCH of its side; the box unchanged when the face is too small,
+    at the frame's edge beyond its search, or matches poorly."""
+    import cv2
+
+    x, y, w, h = (v * FOLLOW_SCALE for v in box)
+    rows, cols = previous.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in (max(x, 0), max(y, 0), min(x + w, cols), min(y + h, rows)))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return tuple(box)
+    pad = int(round(FOLLOW_SEARCH * max(w, h)))
+    sx0, sy0, sx1, sy1 = max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, cols), min(y1 + pad, rows)
+    scores = cv2.matchTemplate(current[sy0:sy1, sx0:sx1], previous[y0:y1, x0:x1], cv2.TM_CCOEFF_NORMED)
+    _, best, _, (bx, by) = cv2.minMaxLoc(scores)
+    if not np.isfinite(best) or best < MIN_MATCH:
+        return tuple(box)
+    dx, dy = (sx0 + bx - x0) / FOLLOW_SCALE, (sy0 + by - y0) / FOLLOW_SCALE
+    return (int(round(box[0] + dx)), int(round(box[1] + dy)), box[2], box[3])
+
+
 def iou_matrix(boxes_a, boxes_b) -> np.ndarray:
     """Intersection over union of every box in a with every box in b, boxes as (x, y, w, h)."""
     a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)[:, None]
@@ -36,7 +75,7 @@ def iou_matrix(boxes_a, boxes_b) -> np.ndarray:
 @dataclass
 class Track:
     id: int
-    box: tuple[int, int, int, int]  # x, y, w, h: the last detection matched to it
+    box: tuple[int, int, int, int]  # x, y, w, h: the last detection matched to it, followed since
     last_detected: float  # seconds into the video
     detected: bool = True  # this frame's box came from the detector, not held from an earlier frame
     lost: bool = False  # the last detection pass did not find it: held for its id, not shown or classified
@@ -56,14 +95,19 @@ class IouTracker:
         self.min_iou, self.keep_seconds = min_iou, keep_seconds
         self.tracks: list[Track] = []  # alive, by id
         self.next_id = 0  # also the number of tracks started so far
+        self.previous = None  # the last frame seen, shrunk(), to follow faces from
 
-    def update(self, boxes, seconds: float) -> list[Track]:
+    def update(self, boxes, seconds: float, gray: np.ndarray | None = None) -> list[Track]:
         """The faces in sight after this frame's detections (x, y, w, h), by id. `boxes` None: the detector did
-        not run on this frame, and every track in sight keeps its box. Lost tracks are held in self.tracks but
-        not returned."""
+        not run on this frame, and every track in sight is followed from the last frame to this one (`gray`, the
+        frame; without it, keeps its box). Lost tracks are held in self.tracks but not returned."""
+        current = shrunk(gray) if gray is not None else None
+        previous, self.previous = self.previous, current
         if boxes is None:
             for track in self.tracks:
                 track.detected = False
+                if not track.lost and previous is not None and current is not None:
+                    track.box = follow_box(previous, current, track.box)
             return [t for t in self.tracks if not t.lost]
         boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
         ious = iou_matrix([t.box for t in self.tracks], boxes)

@@ -259,7 +259,7 @@ def predict_video(capture, classifier: Classifier, detector, *, fps: float = FAL
                 frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
             gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
             boxes = detector.detect(gray) if index % every == 0 else None
-            tracks = tracker.update(boxes, seconds)
+            tracks = tracker.update(boxes, seconds, gray)
             # Crops come from the colour frame (RGB, as a photo is read) so a face is converted exactly as in
             # a photo; the detector's gray may differ from it by one level here and there.
             probs = classifier.predict_proba(cut_faces(gray if frame.ndim == 2 else frame[..., ::-1], gray,

@@ -15,7 +15,7 @@ Measured in the same run, on the same thread count (2 by default, the target mac
     of 80-140 px each, a face found when a box overlaps it with IoU >= 0.3 (for the video path, on every
     frame of a short still clip of each picture), so that speed is not bought with missed faces.
 
-    python benchmarks/predict_latency.py [--model mini_xception] [--threads 2] [--iters 300] [--collages 50] [--write]
+    python benchmarks/predict_latency.py [--model mini_xception_robust] [--threads 2] [--iters 300] [--collages 50] [--write]
 
 Targets: detect + classify at 30 frames/s or more with the video defaults; onnxruntime at least 1.5x torch eager
 at batch 1. --write puts the result, with this command line, into reports/benchmarks.md in place of the earlier one.
@@ -39,7 +39,7 @@ import onnxruntime
 import torch
 from PIL import Image
 
-from emo_utils.predict import choice, cli as predict, video, faces as face_finder
+from emo_utils.predict import cli as predict, video, faces as face_finder
 from emo_utils.core.readers import CSV_EMOTIONS, DataError
 from emo_utils.core.data import REPO_ROOT, find_dataset
 from emo_utils.provenance import git_commit
@@ -88,12 +88,12 @@ def median_seconds(fn, iters: int, warmup: int) -> float:
 
 
 def torch_classifier(model_spec: str) -> tuple[Classifier, torch.nn.Module, str]:
-    """The named model on CPU; an untrained Mini-Xception (same architecture, same speed) when the default
+    """The named model on CPU; an untrained Mini-Xception (same architecture, same speed) when a Mini-Xception
     model has not been trained yet."""
     try:
         classifier = predict.load_classifier(model_spec, device="cpu")
     except face_finder.PredictError as e:
-        if model_spec != "mini_xception":
+        if not model_spec.startswith("mini_xception"):
             raise
         print(f"note: {e}\nnote: timing an untrained mini_xception instead (same architecture, so the same speed)")
         model = build_model("mini_xception", len(CSV_EMOTIONS)).eval()
@@ -251,8 +251,8 @@ def video_fps_busy(clip, classifier, threads: int, changes: dict | None = None, 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=choice.default_model(choice.read_choice()),
-                        help="a model in reports/ by name, or a .pt path (default: emo-predict's)")
+    parser.add_argument("--model", default=video.VIDEO_MODEL,
+                        help="a model in reports/ by name, or a .pt path (default: emo-predict's for a video)")
     parser.add_argument("--threads", type=int, default=2, help="threads for torch, onnxruntime and OpenCV")
     parser.add_argument("--iters", type=int, default=300, help="timed batch-1 calls (frames: a third as many)")
     parser.add_argument("--batch", type=int, default=256, help="batch size for the throughput measurement")
@@ -343,10 +343,11 @@ def main(argv=None):
                       f"{rates['one core busy']:.1f} with a busy-loop process on one core "
                       f"({rates['one core busy'] / rates['idle']:.2f}x)")
 
-    # The video candidates on the six faces, emo-predict's way: its model through torch, 1 thread.
+    # The video candidates on the six faces, emo-predict's way: its video model through onnxruntime, 1 thread.
+    moving = predict.load_classifier(video.VIDEO_MODEL, tta="center", device="cpu", threads=1, moving=True)
     candidates = {}
     for name, changes in VIDEO_CANDIDATES.items():
-        rates = candidates[name] = video_fps_busy(panning, eager, 1, changes, panning_truth)
+        rates = candidates[name] = video_fps_busy(panning, moving, 1, changes, panning_truth)
         print(f"  6 faces, panning, {name}: {rates['idle']:.1f} frames/s idle, {rates['one core busy']:.1f} one core "
               f"busy; faces boxed {rates['boxed']:.3f}")
 
@@ -383,8 +384,8 @@ def main(argv=None):
                     f"pinned to one of the cores beside it, one after the other in this run (target "
                     f"{TARGET_FPS:.0f} frames/s both ways):\n\n| clip | backend | threads | frames/s idle | "
                     f"frames/s, one core busy | busy / idle |\n|---|---|---:|---:|---:|---:|\n{busy_table}"
-                    f"\nVideo settings on the six-face panning clip, emo-predict's way (model "
-                    f"{shown_path(model_name)} through torch, 1 thread): the detector on every K-th frame, each face "
+                    f"\nVideo settings on the six-face panning clip, emo-predict's way (its video model "
+                    f"{video.VIDEO_MODEL} through {moving.backend}, 1 thread): the detector on every K-th frame, each face "
                     f"followed between detections (emo_utils/predict/tracking.py); faces boxed: the share of the "
                     f"true faces, over every frame, that a box overlaps by IoU {BOXED_IOU} or more. In bold, "
                     f"emo-predict's video default (target {TARGET_FPS:.0f} frames/s with one core busy):\n\n"

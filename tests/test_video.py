@@ -349,3 +349,47 @@ def test_between_detections_a_box_follows_its_face_as_the_camera_pans():
     flat = np.full((480, 640), 128, np.uint8)  # nothing to match: the box is held where it was
     assert held.update(None, 1 / 30, flat)[0].box == face
     assert tracking.IouTracker().update([face], 0.0)[0].box == face  # no frame given: nothing to follow from
+
+
+def test_eyes_are_read_where_the_face_was_detected_and_carried_with_its_box_between(monkeypatch):
+    from emo_utils.predict.detectors import Aligner
+
+    aligner = Aligner("dlib")
+    frame = cv2.resize(drawn_face(0), (120, 120))
+    gray = np.full((240, 320), 170, np.uint8)
+    gray[60:180, 80:200] = frame
+    reads = []
+    eye_pairs = aligner.eye_pairs
+    monkeypatch.setattr(aligner, "eye_pairs", lambda g, boxes: reads.append(len(boxes)) or eye_pairs(g, boxes))
+    tracker, eyes_of = tracking.IouTracker(), {}
+    tracks = tracker.update([(80, 60, 120, 120)], 0.0)
+    read = video.carried_eyes(aligner, gray, tracks, eyes_of)
+    assert reads == [1] and np.allclose(read[0], eye_pairs(gray, [(80, 60, 120, 120)])[0])
+    tracks[0].box, tracks[0].detected = (84, 61, 120, 120), False  # followed 4 px right, 1 down; no detection
+    carried = video.carried_eyes(aligner, gray, tracks, eyes_of)
+    assert reads == [1]  # no new reading
+    assert all(np.allclose(c, r + (4, 1)) for c, r in zip(carried[0], read[0]))
+    tracks[0].detected = True  # found again by the detector: read afresh
+    video.carried_eyes(aligner, gray, tracks, eyes_of)
+    assert reads == [1, 1]
+
+
+def test_a_video_runs_its_model_through_onnxruntime_with_torchs_answers(model_path):
+    faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    on_torch = predict.load_classifier(model_path, tta="center", device="cpu")
+    moving = predict.load_classifier(model_path, tta="center", device="cpu", moving=True)
+    assert (on_torch.backend, moving.backend) == ("torch", "onnxruntime")
+    np.testing.assert_allclose(moving.predict_proba(faces), on_torch.predict_proba(faces), atol=1e-4)
+    assert predict.load_classifier(model_path, tta="flip", device="cpu", moving=True).views == "flip"
+
+
+def test_a_video_or_a_camera_without_model_takes_the_video_model_and_a_photo_the_benchmarks(tmp_path):
+    from emo_utils.predict import choice
+
+    clip = tmp_path / "clip.mp4"
+    for argv, expected in (([str(clip)], video.VIDEO_MODEL), (["--camera", "0"], video.VIDEO_MODEL),
+                           (["face.png"], choice.default_model(choice.read_choice())),
+                           ([str(clip), "--model", "mini_xception"], "mini_xception")):
+        args = predict.build_parser().parse_args(argv)
+        predict.resolve_settings(args)
+        assert args.model == expected, argv

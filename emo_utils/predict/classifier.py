@@ -97,13 +97,16 @@ def graph_views(crop: int) -> list[str]:
     return fitting
 
 
-def onnx_classifier(path: str | os.PathLike, tta: bool | str = False, threads: int | None = None) -> Classifier:
-    """An exported model as a Classifier, averaging the views `tta` names (the graph takes crops of one size, so
-    a view set of another size, the whole face of a crop-trained model, needs its model.pt)."""
-    path = Path(path)
+def onnx_classifier(path: str | os.PathLike | bytes, tta: bool | str = False, threads: int | None = None,
+                    source: str | None = None) -> Classifier:
+    """An exported model (its file, or the file's bytes and the `source` they came from) as a Classifier,
+    averaging the views `tta` names (the graph takes crops of one size, so a view set of another size, the whole
+    face of a crop-trained model, needs its model.pt)."""
+    model = path
+    path = Path(source) if isinstance(path, bytes) else Path(path)
     views = view_name(tta)
     try:
-        session = make_session(path, threads)
+        session = make_session(model if isinstance(model, bytes) else path, threads)
     except Exception as e:  # onnxruntime raises its own exception types for a broken file
         raise PredictError(f"{path}: onnxruntime cannot load it ({type(e).__name__}: {str(e)[:200]}). "
                            "Export it again with `python -m emo_utils.predict.export`.") from e

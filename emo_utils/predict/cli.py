@@ -47,12 +47,23 @@ if TYPE_CHECKING:
     from ..core.inference import Classifier
 
 
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def load_classifier(spec, tta: bool | str | None = False, device: str | None = None, threads: int | None = None,
-                    reports_dir: Path | None = None) -> Classifier:
+                    reports_dir: Path | None = None, moving: bool = False) -> Classifier:
     """classifier.load_classifier: a report's model by name, a finished .pt or an exported .onnx, ready to
-    classify; a PredictError names what cannot be used."""
+    classify; a PredictError names what cannot be used. `moving` (a video or a camera): on the CPU the model
+    runs through onnxruntime, exported in memory as it loads (export.in_memory_classifier)."""
     from .classifier import load_classifier as load  # torch: only once a model is asked for
 
+    if moving and (device == "cpu" or (device is None and not torch_has_cuda())):
+        from .export import in_memory_classifier
+
+        return in_memory_classifier(spec, tta, threads, reports_dir)
     return load(spec, tta, device, threads, reports_dir)
 
 
@@ -82,9 +93,11 @@ def build_parser():
     parser.add_argument("inputs", nargs="*", help="image files, folders (searched recursively), zips, or one video "
                         f"({', '.join(video.VIDEO_SUFFIXES)})")
     chosen = benchmark_choice.read_choice()
-    parser.add_argument("--model", default=benchmark_choice.default_model(chosen),
+    parser.add_argument("--model",
                         help="a model in reports/ by name (reports/<name>/model.pt), or a path to a .pt or .onnx file "
-                             f"({benchmark_choice.model_help(chosen)})".replace("%", "%%"))  # argparse's escape
+                             f"({benchmark_choice.model_help(chosen)}; for a video or a camera, "
+                             f"{video.VIDEO_MODEL}, run by onnxruntime: a few faces a frame at 30 frames/s)"
+                             .replace("%", "%%"))  # argparse's escape
     parser.add_argument("--csv", help="where to write the predictions (default: predictions.csv; for clip.mp4, "
                                       "clip_emotions.csv, with the plot beside it as clip_emotions.png)")
     parser.add_argument("--force", action="store_true",
@@ -184,10 +197,14 @@ def setting_of(args) -> str:
 
 def resolve_settings(args):
     """Fill every detector flag the user left out from the setting's defaults (video.SETTINGS)."""
-    defaults = SETTINGS[setting_of(args)]
+    setting = setting_of(args)
+    defaults = SETTINGS[setting]
     for name in ("detector", "upsample", "scale_factor", "min_face", "detect_size", "every", "align"):
         if getattr(args, name) is None:
             setattr(args, name, defaults[name])
+    if args.model is None:
+        args.model = video.VIDEO_MODEL if setting != "photo" else benchmark_choice.default_model(
+            benchmark_choice.read_choice())
     args.min_face = video.min_face_for(args.detector, args.min_face)
     if args.threads is None:
         args.threads = default_threads()
@@ -355,7 +372,8 @@ def main(argv=None) -> int:
 
     threads_before = set_threads(args.threads)
     try:
-        classifier = load_classifier(args.model, tta=asked_views(args), device=args.device, threads=args.threads)
+        classifier = load_classifier(args.model, tta=asked_views(args), device=args.device, threads=args.threads,
+                                     moving=setting_of(args) != "photo")
         return classify(args, classifier, outputs, class_map, boxes_by_file, log)
     except PredictError as e:
         log(f"emo-predict: {e}")

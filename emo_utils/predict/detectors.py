@@ -213,16 +213,17 @@ class Aligner:
             pairs.append(tuple(sorted([points[0:2].mean(axis=0), points[2:4].mean(axis=0)], key=lambda p: p[0])))
         return pairs
 
-    def matrices(self, gray: np.ndarray, boxes, zoom_out: float = 1.0) -> list[tuple[np.ndarray, int]]:
+    def matrices(self, gray: np.ndarray, boxes, zoom_out: float = 1.0, eyes=None) -> list[tuple[np.ndarray, int]]:
         """Per box, (2x3 affine from `gray` to the face warped at `zoom` times 48 px, zoom): the eyes level, as
         far apart as in FER2013 and where FER2013 has them; `zoom_out` > 1 shows more around the face (the same
         eye midpoint, the face smaller by that factor), < 1 less. zoom is about the face's own resolution, so
-        a large face is warped without aliasing and shrunk to 48 px after (crop)."""
+        a large face is warped without aliasing and shrunk to 48 px after (crop). `eyes`: each box's eye pair
+        when already known (the video path carries them between detections), else read by eye_pairs."""
         import cv2
 
         found = []
         fer_gap = float(self.right_eye[0] - self.left_eye[0])
-        for left, right in self.eye_pairs(gray, boxes):
+        for left, right in (self.eye_pairs(gray, boxes) if eyes is None else eyes):
             eye_gap = max(float(np.hypot(*(right - left))), 1.0)
             zoom = max(1, round(eye_gap / fer_gap / zoom_out))  # output px per FER px
             scale = fer_gap * zoom / eye_gap / zoom_out
@@ -234,14 +235,14 @@ class Aligner:
             found.append((matrix, zoom))
         return found
 
-    def crop(self, gray: np.ndarray, boxes, zoom_out: float = 1.0) -> np.ndarray:
+    def crop(self, gray: np.ndarray, boxes, zoom_out: float = 1.0, eyes=None) -> np.ndarray:
         """uint8 faces (n, 48, 48): each warped by matrices(), then shrunk to 48 px as the training data was
         (data.to_gray_48)."""
         import cv2
 
         faces = []
         gray = np.ascontiguousarray(gray, dtype=np.uint8)
-        for matrix, zoom in self.matrices(gray, boxes, zoom_out):
+        for matrix, zoom in self.matrices(gray, boxes, zoom_out, eyes):
             side = IMAGE_SIZE * zoom
             warped = cv2.warpAffine(gray, matrix, (side, side), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REPLICATE)

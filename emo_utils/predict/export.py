@@ -25,10 +25,10 @@ import torch
 from ..core.augment import PIXEL_MEAN, PIXEL_STD
 from ..core.checkpoint import CheckpointError, load_trained
 from ..paths import resolve_model_path
-from .classifier import INPUT, OUTPUT, make_session, normalize_faces
+from .classifier import INPUT, OUTPUT, graph_views, load_classifier, make_session, normalize_faces, onnx_classifier
 from ..core.readers import IMAGE_SIZE
 from ..core.files import write_atomically
-from ..core.inference import predict_logits
+from ..core.inference import Classifier, predict_logits
 
 OPSET = 17
 EXPORT_ATOL = 1e-4  # onnxruntime against PyTorch, on logits
@@ -42,6 +42,12 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, class_names, cr
                 source: str = "", check_batches=(1, 5)) -> Path:
     """Write `model` as ONNX with a dynamic batch dimension and its metadata, after checking that onnxruntime
     gives PyTorch's logits (within EXPORT_ATOL) at each batch size in check_batches."""
+    data = onnx_bytes(model, class_names, crop, source, check_batches)
+    return write_atomically(path, lambda f: f.write(data))
+
+
+def onnx_bytes(model: torch.nn.Module, class_names, crop: int = 0, source: str = "", check_batches=(1, 5)) -> bytes:
+    """export_onnx's file, in memory."""
     import onnx
 
     model = copy.deepcopy(model).float().cpu().eval()
@@ -69,7 +75,27 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, class_names, cr
     if worst > EXPORT_ATOL:
         raise ExportError(f"the ONNX graph's logits differ from PyTorch's by {worst:.2e} (> {EXPORT_ATOL:g}); "
                           "not writing it.")
-    return write_atomically(path, lambda f: f.write(data))
+    return data
+
+
+def in_memory_classifier(spec, tta: bool | str | None = False, threads: int | None = None,
+                         reports_dir: Path | None = None) -> Classifier:
+    """load_classifier's model run by onnxruntime, exported in memory as it loads (checked against PyTorch's
+    logits like every export): the video path's classifier, as onnxruntime classifies a few faces at a time
+    several times faster than torch on a CPU (benchmarks.md, "Prediction latency"). An .onnx file, or views the
+    graph cannot take (those of another size than its crop), load as load_classifier loads them."""
+    path = resolve_model_path(spec, reports_dir)
+    if path.suffix == ".onnx":
+        return load_classifier(spec, tta, "cpu", threads, reports_dir)
+    on_torch = load_classifier(spec, tta, "cpu", threads, reports_dir)  # every check of the checkpoint, first
+    if on_torch.views not in graph_views(on_torch.crop):
+        return on_torch
+    result = load_trained(path, torch.device("cpu"))
+    try:
+        data = onnx_bytes(result.model, result.class_names, result.crop, source=str(path))
+    except ExportError:  # an op onnxruntime computes differently: PyTorch's answers, at PyTorch's speed
+        return on_torch
+    return onnx_classifier(data, tta=on_torch.views, threads=threads, source=str(path))
 
 
 def max_difference(model: torch.nn.Module, onnx_model, crop: int = 0, batches=(1, 5), seed: int = 0) -> float:

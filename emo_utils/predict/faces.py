@@ -158,12 +158,13 @@ def make_aligner(landmarks: str = "dlib") -> Aligner:
 
 
 def cut_faces(pixels: np.ndarray, gray: np.ndarray, boxes, margin: float = FACE_MARGIN,
-              aligner: Aligner | None = None) -> np.ndarray:
-    """The crops emo-predict classifies, (n, 48, 48) uint8: aligned on the eyes from `gray` with an aligner,
-    else squares with `margin` cut from `pixels` (crop_faces). An aligned face is framed as FER2013 frames one
-    at the default margin; another margin shows that much more (or less) around it, as it does a square."""
+              aligner: Aligner | None = None, eyes=None) -> np.ndarray:
+    """The crops emo-predict classifies, (n, 48, 48) uint8: aligned on the eyes from `gray` with an aligner
+    (on `eyes`, each box's eye pair, when they are known already), else squares with `margin` cut from `pixels`
+    (crop_faces). An aligned face is framed as FER2013 frames one at the default margin; another margin shows
+    that much more (or less) around it, as it does a square."""
     if aligner is not None:
-        return aligner.crop(gray, boxes, zoom_out=(1 + 2 * margin) / (1 + 2 * FACE_MARGIN))
+        return aligner.crop(gray, boxes, zoom_out=(1 + 2 * margin) / (1 + 2 * FACE_MARGIN), eyes=eyes)
     return crop_faces(pixels, boxes, margin)
 
 

@@ -40,12 +40,12 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 # photo path on the whole frame; on a copy 400 px wide, 73.8%.
 DETECT_SIZE = 480
 # Finding faces on every K-th frame divides the detector's cost by K, and each face is still classified on every
-# frame at its track's box. At 30 frames/s a face moves a few pixels in the 100 ms between two detections at K = 3.
-# The webcam (HOG without upsampling, the cheaper detector) needs only K = 2 for 30 frames/s; a video file's
-# detector (dlib's HOG upsampled once) needs K = 3 (benchmarks/pipeline_frames.py: 25.7 frames/s at K = 2 on a
-# 2-core EPYC).
+# frame at its track's box, which follows the face between detections (tracking.follow_box). The webcam (HOG
+# without upsampling, the cheaper detector) needs only K = 2 for 30 frames/s; a video file's MTCNN K = 8 (267 ms
+# between detections at 30 frames/s; on the six-face panning clip of benchmarks/predict_latency.py the followed
+# boxes stay on 0.96 of the faces, held boxes on 0.91).
 EVERY = 2
-VIDEO_EVERY = 3
+VIDEO_EVERY = 8
 # Averaging half a second of frames damps the flicker of the class from frame to frame; facial expressions
 # last from half a second to four seconds.
 SMOOTH_SECONDS = 0.5
@@ -57,19 +57,24 @@ FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
 #   recall and pipeline accuracy the best of every setting (the table has them; dlib's HOG upsampled once, issue
 #   30's default, found 0.686 of the faces, MTCNN at facenet-pytorch's own thresholds 0.848), no false detection
 #   on the 100 face-free frames.
-# - video: dlib's HOG upsampled once on every 3rd frame, the tracker in between (issue 30's default, 33.4
-#   frames/s idle on a 2-core EPYC with AVX-512). On a 2-core EPYC with AVX2 only (predict_latency.py --iters 60
-#   --collages 10, 2026-12-07, one training beside it stopped) MTCNN on every 4th frame ran at 16.0 frames/s and
-#   HOG on every 3rd at 18.0: MTCNN is not yet shown to keep 30 frames/s where HOG did, so video keeps HOG and
-#   finds fewer faces than a photo (recall 0.686 against MTCNN's 0.915 in the frames benchmark).
+# - video: the photo's MTCNN on every 8th frame, each face followed between detections (tracking.follow_box)
+#   and its eyes carried with its box (carried_eyes), classified by VIDEO_MODEL through onnxruntime. On six faces
+#   a camera pans across (benchmarks/predict_latency.py, "Video settings"), this keeps 30 frames/s with one core
+#   busy on a 2-core EPYC with AVX2 only and boxes 0.96 of the faces on every frame; dlib's HOG on every 3rd
+#   frame (issue 30's default) ran at 20 frames/s and boxed 0.83 (it misses one face of the six).
 # - webcam: a face before a webcam is large, so HOG without upsampling (faces >= 80 px) on every 2nd frame, the
 #   cheapest detector that finds large faces (recall 0.743 on faces of 100-200 px).
+# The model a video or a camera classifies with unless --model names one: the robust Mini-Xception, 0.9 points
+# below the robust flagship on the frames benchmark's photo pipeline (59.3% against 60.2%, inside its noise) at
+# a seventh of its cost per face through onnxruntime (1.8 ms for six faces against 13.7 on one thread, one core
+# busy): with six faces in the frame the flagship alone takes half of a 30 frames/s frame's time.
+VIDEO_MODEL = "mini_xception_robust"
 # min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE, MTCNN's
 # MTCNN_MIN_FACE).
 SETTINGS = {
     "photo": dict(detector="mtcnn", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                   every=1, align=True),
-    "video": dict(detector="hog", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
+    "video": dict(detector="mtcnn", upsample=1, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                   every=VIDEO_EVERY, align=True),
     "webcam": dict(detector="hog", upsample=0, scale_factor=1.1, min_face=None, detect_size=DETECT_MAX_SIDE,
                    every=EVERY, align=True),
@@ -231,6 +236,17 @@ class VideoRun:
                 + [f"p_{name}" for name in self.class_names])
 
 
+def carried_eyes(aligner: Aligner, gray: np.ndarray, tracks, eyes_of: dict) -> list[tuple]:
+    """Each track's eye centres in this frame: read by the aligner where the detector found the face this frame
+    (or the track is new), else carried with its box from the last reading, as follow_box moves the box. Reading
+    landmarks for every face on every frame cost the video path a third of its time with MTCNN's ONet (six
+    faces, benchmarks/predict_latency.py)."""
+    fresh = [t for t in tracks if t.detected or t.id not in eyes_of]
+    for t, pair in zip(fresh, aligner.eye_pairs(gray, [t.box for t in fresh]) if fresh else []):
+        eyes_of[t.id] = tuple(np.asarray(e, np.float64) - t.box[:2] for e in pair)
+    return [tuple(e + t.box[:2] for e in eyes_of[t.id]) for t in tracks]
+
+
 def predict_video(capture, classifier: Classifier, detector, *, fps: float = FALLBACK_FPS,
                   every: int = EVERY, smooth: float = SMOOTH_SECONDS, margin: float = FACE_MARGIN,
                   aligner: Aligner | None = None,
@@ -247,6 +263,7 @@ def predict_video(capture, classifier: Classifier, detector, *, fps: float = FAL
     run = VideoRun(source, list(classifier.class_names))
     writer = None
     tracker = IouTracker()
+    eyes_of: dict[int, tuple] = {}  # track id -> its eyes, relative to its box (carried_eyes)
     recent = deque(maxlen=30)  # wall-clock stamps of the last frames, for the frames/s drawn on each frame
     # disable=None: a bar in a terminal, none in a log file or a notebook
     bar = tqdm(total=total, unit="frame", desc=source, disable=None if progress else True, file=sys.stderr)
@@ -262,8 +279,9 @@ def predict_video(capture, classifier: Classifier, detector, *, fps: float = FAL
             tracks = tracker.update(boxes, seconds, gray)
             # Crops come from the colour frame (RGB, as a photo is read) so a face is converted exactly as in
             # a photo; the detector's gray may differ from it by one level here and there.
+            eyes = carried_eyes(aligner, gray, tracks, eyes_of) if aligner is not None else None
             probs = classifier.predict_proba(cut_faces(gray if frame.ndim == 2 else frame[..., ::-1], gray,
-                                                       [t.box for t in tracks], margin, aligner))
+                                                       [t.box for t in tracks], margin, aligner, eyes))
             faces = []
             for track, p in zip(tracks, probs):
                 smoothed = track.smooth(seconds, p, smooth)

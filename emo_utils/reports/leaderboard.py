@@ -300,15 +300,17 @@ def leaderboard_figure(records: list[dict], path: Path) -> Path:
 RESULTS_START, RESULTS_END = "<!-- results: written by `make reports` (leaderboard.py) -->", "<!-- end of results -->"
 
 
-def _benchmark_line(text: str, section: str, first_cell: str) -> tuple[list[str], str] | None:
-    """The cells of the row starting with `first_cell` in a reports/benchmarks.md section, and the device its
-    command line names ('on <device>, torch ...'); None when that benchmark has not been written."""
-    part = next((p for p in text.split("\n## ") if p.startswith(section)), None)
-    if part is None:
+def video_default(text: str) -> dict | None:
+    """emo-predict's video default in benchmarks.md's video-settings table (benchmarks/predict_latency.py: the
+    default's row in bold): its setting, frames/s idle and with one core busy, faces boxed, and the device."""
+    part = next((p for p in text.split("\n## ") if p.startswith("Prediction latency")), "")
+    table = next((t for t in part.split("\n\n") if t.startswith("| video setting |")), "")
+    row = next((line for line in table.splitlines() if line.startswith("| **")), None)
+    if row is None:
         return None
-    row = next((line for line in part.splitlines() if line.startswith(f"| {first_cell}")), None)
+    setting, idle, busy, boxed = (c.strip().strip("*") for c in row.strip("|").split("|"))
     device = re.search(r" on (.+?)(?: \(.*?\))?, torch", part)  # without a note such as "(below, 1 and 2)"
-    return ([c.strip() for c in row.strip("|").split("|")], device.group(1) if device else "") if row else None
+    return dict(setting=setting, idle=idle, busy=busy, boxed=boxed, device=device.group(1) if device else "")
 
 
 def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
@@ -350,11 +352,11 @@ def front_page_results(reports_dir: Path = REPORTS_DIR) -> str:
                          f"{stats['n']} seeds (CI: "
                          f"of the mean), {runs[0]['epochs']} epochs, up to {minutes:.0f} min each on {devices} |")
     benchmarks = Path(reports_dir) / "benchmarks.md"
-    video = _benchmark_line(benchmarks.read_text(), "Prediction latency", "video defaults") if benchmarks.exists() else None
+    video = video_default(benchmarks.read_text()) if benchmarks.exists() else None
     if video:
-        cells, device = video
-        lines.append(f"| video, [detect + classify](reports/benchmarks.md) | {cells[1]} frames/s | 640x480 frames, "
-                     f"onnxruntime, video defaults, {device} |")
+        lines.append(f"| video, [detect + classify](reports/benchmarks.md) | {video['busy']} frames/s with one core "
+                     f"busy ({video['idle']} idle) | six faces panning in 640x480 frames, emo-predict's video "
+                     f"defaults ({video['setting']}, faces boxed {video['boxed']}), {video['device']} |")
     photo = photo_pipeline(benchmarks.read_text()) if benchmarks.exists() else None
     if photo:
         lines.append(f"| photos, [detect + classify](reports/benchmarks.md) | {photo['pipeline']}% of faces right "

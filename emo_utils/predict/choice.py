@@ -37,10 +37,11 @@ def model_help(choice: dict) -> str:
             "(reports/benchmarks.md)")
 
 
-def setting_help(choice: dict, setting: str) -> str:
-    """A setting's measured recall and frames/s, e.g. 'recall 0.95, 9.1 frames/s with one core busy'."""
+def setting_help(choice: dict, setting: str, detector: str, every: int) -> str:
+    """A setting's measured recall and frames/s, e.g. 'recall 0.95, 9.1 frames/s with one core busy'; nothing
+    when the benchmark measured another detector or K than the setting's today."""
     measured = choice.get("settings", {}).get(setting)
-    if not measured:
+    if not measured or not measured["candidate"].startswith(detector) or measured["every"] != every:
         return ""
     speed = f", {measured['fps_busy']:.1f} frames/s with one core busy" if measured.get("fps_busy") else ""
     return f" (recall {measured['recall']:.2f}{speed})"

@@ -188,17 +188,3 @@ def test_an_experiment_compares_against_a_copy_of_a_published_model_never_the_fi
                                         tmp_path / "run", published=True, trial=False)
     assert published_run.published_model("the_model") == published / "model.pt"  # beside it, as before
 
-
-def test_the_framing_the_flagship_trains_on_is_the_photo_defaults_measured_one():
-    """Notebook 09's photo_framing holds benchmarks.md's framing rows of emo-predict's photo setting (in bold), the
-    percentiles benchmarks/pipeline_frames.py measured, as the table prints them."""
-    framing = notebook_parameters(NOTEBOOK["09"])["photo_framing"]
-    rows = [line for line in (paths.REPORTS_DIR / "benchmarks.md").read_text().splitlines()
-            if line.startswith("| **") and "(photo)**" in line and ("px)**" in line or "(°)**" in line or "scale" in line)]
-    names = {"scale": "scale", "x offset (px)": "dx", "y offset (px)": "dy", "rotation (°)": "angle"}
-    measured = {}
-    for row in rows:
-        cells = [cell.strip().strip("*") for cell in row.strip("|").split("|")]
-        if cells[1] in names:
-            measured[names[cells[1]]] = [float(v) for v in cells[2:]]
-    assert measured == framing

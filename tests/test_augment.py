@@ -64,7 +64,8 @@ def test_a_fixed_framing_is_the_similarity_transform_framing_py_measures():
     scale, dx, dy, angle = 1.2, 3.0, -2.0, 12.0
     fixed = {"scale": [scale] * 5, "dx": [dx] * 5, "dy": [dy] * 5, "angle": [angle] * 5}
     yy, xx = np.mgrid[0:48, 0:48]
-    face = (np.sin(xx / 5.0) + np.cos(yy / 7.0) + (xx > 30) * (yy < 15)).astype(np.float32)  # no symmetry to hide a sign
+    # No symmetry that could hide a wrong sign of the turn or the shift.
+    face = (np.sin(xx / 5.0) + np.cos(yy / 7.0) + (xx > 30) * (yy < 15)).astype(np.float32)
     out = framing_affine(torch.from_numpy(face)[None, None], fixed, torch.Generator().manual_seed(0))[0, 0].numpy()
     # The face zoomed and turned counter-clockwise about its centre, its centre then moved by (dx, dy): cv2's
     # rotation matrix in OpenCV's pixel-centre convention, as predict/framing.py's similarity() reads a crop.

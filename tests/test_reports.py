@@ -566,7 +566,7 @@ def test_the_front_page_results_table_is_written_between_its_markers_from_the_re
     assert "seed 0" in table and "| best ensemble, [ensemble](reports/ensemble/README.md) | 73.22% PrivateTest (" in table
     assert "| 71.45% PrivateTest (" in table and "mean of 3 seeds" in table  # the speedrun's seeds, named as a mean
     assert "| 31.2 frames/s with one core busy (33.5 idle) |" in table  # the default's row, the one in bold
-    assert "(mtcnn low, every 8, faces boxed 0.956), x86_64 CPU, 2 threads |" in table  # the device, not its note
+    assert "(mtcnn low, every 8, faces boxed 0.956), x86_64 CPU, 1 thread |" in table  # the CPU, the table's threads
     assert "deduplicated" not in table and "photos" not in table  # rows only for what the reports hold
 
 

@@ -108,7 +108,8 @@ def build_parser():
     parser.add_argument("--detector", choices=DETECTORS,
                         help="haar: OpenCV's cascade; hog: dlib's HOG detector; cnn: dlib's CNN detector (slow on a "
                              "CPU); mtcnn: facenet-pytorch's MTCNN. Default: " +
-                             "; ".join(f"{k} {v['detector']}{benchmark_choice.setting_help(chosen, k, v['detector'], v['every'])}"
+                             "; ".join(f"{k} {v['detector']}"
+                                       + benchmark_choice.setting_help(chosen, k, v["detector"], v["every"])
                                        for k, v in SETTINGS.items()))
     parser.add_argument("--upsample", type=int, metavar="N",
                         help="hog and cnn: double the image N times before detection (1 finds faces down to about "

@@ -28,8 +28,8 @@ from ..core.config import TrainConfig, config_differences
 from ..core.datasets import DEFAULT_DATASET, load_named
 from ..core.train import train
 from ..core.trial import TRIAL_FACES, TRIAL_SEED, trial_subset
-from ..paths import (ablation_model_path, experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs, model_file,
-                     model_folder, views_cache)
+from ..paths import (ablation_model_path, experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs,
+                     model_file, model_folder, views_cache)
 from ..provenance import provenance
 from ..recipes import chapter_config, home_budget
 from . import ablation, plots

@@ -43,7 +43,7 @@ DETECT_SIZE = 480
 # frame at its track's box, which follows the face between detections (tracking.follow_box). The webcam (HOG
 # without upsampling, the cheaper detector) needs only K = 2 for 30 frames/s; a video file's MTCNN K = 8 (267 ms
 # between detections at 30 frames/s; on the six-face panning clip of benchmarks/predict_latency.py the followed
-# boxes stay on 0.96 of the faces, held boxes on 0.91).
+# boxes stay on 0.96 of the faces; held where they were detected, on 0.91 in a probe).
 EVERY = 2
 VIDEO_EVERY = 8
 # Averaging half a second of frames damps the flicker of the class from frame to frame; facial expressions
@@ -59,15 +59,16 @@ FALLBACK_FPS = 30.0  # when a file or a camera does not say its frame rate
 #   on the 100 face-free frames.
 # - video: the photo's MTCNN on every 8th frame, each face followed between detections (tracking.follow_box)
 #   and its eyes carried with its box (carried_eyes), classified by VIDEO_MODEL through onnxruntime. On six faces
-#   a camera pans across (benchmarks/predict_latency.py, "Video settings"), this keeps 30 frames/s with one core
-#   busy on a 2-core EPYC with AVX2 only and boxes 0.96 of the faces on every frame; dlib's HOG on every 3rd
-#   frame (issue 30's default) ran at 20 frames/s and boxed 0.83 (it misses one face of the six).
+#   a camera pans across (reports/benchmarks.md, "Prediction latency": benchmarks/predict_latency.py), 51.7
+#   frames/s idle and 56.8 with one core busy on a 2-core EPYC with AVX2 only, 0.956 of the faces boxed on every
+#   frame; dlib's HOG on every 3rd frame (issue 30's default) ran at 27.6 / 29.4 and boxed 0.833 (it misses one
+#   face of the six), MTCNN on every 6th at 32.7 / 31.2.
 # - webcam: a face before a webcam is large, so HOG without upsampling (faces >= 80 px) on every 2nd frame, the
 #   cheapest detector that finds large faces (recall 0.743 on faces of 100-200 px).
 # The model a video or a camera classifies with unless --model names one: the robust Mini-Xception, 0.9 points
-# below the robust flagship on the frames benchmark's photo pipeline (59.3% against 60.2%, inside its noise) at
-# a seventh of its cost per face through onnxruntime (1.8 ms for six faces against 13.7 on one thread, one core
-# busy): with six faces in the frame the flagship alone takes half of a 30 frames/s frame's time.
+# below the robust flagship on the frames benchmark's photo pipeline (59.3% against 60.2%, inside its noise) and
+# 0.25 ms a face through onnxruntime (benchmarks.md); six faces through the robust flagship took 14 ms on
+# onnxruntime and 24 ms on torch in a probe with one core busy, most of a 30 frames/s frame's 33 ms.
 VIDEO_MODEL = "mini_xception_robust"
 # min_face None: each detector's own smallest face (HOG's window decides it; Haar's is MIN_FACE, MTCNN's
 # MTCNN_MIN_FACE).

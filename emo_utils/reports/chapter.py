@@ -29,7 +29,7 @@ from ..core.datasets import DEFAULT_DATASET, load_named
 from ..core.train import train
 from ..core.trial import TRIAL_FACES, TRIAL_SEED, trial_subset
 from ..paths import (ablation_model_path, experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs,
-                     model_file, model_folder, views_cache)
+                     model_file, model_folder, seed_model_paths, views_cache)
 from ..provenance import provenance
 from ..recipes import chapter_config, home_budget
 from . import ablation, plots
@@ -116,7 +116,7 @@ class Chapter:
         if self.trial or not make_policy(self.config.augment).corrupt:
             return ""
         models = {"this recipe": self.model_path}
-        for seed_file in sorted((self.report_dir / "seeds").glob("*/model.pt"), key=lambda p: int(p.parent.name)):
+        for seed_file in seed_model_paths(self.report_dir):
             models[f"this recipe, seed {seed_file.parent.name}"] = seed_file
         for name in self.ablations:
             if ablation_model_path(self.report_dir, name).is_file():

@@ -84,18 +84,15 @@ def in_memory_classifier(spec, tta: bool | str | None = False, threads: int | No
     logits like every export): the video path's classifier, as onnxruntime classifies a few faces at a time
     several times faster than torch on a CPU (benchmarks.md, "Prediction latency"). An .onnx file, or views the
     graph cannot take (those of another size than its crop), load as load_classifier loads them."""
-    path = resolve_model_path(spec, reports_dir)
-    if path.suffix == ".onnx":
-        return load_classifier(spec, tta, "cpu", threads, reports_dir)
-    on_torch = load_classifier(spec, tta, "cpu", threads, reports_dir)  # every check of the checkpoint, first
-    if on_torch.views not in graph_views(on_torch.crop):
-        return on_torch
-    result = load_trained(path, torch.device("cpu"))
+    loaded = load_classifier(spec, tta, "cpu", threads, reports_dir)  # every check of the file, first
+    if loaded.backend == "onnxruntime" or loaded.views not in graph_views(loaded.crop):
+        return loaded
+    result = load_trained(loaded.source, torch.device("cpu"))
     try:
-        data = onnx_bytes(result.model, result.class_names, result.crop, source=str(path))
+        data = onnx_bytes(result.model, result.class_names, result.crop, source=loaded.source)
     except ExportError:  # an op onnxruntime computes differently: PyTorch's answers, at PyTorch's speed
-        return on_torch
-    return onnx_classifier(data, tta=on_torch.views, threads=threads, source=str(path))
+        return loaded
+    return onnx_classifier(data, tta=loaded.views, threads=threads, source=loaded.source)
 
 
 def max_difference(model: torch.nn.Module, onnx_model, crop: int = 0, batches=(1, 5), seed: int = 0) -> float:

@@ -56,10 +56,16 @@ def model_folder(model_name: str, budget: str, home_budget: str = "cpu", dataset
     return folder if dataset == DEFAULT_DATASET else f"{check_name(dataset)}/{folder}"
 
 
+# TrainConfig fields added after runs were first keyed: left out of the key while at their default, so adding one
+# keeps the folder (and the last.pt) of every run in progress.
+UNKEYED_AT_DEFAULT = {"consistency": 0.0}
+
+
 def config_key(config, extra: str = "") -> str:
     """A short name for a TrainConfig (and `extra`, e.g. a trial's data subset): 10 hex digits of the sha256 of
     its JSON. Two configs that differ in any field get two keys."""
-    text = json.dumps(asdict(config), sort_keys=True, default=str) + extra
+    fields = {k: v for k, v in asdict(config).items() if UNKEYED_AT_DEFAULT.get(k, object()) != v}
+    text = json.dumps(fields, sort_keys=True, default=str) + extra
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

@@ -1,11 +1,14 @@
-"""Training-time corruptions (core/corrupt.py) and fine-tuning from a finished model (TrainConfig.init_weights)."""
+"""Training-time corruptions (core/corrupt.py), the consistency loss between a face and its corrupted copy
+(TrainConfig.consistency), and fine-tuning from a finished model (TrainConfig.init_weights)."""
 import pytest
 import torch
 
 from emo_utils.core import corrupt
-from emo_utils.core.augment import AugmentPolicy, augment_batch
+from emo_utils.core.augment import AugmentPolicy, augment_batch, augment_pair
 from emo_utils.core.checkpoint import CheckpointError, load_checkpoint
 from emo_utils.core.config import TrainConfig
+from emo_utils.core.losses import jensen_shannon, make_loss
+from emo_utils.core.run import Run, RunState, train_step
 from emo_utils.core.train import train
 from emo_utils.reports.corruptions import SEVERITIES
 from synthetic import FAST, make_learnable_data
@@ -59,6 +62,82 @@ def test_a_policy_with_corruptions_is_reproducible_and_differs_from_one_without(
     plain = augment_batch(images, AugmentPolicy(crop=40), torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == plain.shape == (32, 1, 40, 40)
     assert not torch.allclose(a, plain)
+
+
+def bright_dot_faces(n=64):
+    """Dark faces with one bright 3x3 dot each, away from the borders: where the dot lands shows the geometry."""
+    gen = torch.Generator().manual_seed(7)
+    images = torch.zeros(n, 48, 48, dtype=torch.uint8)
+    rows, cols = torch.randint(12, 34, (2, n), generator=gen)
+    for face, r, c in zip(images, rows, cols):
+        face[r - 1:r + 2, c - 1:c + 2] = 255
+    return images
+
+
+def dot_centre(views):
+    weight = (views[:, 0] - views[:, 0].amin((1, 2), keepdim=True)).clamp_min(0)
+    ys, xs = torch.meshgrid(torch.arange(views.shape[-2]).float(), torch.arange(views.shape[-1]).float(), indexing="ij")
+    total = weight.sum((1, 2))
+    return torch.stack([(weight * ys).sum((1, 2)) / total, (weight * xs).sum((1, 2)) / total], 1)
+
+
+def test_a_pair_is_one_face_clean_and_corrupted_under_one_framing_crop_and_flip():
+    images = bright_dot_faces()
+    policy = AugmentPolicy(crop=40, rotate=15, scale=0.1, corrupt=1.0, corruptions=("gaussian_blur",))
+    clean, blurred = augment_pair(images, policy, torch.Generator().manual_seed(0))
+    assert clean.shape == blurred.shape == (64, 1, 40, 40)
+    # A blur spreads the dot but keeps its centre: the two views of a face put it in the same place, while the
+    # views of one face under two draws of the geometry do not.
+    assert (dot_centre(clean) - dot_centre(blurred)).abs().max() < 0.5
+    redrawn, _ = augment_pair(images, policy, torch.Generator().manual_seed(1))
+    assert (dot_centre(clean) - dot_centre(redrawn)).abs().amax(1).median() > 2
+    assert ((clean - blurred).abs().flatten(1).amax(1) > 0.1).all()  # every face's second view is corrupted
+    # The corrupted view is exactly the policy's ordinary batch from the same generator: a consistency run draws
+    # what a plain robust run draws, and adds the clean view beside it.
+    torch.testing.assert_close(blurred, augment_batch(images, policy, torch.Generator().manual_seed(0)))
+
+
+def test_the_jensen_shannon_divergence_is_zero_for_one_answer_symmetric_and_at_most_ln_2():
+    a, b = torch.randn(16, 7, generator=torch.Generator().manual_seed(0)), torch.randn(16, 7)
+    assert jensen_shannon(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    assert jensen_shannon(a, b).item() == pytest.approx(jensen_shannon(b, a).item(), rel=1e-5)
+    certain = torch.full((4, 7), -50.0)
+    opposite = certain.clone()
+    certain[:, 0], opposite[:, 1] = 50.0, 50.0
+    assert jensen_shannon(certain, opposite).item() == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-3)
+    assert 0 < jensen_shannon(a, b).item() < jensen_shannon(certain, opposite).item()
+
+
+def consistency_run(consistency, policy, images, labels):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40 * 40, 3))
+    return Run(config=TrainConfig(consistency=consistency, channels_last=False), device=torch.device("cpu"),
+               shard=slice(None), compile_mode="off", num_classes=3, images=images, labels=labels, val_images=None,
+               val_labels=None, policy=policy, flip_bits=None, teacher=None, teacher_weight=None, model=model,
+               net=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_fn=make_loss("ce", 0.1),
+               plateau=None, ema_model=None, state=RunState(planned_epochs=1), rng=torch.Generator().manual_seed(0))
+
+
+def test_a_consistency_step_learns_from_both_views_and_their_divergence():
+    images, labels = bright_dot_faces(8), torch.tensor([0, 1, 2, 1, 0, 2, 2, 1])
+    policy = AugmentPolicy(crop=40, corrupt=0.7)
+    run = consistency_run(12.0, policy, images, labels)
+    clean, corrupted = augment_pair(images, policy, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = run.model(clean), run.model(corrupted)
+    expected = make_loss("ce", 0.1)(torch.cat([a, b]), torch.cat([labels, labels])) + 12.0 * jensen_shannon(a, b)
+    loss, logits = train_step(run, torch.arange(8), 1)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(logits, b)  # the corrupted views', as an ordinary robust step would report
+    assert jensen_shannon(a, b) > 0
+
+
+def test_consistency_without_corruptions_is_refused_before_training(data, tmp_path):
+    plain = TrainConfig(**{**FAST, "consistency": 12.0})
+    with pytest.raises(ValueError, match="consistency=12.0 compares each face with its corrupted copy: give the "
+                                         "augment policy corrupt > 0"):
+        train(plain, data, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 @pytest.fixture(scope="module")

@@ -62,3 +62,20 @@ def test_percentiles_and_recall_bins():
     sizes = np.array([40, 59, 60, 150, 200])
     assert framing.binned_recall(matched, sizes, (40, 60, 100, 200)) == {"40-60": 0.5, "60-100": 1.0, "100-200": 0.5}
     assert framing.binned_recall(matched, sizes, (0, 10, 20))["0-10"] is None
+
+
+def test_notebook_09s_photo_framing_is_the_photo_defaults_row_of_the_published_framing_table():
+    """The framed ablation trains on how the photo default frames faces: its percentiles must be the bold (photo)
+    rows of reports/benchmarks.md's framing table, so a new frames benchmark that moves them shows here."""
+    from emo_utils.core.augment import FRAMING_PERCENTILES
+    from emo_utils.core.data import REPO_ROOT
+    from emo_utils.recipes import notebook_parameters
+    quantities = {"scale": "scale", "x offset (px)": "dx", "y offset (px)": "dy", "rotation (°)": "angle"}
+    published = {}
+    for line in (REPO_ROOT / "reports" / "benchmarks.md").read_text().splitlines():
+        cells = [cell.strip().strip("*") for cell in line.strip("|").split("|")]
+        if len(cells) == 2 + len(FRAMING_PERCENTILES) and "(photo" in cells[0] and cells[1] in quantities:
+            published[quantities[cells[1]]] = [float(value) for value in cells[2:]]
+    framing = notebook_parameters(REPO_ROOT / "notebooks" / "09_train_vgg_gap.ipynb")["photo_framing"]
+    assert set(published) == set(quantities.values())
+    assert framing == published

@@ -111,3 +111,20 @@ def test_a_fine_tunes_further_seeds_start_from_their_base_models_run_of_that_see
     assert with_seed(fine_tune, 2).init_weights == "reports/base/model.pt"  # no run of seed 2: the same base
     assert with_seed(fine_tune, 1, {"epochs": 5}).epochs == 5  # an ablation's seed
     assert with_seed(TrainConfig(model="mini_xception"), 1).init_weights == ""  # not a fine-tune
+
+
+def test_a_field_added_to_the_config_keeps_the_run_folders_of_runs_in_progress():
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from emo_utils.core.config import TrainConfig
+    config = TrainConfig(model="vgg_gap", epochs=10, seed=3)
+    # The key as it was computed before the later fields existed: the JSON of every other field.
+    before = {k: v for k, v in asdict(config).items() if k not in paths.UNKEYED_AT_DEFAULT}
+    old_key = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    assert paths.config_key(config) == old_key
+    for field, default in paths.UNKEYED_AT_DEFAULT.items():
+        assert getattr(TrainConfig(), field) == default
+        changed = TrainConfig(**{**asdict(config), field: 1.0 if default == 0.0 else 0.0})
+        assert paths.config_key(changed) != old_key  # once set, the field is part of what the run is

@@ -155,6 +155,31 @@ def test_runs_with_seeds_are_compared_by_their_means_and_the_interval_of_the_dif
                                    "against 68.50% (means of 3 and 3 seeds): +2.00 points")
 
 
+def test_a_fine_tune_is_compared_with_its_base_seed_by_seed():
+    from scipy.stats import ttest_rel
+
+    from emo_utils.reports.ablation import paired_seed_lines
+    base = [{"run": "seed 0", "test_private": 0.7219}, {"run": "seed 1", "test_private": 0.7069},
+            {"run": "seed 2", "test_private": 0.7147}, {"run": "mean of 3", "test_private": 0.7145}]
+    tuned = [{"run": "seed 0", "test_private": 0.7108}, {"run": "seed 1", "test_private": 0.7060},
+             {"run": "seed 2", "test_private": 0.7119}, {"run": "mean of 3", "test_private": 0.7096}]
+    [line] = paired_seed_lines("robust", "its base", tuned, base)
+    interval = ttest_rel([0.7108, 0.7060, 0.7119], [0.7219, 0.7069, 0.7147]).confidence_interval()
+    assert line == ("- **robust** against **its base**, seed by seed (seed 0, seed 1, seed 2): PrivateTest 70.96% "
+                    "against 71.45%: -0.49 points (per seed -1.11, -0.09, -0.28), 95% interval of the mean difference "
+                    f"{100 * interval.low:+.2f} to {100 * interval.high:+.2f} (paired t): not distinguishable from "
+                    "seed-to-seed noise.")
+    # The pairing is what tells a steady loss from noise: the same means with each seed a point lower is a loss,
+    # which two runs' spreads alone (Welch) would not show.
+    steady = [{"run": row["run"], "test_private": row["test_private"] - 0.01} for row in base[:3]]
+    [loss] = paired_seed_lines("robust", "its base", steady, base)
+    assert loss.endswith("(paired t): a loss.") and "-1.00 points" in loss
+    # Only seeds both sides trained are paired; one pair claims nothing about noise.
+    [one] = paired_seed_lines("robust", "its base", tuned[:1], base)
+    assert one.endswith("(seed 0): PrivateTest 71.08% against 72.19%: -1.11 points; one pair, so seed-to-seed noise "
+                        "is not measured.")
+
+
 def test_time_to_accuracy_says_which_goal_was_met_and_by_how_much_one_was_missed():
     import importlib.util
     from emo_utils.core.data import REPO_ROOT

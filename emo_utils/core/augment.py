@@ -100,23 +100,23 @@ def _uniform(n, low, high, gen, device):
 
 def random_translate(x, pixels, gen):
     """Shift each image by up to `pixels` in x and y (reflect padding, then a per-image crop)."""
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     padded = F.pad(x, (pixels,) * 4, mode="reflect")
     dy = torch.randint(0, 2 * pixels + 1, (b,), generator=gen, device=x.device)
     dx = torch.randint(0, 2 * pixels + 1, (b,), generator=gen, device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None].expand(b, 1, h, w + 2 * pixels)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None].expand(b, c, h, w + 2 * pixels)
     out = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :].expand(b, 1, h, w)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :].expand(b, c, h, w)
     return out.gather(3, cols)
 
 
 def random_crop(x, size, gen):
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     top = torch.randint(0, h - size + 1, (b,), generator=gen, device=x.device)
     left = torch.randint(0, w - size + 1, (b,), generator=gen, device=x.device)
-    rows = (top[:, None] + torch.arange(size, device=x.device)[None])[:, None, :, None].expand(b, 1, size, w)
+    rows = (top[:, None] + torch.arange(size, device=x.device)[None])[:, None, :, None].expand(b, c, size, w)
     out = x.gather(2, rows)
-    cols = (left[:, None] + torch.arange(size, device=x.device)[None])[:, None, None, :].expand(b, 1, size, size)
+    cols = (left[:, None] + torch.arange(size, device=x.device)[None])[:, None, None, :].expand(b, c, size, size)
     return out.gather(3, cols)
 
 
@@ -179,20 +179,43 @@ def random_erase(x, p, gen):
     return x.masked_fill((box & apply[:, None, None])[:, None], 0.0)
 
 
+def lighting(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator) -> torch.Tensor:
+    """Random brightness and contrast of faces on the [0, 1] scale, when the policy asks for them."""
+    if not (policy.brightness or policy.contrast):
+        return x
+    b = x.shape[0]
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    c = 1 + _uniform(b, -policy.contrast, policy.contrast, gen, x.device).view(b, 1, 1, 1)
+    d = _uniform(b, -policy.brightness, policy.brightness, gen, x.device).view(b, 1, 1, 1)
+    return ((x - mean) * c + mean + d).clamp(0, 1)
+
+
 def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
                   flip_mask: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 (B, H, W) to an augmented, normalized float batch (B, 1, H', W'). `flip_mask` (B,), when given,
     says which faces to mirror instead of a coin flip (derandomized flips)."""
-    x = images_u8.unsqueeze(1).float() / 255.0
-    b = x.shape[0]
-    if policy.brightness or policy.contrast:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        c = 1 + _uniform(b, -policy.contrast, policy.contrast, gen, x.device).view(b, 1, 1, 1)
-        d = _uniform(b, -policy.brightness, policy.brightness, gen, x.device).view(b, 1, 1, 1)
-        x = ((x - mean) * c + mean + d).clamp(0, 1)
+    x = lighting(images_u8.unsqueeze(1).float() / 255.0, policy, gen)
     if policy.corrupt:
         x = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen)
-    x = (x - PIXEL_MEAN) / PIXEL_STD
+    return geometry((x - PIXEL_MEAN) / PIXEL_STD, policy, gen, flip_mask)
+
+
+def augment_pair(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
+                 flip_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views of each face under one draw of framing, crop, flip and erasing: as augment_batch gives it
+    without its corruption, and the same with it (a consistency loss compares the net's answers on the two).
+    The pair travels through the geometry as the two channels of one image, so both move alike."""
+    x = lighting(images_u8.unsqueeze(1).float() / 255.0, policy, gen)
+    corrupted = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen)
+    both = geometry((torch.cat([x, corrupted], 1) - PIXEL_MEAN) / PIXEL_STD, policy, gen, flip_mask)
+    return both[:, :1], both[:, 1:]
+
+
+def geometry(x: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator,
+             flip_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Framing (or turns and zooms), shifts, crops, flips and erasing of a normalized batch (B, C, H, W), each
+    face's draw shared by its C channels."""
+    b = x.shape[0]
     if policy.framing:
         x = framing_affine(x, policy.framing, gen)
     elif policy.rotate or policy.scale:

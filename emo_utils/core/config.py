@@ -41,6 +41,11 @@ class TrainConfig:
     distill_targets: str = ""
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    # Consistency (AugMix's Jensen-Shannon term, Hendrycks et al. 2020): each face goes through the net twice, clean
+    # and under the policy's corruption with the same framing, crop and flip (augment_pair); the loss is both views'
+    # cross-entropy plus this weight times the divergence between their predictions. 0 turns it off; it needs
+    # augment corrupt > 0 and no mixup, and costs two forward and backward passes a face.
+    consistency: float = 0.0
     # Refit: train on train + val (the whole Training folder) for the planned epochs and keep the last epoch,
     # once the recipe and its length were chosen on val by a train-only run. Nothing is chosen on the refit
     # itself: its val numbers are training numbers, so no early stop and no plateau schedule.

@@ -53,6 +53,14 @@ class SoftCrossEntropy(nn.Module):
         return per_class.sum(1).mean()
 
 
+def jensen_shannon(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the Jensen-Shannon divergence between two predictions of each face (in nats, 0 to
+    ln 2): AugMix's consistency term (Hendrycks et al. 2020), here between a face and its corrupted copy."""
+    p, q = F.softmax(logits_a.float(), 1), F.softmax(logits_b.float(), 1)
+    log_mean = ((p + q) / 2).clamp_min(1e-7).log()
+    return (F.kl_div(log_mean, p, reduction="batchmean") + F.kl_div(log_mean, q, reduction="batchmean")) / 2
+
+
 def make_loss(name: str, label_smoothing=0.0, focal_gamma=2.0, class_weights=None) -> nn.Module:
     if name in ("ce", "cross_entropy"):
         return SoftCrossEntropy(class_weights, label_smoothing)

@@ -15,10 +15,11 @@ from . import data as fer, datasets, distributed
 from pathlib import Path
 
 from .checkpoint import CheckpointError, load_checkpoint, load_weights
-from .augment import AugmentPolicy, alternate_flip_bits, augment_batch, crop_for_epoch, make_policy, mixup
+from .augment import (AugmentPolicy, alternate_flip_bits, augment_batch, augment_pair, crop_for_epoch, make_policy,
+                      mixup)
 from .config import TrainConfig
 from .distill import read_teacher
-from .losses import balanced_class_weights, make_loss
+from .losses import balanced_class_weights, jensen_shannon, make_loss
 from .models import build_model
 from .step import epoch_generator, make_optimizer, uses_bf16
 from .whitening import whiten_first_conv
@@ -125,6 +126,9 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
     train_images, train_labels = train_images[keep], train_labels[keep]
     images = torch.from_numpy(train_images).to(device)
     policy = make_policy(config.augment)
+    if config.consistency and (not policy.corrupt or policy.mixup):
+        raise ValueError(f"consistency={config.consistency} compares each face with its corrupted copy: give the "
+                         "augment policy corrupt > 0 and no mixup, or set consistency=0")
 
     torch.manual_seed(config.seed)
     model = build_model(config.model, data.num_classes, **config.model_kwargs).to(device)
@@ -170,11 +174,10 @@ def train_step(run: Run, batch: torch.Tensor, epoch: int) -> tuple[torch.Tensor,
     with run.teacher's distribution where there is one (a teacher's probabilities, or FER+'s votes)."""
     config, labels = run.config, run.labels[batch]
     flip_mask = run.flip_bits[batch] ^ bool(epoch % 2) if run.flip_bits is not None else None
+    if config.consistency:
+        return consistency_step(run, batch, epoch, flip_mask)
     x = augment_batch(run.images[batch], epoch_policy(run, epoch), run.rng, flip_mask)
-    soft = None
-    if run.teacher is not None:
-        weight = config.distill_weight if run.teacher_weight is None else run.teacher_weight
-        soft = torch.lerp(F.one_hot(labels, run.num_classes).float(), run.teacher[batch].float(), weight)
+    soft = teacher_target(run, batch)
     if run.policy.mixup:
         x, soft = mixup(x, soft if soft is not None else F.one_hot(labels, run.num_classes).float(),
                         run.policy.mixup, run.rng)
@@ -184,10 +187,42 @@ def train_step(run: Run, batch: torch.Tensor, epoch: int) -> tuple[torch.Tensor,
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=uses_bf16(config, run.device)):
         logits = run.net(x)
     loss = run.loss_fn(logits.float(), soft if soft is not None else labels)
+    update(run, loss)
+    return loss.detach(), logits.detach()
+
+
+def teacher_target(run: Run, batch: torch.Tensor) -> torch.Tensor | None:
+    """The faces' labels mixed with run.teacher's distribution, or None where the run has no teacher."""
+    if run.teacher is None:
+        return None
+    weight = run.config.distill_weight if run.teacher_weight is None else run.teacher_weight
+    return torch.lerp(F.one_hot(run.labels[batch], run.num_classes).float(), run.teacher[batch].float(), weight)
+
+
+def update(run: Run, loss: torch.Tensor) -> None:
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
-    return loss.detach(), logits.detach()
+
+
+def consistency_step(run: Run, batch: torch.Tensor, epoch: int, flip_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """train_step with config.consistency: each face clean and corrupted (augment_pair), both views in one forward
+    pass, both views' loss against the face's target plus the weighted Jensen-Shannon divergence between their
+    predictions. Returns the corrupted views' logits, the faces an ordinary robust step would have seen."""
+    config, labels = run.config, run.labels[batch]
+    clean, corrupted = augment_pair(run.images[batch], epoch_policy(run, epoch), run.rng, flip_mask)
+    soft = teacher_target(run, batch)
+    target = (soft if soft is not None else labels)[run.shard]
+    x = torch.cat([clean[run.shard], corrupted[run.shard]])
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=uses_bf16(config, run.device)):
+        logits = run.net(x).float()
+    clean_logits, corrupted_logits = logits.chunk(2)
+    loss = (run.loss_fn(logits, torch.cat([target, target]))
+            + config.consistency * jensen_shannon(clean_logits, corrupted_logits))
+    update(run, loss)
+    return loss.detach(), corrupted_logits.detach()
 
 
 def estimate_epoch_seconds(run: Run) -> float:

@@ -196,6 +196,33 @@ def _seed_comparison(name: str, baseline: str, split: str, runs: list[dict], bas
                    f" {verdict}.")
 
 
+def paired_seed_lines(name: str, baseline: str, runs: list[dict], bases: list[dict]) -> list[str]:
+    """A run whose seed k starts from the baseline's seed k (a fine-tune from each seed of its base model), against
+    the baseline seed by seed (seed_rows of each), on PrivateTest and, where both were scored there, PrivateTest
+    deduplicated: the mean of the per-seed differences with its 95% interval (Student's t on the differences, a
+    paired comparison, since a pair shares its start)."""
+    lines = []
+    for split, title in COMPARED_SPLITS.items():
+        ours, theirs = ({row["run"]: row.get(split) for row in rows if row["run"].startswith("seed ")}
+                        for rows in (runs, bases))
+        pairs = [seed for seed in ours if ours[seed] is not None and theirs.get(seed) is not None]
+        if not pairs:
+            continue
+        differences = [ours[seed] - theirs[seed] for seed in pairs]
+        head = (f"- **{name}** against **{baseline}**, seed by seed ({', '.join(pairs)}): {title} "
+                f"{100 * np.mean([ours[s] for s in pairs]):.2f}% against {100 * np.mean([theirs[s] for s in pairs]):.2f}%"
+                f": {100 * np.mean(differences):+.2f} points")
+        if len(pairs) < 2:
+            lines.append(head + "; one pair, so seed-to-seed noise is not measured.")
+            continue
+        stats = seed_interval(differences)
+        verdict = ("a gain" if stats["low"] > 0 else "a loss" if stats["high"] < 0
+                   else "not distinguishable from seed-to-seed noise")
+        lines.append(head + f" (per seed {', '.join(f'{100 * d:+.2f}' for d in differences)}), 95% interval of the "
+                            f"mean difference {100 * stats['low']:+.2f} to {100 * stats['high']:+.2f} (paired t): {verdict}.")
+    return lines
+
+
 SCREEN_NOTE = ("Each idea alone, one change to the screen's short budget, on the same seed and under this recipe's "
                "test-time views; the gains are in points over the screen's reference run. One seed each: a gain "
                "inside seed-to-seed noise (the Seeds section of a recipe with several seeds measures it) is not "

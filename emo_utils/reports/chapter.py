@@ -96,6 +96,16 @@ class Chapter:
         return ablation.train_ablations(self.config, self.ablations, self.data, self.run_dir, self.report_dir,
                                         self.params.get("device"), self.params.get("retrain", False))
 
+    def against_base(self, seeds: list[dict]) -> list[str]:
+        """A fine-tune's seeds (ablation.seed_rows) against the seeds of the model it fine-tunes, seed by seed, as
+        each seed starts from its base's own seed: what the fine-tune costs or buys on clean faces. Published runs
+        only, since an experiment's data would score the base's seeds again beside their weights under reports/."""
+        if not (self.config.init_weights and self.published) or self.trial:
+            return []
+        base = (REPO_ROOT / self.config.init_weights).parent
+        return ablation.paired_seed_lines("this recipe", f"the model it fine-tunes ({base.name})", seeds,
+                                          ablation.seed_rows(base, self.data, self.params.get("tta")))
+
     def train_run_seeds(self, runs: dict[str, TrainResult]) -> dict[str, Path]:
         """Further seeds of the recipe and its ablations (none in a trial): {run name: its folder}."""
         return ablation.train_run_seeds(self.config, self.ablations, {ablation.MAIN_RUN: self.result, **runs},

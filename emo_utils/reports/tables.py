@@ -58,8 +58,10 @@ def changes_text(changes: dict, prefix: str = "") -> str:
     for key, value in changes.items():
         if isinstance(value, dict):
             parts.append(changes_text(value, f"{prefix}{key}."))
-        else:
-            shown = "/".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        elif isinstance(value, (list, tuple)):  # widths 32/64/128/256, a framing's percentiles 0.78/.../1.5
+            parts.append(f"{prefix}{key} {'/'.join(map(str, value))}")
+        else:  # a file (a teacher's, a base model) by its name alone
+            shown = str(value)
             parts.append(f"{prefix}{key} {Path(shown).name if '/' in shown and '.' in shown else shown}")
     return ", ".join(part for part in parts if part) or "-"
 

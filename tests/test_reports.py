@@ -73,6 +73,42 @@ def test_missing_parameters_tag_is_an_error(folders):
         run_reports(kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports)
 
 
+def test_a_kernel_that_dies_before_it_starts_is_started_again_and_only_that(folders, monkeypatch):
+    import papermill
+
+    from emo_utils.reports import notebooks
+    nb_dir, reports = folders
+    write_notebook(nb_dir / "01_ok.ipynb", "x = 1", "print(x + 1)")
+    real, calls = papermill.execute_notebook, []
+
+    def first_start_fails(*args, **kwargs):  # two kernels picked one port: the first start dies before any cell
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise RuntimeError(notebooks.KERNEL_NEVER_STARTED)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(papermill, "execute_notebook", first_start_fails)
+    run_reports(kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports, progress=False)
+    assert len(calls) == 2 and (reports / "01_ok.html").exists()
+
+    def never_starts(*args, **kwargs):
+        calls.append(args[0])
+        raise RuntimeError(notebooks.KERNEL_NEVER_STARTED)
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", never_starts)
+    with pytest.raises(NotebookError, match="01_ok.ipynb did not finish: RuntimeError: Kernel died before replying"):
+        run_reports(kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports, progress=False)
+    assert len(calls) == notebooks.KERNEL_STARTS
+
+    def other_failure(*args, **kwargs):  # a kernel that ran and then failed is reported, not restarted
+        calls.append(args[0])
+        raise RuntimeError("Kernel died")
+    calls.clear()
+    monkeypatch.setattr(papermill, "execute_notebook", other_failure)
+    with pytest.raises(NotebookError, match="did not finish: RuntimeError: Kernel died"):
+        run_reports(kernel=KERNEL, notebooks_dir=nb_dir, reports_dir=reports, progress=False)
+    assert len(calls) == 1
+
+
 @pytest.mark.slow
 def test_failing_notebook_stops_the_run_naming_notebook_and_cell(folders):
     nb_dir, reports = folders

@@ -71,6 +71,13 @@ def _a(kind: type) -> str:
     return ("an " if kind.__name__[0] in "aeiou" else "a ") + kind.__name__
 
 
+# A kernel that dies before answering its first message ran no cell: jupyter_client picks free TCP ports and binds
+# them later, so two kernels started at once (make test's two workers) can pick the same one and one dies with
+# "Address already in use". Starting it again is safe; any other failure is reported at once.
+KERNEL_NEVER_STARTED = "Kernel died before replying to kernel_info"
+KERNEL_STARTS = 3
+
+
 def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel: str, cell_timeout: int,
                      progress: bool = True, output_stem: str | None = None) -> Path:
     """Run one notebook through papermill; write the executed copy and its HTML to output_dir, named after the
@@ -89,9 +96,15 @@ def execute_notebook(notebook: Path, output_dir: Path, parameters: dict, kernel:
     if os.environ.get("JUPYTER_PATH", "").split(os.pathsep)[0] != own_kernels:
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [own_kernels, os.environ.get("JUPYTER_PATH")]))
     try:
-        papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel, language="python",
-                                   progress_bar=progress, execution_timeout=cell_timeout, cwd=str(notebook.parent),
-                                   log_output=False)
+        for attempt in range(KERNEL_STARTS):
+            try:
+                papermill.execute_notebook(str(notebook), str(executed), parameters=parameters, kernel_name=kernel,
+                                           language="python", progress_bar=progress, execution_timeout=cell_timeout,
+                                           cwd=str(notebook.parent), log_output=False)
+                break
+            except RuntimeError as e:
+                if KERNEL_NEVER_STARTED not in str(e) or attempt == KERNEL_STARTS - 1:
+                    raise
     except papermill.PapermillExecutionError as e:
         raise NotebookError(f"{notebook.name} failed in cell {e.exec_count} (index {e.cell_index}): "
                             f"{e.ename}: {e.evalue}. The partly executed copy is {executed}.") from e

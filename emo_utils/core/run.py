@@ -182,13 +182,18 @@ def train_step(run: Run, batch: torch.Tensor, epoch: int) -> tuple[torch.Tensor,
         x, soft = mixup(x, soft if soft is not None else F.one_hot(labels, run.num_classes).float(),
                         run.policy.mixup, run.rng)
     x, labels, soft = x[run.shard], labels[run.shard], soft[run.shard] if soft is not None else None
-    if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=uses_bf16(config, run.device)):
-        logits = run.net(x)
-    loss = run.loss_fn(logits.float(), soft if soft is not None else labels)
+    logits = forward(run, x)
+    loss = run.loss_fn(logits, soft if soft is not None else labels)
     update(run, loss)
     return loss.detach(), logits.detach()
+
+
+def forward(run: Run, x: torch.Tensor) -> torch.Tensor:
+    """The training net's float logits on a batch, in the run's memory format and under bf16 autocast where on."""
+    if run.config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=uses_bf16(run.config, run.device)):
+        return run.net(x).float()
 
 
 def teacher_target(run: Run, batch: torch.Tensor) -> torch.Tensor | None:
@@ -209,18 +214,14 @@ def consistency_step(run: Run, batch: torch.Tensor, epoch: int, flip_mask) -> tu
     """train_step with config.consistency: each face clean and corrupted (augment_pair), both views in one forward
     pass, both views' loss against the face's target plus the weighted Jensen-Shannon divergence between their
     predictions. Returns the corrupted views' logits, the faces an ordinary robust step would have seen."""
-    config, labels = run.config, run.labels[batch]
+    labels = run.labels[batch]
     clean, corrupted = augment_pair(run.images[batch], epoch_policy(run, epoch), run.rng, flip_mask)
     soft = teacher_target(run, batch)
     target = (soft if soft is not None else labels)[run.shard]
-    x = torch.cat([clean[run.shard], corrupted[run.shard]])
-    if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=uses_bf16(config, run.device)):
-        logits = run.net(x).float()
+    logits = forward(run, torch.cat([clean[run.shard], corrupted[run.shard]]))
     clean_logits, corrupted_logits = logits.chunk(2)
     loss = (run.loss_fn(logits, torch.cat([target, target]))
-            + config.consistency * jensen_shannon(clean_logits, corrupted_logits))
+            + run.config.consistency * jensen_shannon(clean_logits, corrupted_logits))
     update(run, loss)
     return loss.detach(), corrupted_logits.detach()
 

@@ -305,17 +305,57 @@ def test_a_robust_chapter_reads_its_recipe_seeds_and_ablations_on_the_suite(mode
     report_dir = model_file.parent
     seed = other_weights(model_file, report_dir / "seeds" / "1" / "model.pt", shift=-0.03)
     other = other_weights(model_file, paths.ablation_model_path(report_dir, "more corrupted"), shift=0.02)
+    other_seed = other_weights(model_file, paths.seed_model_path(paths.run_seed_dir(report_dir, "more corrupted"), 2),
+                               shift=0.04)
     robust = TrainConfig(model="tiny", augment=dict(crop=44, corrupt=0.5))
     params = {"robust_ablations": {"more corrupted": {"epochs": 3}, "never trained": {"epochs": 4}}}
     chapter = Chapter(params, "robust", robust, data, report_dir, report_dir / "run", published=True, trial=False)
     table = chapter.corruption_table()
     suite = robustness.corruption_suite({"this recipe": model_file, "this recipe, seed 1": seed,
-                                         "more corrupted": other}, data, ensemble=False)
+                                         "more corrupted": other, "more corrupted, seed 2": other_seed},
+                                        data, ensemble=False)
     assert robustness.summary_markdown(suite.summary) in table  # the same rows notebook 20 would print
     assert "never trained" not in table  # an ablation without weights is left out, not scored
-    both = suite.summary.loc[["this recipe", "this recipe, seed 1"]]
-    assert (f"mean of 2 seeds: clean {100 * both['clean'].mean():.1f}, mean corrupted "
-            f"{100 * both['mean corruption accuracy'].mean():.1f}") in table
+    for name, rows in {"This recipe": ["this recipe", "this recipe, seed 1"],
+                       "More corrupted": ["more corrupted", "more corrupted, seed 2"]}.items():
+        both = suite.summary.loc[rows]  # each run's seeds have a mean of their own
+        assert (f"{name}, mean of 2 seeds: clean {100 * both['clean'].mean():.1f}, mean corrupted "
+                f"{100 * both['mean corruption accuracy'].mean():.1f}") in table
     plain = Chapter(params, "cpu", TrainConfig(model="tiny", augment=dict(crop=44)), data, report_dir,
                     report_dir / "run", published=True, trial=False)
     assert plain.corruption_table() == ""  # a recipe without corruptions: notebook 20 has its row
+
+
+def test_every_fine_tuned_run_with_seeds_is_set_against_its_base_seed_by_seed(model_file, data, tmp_path):
+    from emo_utils.core.config import TrainConfig
+    from emo_utils.reports import ablation
+    from emo_utils.reports.chapter import Chapter
+
+    def seeded(target, seed, shift):  # a model file that says which seed trained it, as seed_rows reads it
+        path = other_weights(model_file, target, shift)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint["config"]["seed"] = seed
+        torch.save(checkpoint, path)
+        return path
+
+    base = tmp_path / "base"
+    base_model = seeded(base / "model.pt", 0, 0.0)
+    seeded(paths.seed_model_path(base, 1), 1, 0.01)
+    report_dir, name = model_file.parent, "more corrupted"
+    seeded(report_dir / "seeds" / "1" / "model.pt", 1, -0.03)
+    seeded(paths.ablation_model_path(report_dir, name), 0, 0.02)
+    seeded(paths.seed_model_path(paths.run_seed_dir(report_dir, name), 1), 1, 0.04)
+    tuned = TrainConfig(model="tiny", augment=dict(crop=44, corrupt=0.5), init_weights=str(base_model))
+    chapter = Chapter({}, "robust", tuned, data, report_dir, report_dir / "run", published=True, trial=False)
+    seeds = {run: ablation.seed_rows(paths.run_seed_dir(report_dir, run), data) for run in ("this recipe", name)}
+    lines = chapter.against_base(seeds)
+    base_seeds = {row["run"]: row["test_private"] for row in ablation.seed_rows(base, data)}
+    for run in seeds:  # one line per run, each of its seeds against the base's seed of the same number
+        [line] = [line for line in lines if line.startswith(f"- **{run}** against **the model it fine-tunes (base)**")
+                  and "PrivateTest deduplicated" not in line]
+        ours = {row["run"]: row["test_private"] for row in seeds[run] if row["run"].startswith("seed ")}
+        assert "seed by seed (seed 0, seed 1)" in line
+        differences = [100 * (ours[seed] - base_seeds[seed]) for seed in ("seed 0", "seed 1")]
+        assert f"(per seed {differences[0]:+.2f}, {differences[1]:+.2f})" in line
+    experiment = Chapter({}, "robust", tuned, data, report_dir, report_dir / "run", published=False, trial=False)
+    assert experiment.against_base(seeds) == []  # an experiment's numbers are not set against reports/

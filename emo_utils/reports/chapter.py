@@ -28,8 +28,8 @@ from ..core.config import TrainConfig, config_differences
 from ..core.datasets import DEFAULT_DATASET, load_named
 from ..core.train import train
 from ..core.trial import TRIAL_FACES, TRIAL_SEED, trial_subset
-from ..paths import (ablation_model_path, experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs,
-                     model_file, model_folder, seed_model_paths, views_cache)
+from ..paths import (MAIN_RUN, ablation_model_path, experiment_dir, experiment_run_dir, config_key, keyed_run_dir, model_dirs,
+                     model_file, model_folder, run_seed_dir, seed_model_paths, views_cache)
 from ..provenance import provenance
 from ..recipes import chapter_config, home_budget
 from . import ablation, plots
@@ -96,15 +96,17 @@ class Chapter:
         return ablation.train_ablations(self.config, self.ablations, self.data, self.run_dir, self.report_dir,
                                         self.params.get("device"), self.params.get("retrain", False))
 
-    def against_base(self, seeds: list[dict]) -> list[str]:
-        """A fine-tune's seeds (ablation.seed_rows) against the seeds of the model it fine-tunes, seed by seed, as
-        each seed starts from its base's own seed: what the fine-tune costs or buys on clean faces. Published runs
-        only, since an experiment's data would score the base's seeds again beside their weights under reports/."""
+    def against_base(self, seeds: dict[str, list[dict]]) -> list[str]:
+        """Each fine-tune's seeds ({run name: ablation.seed_rows}, "this recipe" and the runs in run_seeds) against
+        the seeds of the model it fine-tunes, seed by seed, as each seed starts from its base's own seed: what the
+        fine-tune costs or buys on clean faces. Published runs only, since an experiment's data would score the
+        base's seeds again beside their weights under reports/."""
         if not (self.config.init_weights and self.published) or self.trial:
             return []
         base = (REPO_ROOT / self.config.init_weights).parent
-        return ablation.paired_seed_lines("this recipe", f"the model it fine-tunes ({base.name})", seeds,
-                                          ablation.seed_rows(base, self.data, self.params.get("tta")))
+        base_seeds = ablation.seed_rows(base, self.data, self.params.get("tta"))
+        return [line for name, rows in seeds.items()
+                for line in ablation.paired_seed_lines(name, f"the model it fine-tunes ({base.name})", rows, base_seeds)]
 
     def train_run_seeds(self, runs: dict[str, TrainResult]) -> dict[str, Path]:
         """Further seeds of the recipe and its ablations (none in a trial): {run name: its folder}."""
@@ -125,21 +127,18 @@ class Chapter:
 
         if self.trial or not make_policy(self.config.augment).corrupt:
             return ""
-        models = {"this recipe": self.model_path}
-        for seed_file in seed_model_paths(self.report_dir):
-            models[f"this recipe, seed {seed_file.parent.name}"] = seed_file
-        for name in self.ablations:
-            if ablation_model_path(self.report_dir, name).is_file():
-                models[name] = ablation_model_path(self.report_dir, name)
+        runs = {MAIN_RUN: self.model_path}  # each run's notebook seed, then its further seeds
+        runs.update({name: ablation_model_path(self.report_dir, name) for name in self.ablations
+                     if ablation_model_path(self.report_dir, name).is_file()})
+        models, seeds_of = {}, {}
+        for name, path in runs.items():
+            seed_files = seed_model_paths(run_seed_dir(self.report_dir, name))
+            models[name] = path
+            models.update({f"{name}, seed {seed_file.parent.name}": seed_file for seed_file in seed_files})
+            seeds_of[name] = [name] + [f"{name}, seed {seed_file.parent.name}" for seed_file in seed_files]
         suite = corruption_suite(models, self.data, device=self.params.get("device"), ensemble=False)
-        seeds = suite.summary.loc[[m for m in suite.summary.index if m.startswith("this recipe")]]
-        mean = ""
-        if len(seeds) > 1:
-            mean = (f"\n\nThis recipe, mean of {len(seeds)} seeds: clean {100 * seeds['clean'].mean():.1f}, mean "
-                    f"corrupted {100 * seeds['mean corruption accuracy'].mean():.1f} (std "
-                    f"{100 * seeds['mean corruption accuracy'].std():.1f}), seen {100 * seeds['seen'].mean():.1f}, "
-                    f"held out {100 * seeds['held out'].mean():.1f} (std {100 * seeds['held out'].std():.1f}).")
-        return f"{suite.note}\n\n{summary_markdown(suite.summary)}{mean}"
+        means = [seed_mean_line(name, suite.summary.loc[rows]) for name, rows in seeds_of.items() if len(rows) > 1]
+        return "\n\n".join([suite.note, summary_markdown(suite.summary)] + means)
 
     def figures(self, title: str) -> dict[str, Path]:
         """The report's figures on the headline split under the chosen views, titled '<title> · <split> · <views>'."""
@@ -298,3 +297,12 @@ def train_chapter(namespace: dict, show: bool = True) -> Chapter:
         label = f"{chapter.budget}, trial" if chapter.trial else chapter.budget
         display(show_headline(chapter.evaluation, chapter.result, label, chapter.config.seed))
     return chapter
+
+
+def seed_mean_line(name: str, seeds) -> str:
+    """A run's seeds on the corruption suite (rows of its summary), as one line of means, with the std of the two
+    numbers the robust targets are set on."""
+    return (f"{name[0].upper()}{name[1:]}, mean of {len(seeds)} seeds: clean {100 * seeds['clean'].mean():.1f}, mean "
+            f"corrupted {100 * seeds['mean corruption accuracy'].mean():.1f} (std "
+            f"{100 * seeds['mean corruption accuracy'].std():.1f}), seen {100 * seeds['seen'].mean():.1f}, "
+            f"held out {100 * seeds['held out'].mean():.1f} (std {100 * seeds['held out'].std():.1f}).")

@@ -15,6 +15,7 @@ from emo_utils.core.inference import predict_logits, softmax
 from emo_utils.core.losses import make_loss
 from emo_utils.core.run import Run, RunState, train_step
 from emo_utils.core.train import train
+from conftest import make_fer_zip
 from synthetic import make_learnable_data
 
 
@@ -93,3 +94,36 @@ def test_an_ensembles_outputs_on_the_training_faces_teach_a_new_run(tmp_path):
                                                   "member_views": {"a": "flip", "gone": "flip"}}}))
     with pytest.raises(FileNotFoundError, match=r"names members without weights under reports/: \['gone'\]"):
         ensemble_members(metrics, reports)
+
+
+def test_the_training_command_names_a_teacher_it_cannot_use_before_anything_is_written(tmp_path, capsys):
+    """A distilled config with a missing teacher, or one written for other data, is one line naming the fix, and no
+    model or run folder; a --trial (another subset of faces than the teacher's) trains without the teacher and says so."""
+    from emo_utils.core.data import load_dataset
+    from emo_utils.zoo import train as train_cli
+    archive = make_fer_zip(tmp_path / "data", n_train=12, n_public=2, n_private=2)
+    data = load_dataset(archive)
+    faces = int(data.split_mask("train").sum())
+    teachers = {"missing": (tmp_path / "missing.npz", "no teacher probabilities. Write them with `python -m "
+                                                      "emo_utils.zoo.teacher"),
+                "other data": (write_teacher(tmp_path / "other.npz", np.full((faces, 7), 1 / 7), "b" * 64, {}),
+                               "write it again for this data with `python -m emo_utils.zoo.teacher`")}
+    tiny = dict(model="vgg_gap", model_kwargs={"widths": [8, 16], "convs": 1}, batch_size=16, epochs=1,
+                augment=dict(crop=44), channels_last=False)
+
+    def run(teacher, *extra):
+        config = tmp_path / "distilled.json"
+        config.write_text(json.dumps({**tiny, "distill_targets": str(teacher)}))
+        return train_cli.main(["--config", str(config), "--data", str(archive), "--model-path",
+                               str(tmp_path / "out" / "model.pt"), "--run-dir", str(tmp_path / "run"), *extra])
+
+    for case, (teacher, fix) in teachers.items():
+        with pytest.raises(SystemExit) as stop:
+            run(teacher)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert stop.value.code == 2 and err.startswith("python -m emo_utils.zoo.train: error: ") and fix in err, case
+        assert not (tmp_path / "out").exists() and not (tmp_path / "run").exists(), case
+    whole = write_teacher(tmp_path / "whole.npz", np.full((faces, 7), 1 / 7), data.sha256, {})
+    assert run(whole, "--trial") == 0
+    assert "trial: distillation left out" in capsys.readouterr().out
+    assert load_trained(tmp_path / "out" / "model.pt").config.distill_targets == ""

@@ -30,6 +30,7 @@ from .readers import file_sha256
 from .checkpoint import (CHECKPOINT_FORMAT, TrainResult, check_config, load_checkpoint, load_trained, load_weights,
                          publish_model, remove_stale_temporaries, save_atomically)
 from .config import TrainConfig, config_differences
+from .distill import read_teacher
 from .inference import default_device
 from .models import count_params
 from .run import Run, RunState, estimate_epoch_seconds, prepare, train_step
@@ -75,14 +76,23 @@ def step_bar(steps: int, desc: str, progress: bool):
 
 # ---------------------------------------------------------------- a run, step by step
 
-def setup(config: TrainConfig, device, compile_mode: str | None) -> tuple[torch.device, slice, str]:
-    """This process's device (its rank's under torchrun), its share of each global batch, and the compile mode."""
+def check_run_inputs(config: TrainConfig, data) -> None:
+    """What a run needs that can be checked before anything is written or trained: the data the config names, a
+    refit that chooses nothing on val, and a teacher's file written for these training faces. A ValueError (or
+    FileNotFoundError for a missing teacher) whose message names the fix; the command line prints it as one line."""
+    datasets.check_data(data, config.dataset, config.label_mode, distilling=bool(config.distill_targets))
     if config.refit and config.distill_targets:
         raise ValueError("refit=True trains on val too, and a teacher's probabilities cover the training faces only: "
                          "distill without refit, or write the teacher's outputs for train + val")
     if config.refit and (config.early_stop_patience or config.scheduler == "plateau"):
         raise ValueError("refit=True trains on val too, so nothing may be chosen on it: set early_stop_patience=0 "
                          "and a planned scheduler (onecycle, cosine or none) instead of plateau")
+    if config.distill_targets:  # read again by run.prepare; a file of a few hundred kB
+        read_teacher(fer.REPO_ROOT / config.distill_targets, data.sha256, int(data.split_mask("train").sum()))
+
+
+def setup(config: TrainConfig, device, compile_mode: str | None) -> tuple[torch.device, slice, str]:
+    """This process's device (its rank's under torchrun), its share of each global batch, and the compile mode."""
     device = distributed.setup(torch.device(device) if device is not None else None) or default_device()
     world = distributed.world_size()
     if config.batch_size % world:
@@ -279,7 +289,7 @@ def train(config: TrainConfig, data, run_dir: str | os.PathLike, device: str | t
     Under torchrun (see distributed.py) every rank calls this; config.batch_size is the global batch, rank 0
     alone writes files, and every rank returns the same model.
     """
-    datasets.check_data(data, config.dataset, config.label_mode, distilling=bool(config.distill_targets))
+    check_run_inputs(config, data)
     device, shard, compile_mode = setup(config, device, compile_mode)
     run_dir = Path(run_dir)
     start_clean(run_dir, retrain)

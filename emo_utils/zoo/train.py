@@ -13,10 +13,11 @@ from pathlib import Path
 
 from ..core import data as fer, datasets, distributed
 from ..core.config import TrainConfig
-from ..core.train import COMPILE_MODES, train
+from ..core.readers import DataError
+from ..core.train import COMPILE_MODES, check_run_inputs, train
 from ..core.trial import trial_subset
 from ..paths import keyed_run_dir, model_dirs, model_file, model_folder, roots
-from ..recipes import NotebookError, chapter_config, home_budget, notebook_parameters, parse_sets
+from ..recipes import NotebookError, chapter_config, home_budget, notebook_parameters, parse_sets, with_changes
 
 
 def main(argv=None) -> int:
@@ -71,9 +72,20 @@ def main(argv=None) -> int:
         report_dir, run_dir = model_dirs(folder, *roots(fer.REPO_ROOT))
         run_dir = args.run_dir or keyed_run_dir(run_dir, config)
         model_path = args.model_path or model_file(args.report_dir or report_dir)
-    data = datasets.load_named(config.dataset, data_path, config.label_mode)
+    try:
+        data = datasets.load_named(config.dataset, data_path, config.label_mode)
+    except DataError as e:
+        parser.error(str(e).splitlines()[0])
     if args.trial:
         data = trial_subset(data)
+        if config.distill_targets:  # the teacher's file covers the whole data's training faces, not the subset's
+            print(f"trial: distillation left out ({config.distill_targets} holds the teacher's outputs on the "
+                  "whole data's training faces)")
+            config = with_changes(config, {"distill_targets": ""})
+    try:
+        check_run_inputs(config, data)
+    except (ValueError, FileNotFoundError) as e:  # DataError included: the data, refit or teacher, named with the fix
+        parser.error(str(e).splitlines()[0])
     if distributed.is_main():
         model_path.parent.mkdir(parents=True, exist_ok=True)
     result = train(config, data, run_dir, retrain=args.retrain, model_path=model_path, compile_mode=args.compile)

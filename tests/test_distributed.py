@@ -109,7 +109,8 @@ def test_the_training_command_line_ends_a_torchrun_rank_through_end_rank(tmp_pat
     notebook = tmp_path / "02_train_tiny.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source, metadata={"tags": ["parameters"]})]),
                    notebook)
-    faces = make_fer_folder(tmp_path, n_train=2, n_public=1, n_private=1)
+    # Six faces a class: the command line checks the data before training (one held out for val per class).
+    faces = make_fer_folder(tmp_path, n_train=6, n_public=1, n_private=1)
     ended = []
     monkeypatch.setattr(train_cli, "train", lambda config, *a, **k: TrainResult(None, config, [], {"epochs_run": 1}))
     monkeypatch.setattr(distributed, "active", lambda: True)  # as under torchrun, rank 0

@@ -133,9 +133,9 @@ class Chapter:
         models, seeds_of = {}, {}
         for name, path in runs.items():
             seed_files = seed_model_paths(run_seed_dir(self.report_dir, name))
-            models[name] = path
-            models.update({f"{name}, seed {seed_file.parent.name}": seed_file for seed_file in seed_files})
-            seeds_of[name] = [name] + [f"{name}, seed {seed_file.parent.name}" for seed_file in seed_files]
+            labels = [f"{name}, seed {seed_file.parent.name}" for seed_file in seed_files]
+            models.update({name: path, **dict(zip(labels, seed_files))})
+            seeds_of[name] = [name, *labels]
         suite = corruption_suite(models, self.data, device=self.params.get("device"), ensemble=False)
         means = [seed_mean_line(name, suite.summary.loc[rows]) for name, rows in seeds_of.items() if len(rows) > 1]
         return "\n\n".join([suite.note, summary_markdown(suite.summary)] + means)

@@ -143,6 +143,13 @@ def test_the_ensemble_is_the_weighted_mix_of_its_members_stored_probabilities(mo
     assert "under flip (its weights were fitted with each member under each member's best on val" in own_views.note
     assert "fitted with" not in result.note
 
+    # So is one fitted with every member under the centre crop: the suite's one view set, read from the stored
+    # flip probabilities, not every member scored again under centre views.
+    write_ensemble(reports_dir, data, {"tiny": 0.6, "other": 0.3999, "tiny/seed1": 0.0001}, views="center")
+    centre_fitted = robustness.corruption_suite(files, data, reports_dir=reports_dir)
+    assert centre_fitted.table.equals(result.table)
+    assert "under flip (its weights were fitted with each member under center" in centre_fitted.note
+
 
 def test_the_summary_and_the_figure_say_what_they_hold(model_file, data):
     result = robustness.corruption_suite({"tiny": model_file}, data, reports_dir=model_file.parents[1])

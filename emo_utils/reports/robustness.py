@@ -158,9 +158,10 @@ class EnsembleMix:
     fitted_views: str = ""  # the views its weights were fitted under, when not `views`
 
 
-def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT) -> EnsembleMix | None:
-    """The ensemble notebook 30 reported (reports/ensemble/metrics.json), or None when there is none or it was
-    fitted on other data (its weights say nothing about this data)."""
+def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT,
+                 views: str = SUITE_VIEWS) -> EnsembleMix | None:
+    """The ensemble notebook 30 reported (reports/ensemble/metrics.json), its members under the suite's `views`,
+    or None when there is none or it was fitted on other data (its weights say nothing about this data)."""
     reports_dir = Path(reports_dir or REPORTS_DIR)
     metrics_path = reports_dir / "ensemble" / "metrics.json"
     if not metrics_path.exists():
@@ -168,10 +169,11 @@ def ensemble_mix(data, reports_dir=None, min_weight: float = MIN_MEMBER_WEIGHT) 
     provenance = json.loads(metrics_path.read_text())["provenance"]
     if provenance.get("data_sha256") != data.sha256:
         return None
-    fitted = provenance.get("tta", "flip")
-    # The suite scores each model under one view set; an ensemble of members each under its own best views
-    # (ten crops for some) is mixed here with every member under flip, and the note says so.
-    views = fitted if fitted in ("center", "flip") else SUITE_VIEWS
+    fitted, views = provenance.get("tta", "flip"), view_name(views)
+    # The suite scores every model under one view set, the ensemble's members too, whatever views notebook 30
+    # fitted its weights under (its own best per member, ten crops for some; or the centre crop), and the note
+    # says so. Scoring members under the fitted views instead made a change of notebook 30's plan re-score the
+    # whole pool's suites (hours on 2 cores) for one row.
     files = trained_models(reports_dir, ablations=True)
     missing = [m for m in provenance["members"] if m not in files]
     if missing:
@@ -271,7 +273,7 @@ def corruption_suite(model_files: dict[str, Path], data, views: str = SUITE_VIEW
                      device=None, ensemble: bool = True) -> SuiteResult:
     """Every model in `model_files` on the suite, under one view set, and notebook 30's ensemble unless
     `ensemble` is False (then none of its members is scored)."""
-    mix = ensemble_mix(data, reports_dir) if ensemble else None
+    mix = ensemble_mix(data, reports_dir, views=views) if ensemble else None
     if not model_files and mix is None:
         raise FileNotFoundError(f"{reports_dir or REPORTS_DIR} holds no trained model and no ensemble to score on the "
                                 "corruption suite; `make reports` trains them")

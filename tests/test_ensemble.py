@@ -50,6 +50,21 @@ def test_fitted_weights_match_a_brute_force_search_on_the_simplex(members):
     assert fit_weights(two, labels)[0] == pytest.approx(best, abs=0.01)
 
 
+def test_members_that_barely_move_the_mix_are_dropped_and_the_rest_refitted(members):
+    probs, labels = members
+    rng = np.random.default_rng(1)
+    wrong = noisy_probs((labels + 1) % 6, 6, list(range(6)), rng, strength=6.0)  # confidently wrong on every face
+    candidates = {**probs, "wrong": wrong}
+    assert 0 < fit_weights(list(candidates.values()), labels)[-1] < 1e-3  # L-BFGS never reaches an exact zero
+    weights = fit_on_validation({n: {"val": p} for n, p in candidates.items()}, labels, "logloss")
+    assert weights["wrong"] == 0.0
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert all(w == 0.0 or w >= 1e-3 for w in weights.values())
+    kept = [n for n, w in weights.items() if w > 0]
+    refit = dict(zip(kept, fit_weights([candidates[n] for n in kept], labels)))
+    assert all(weights[n] == pytest.approx(refit[n]) for n in kept)
+
+
 def test_greedy_selection_picks_the_complementary_members(members):
     probs, labels = members
     weights = greedy_selection(probs, labels)

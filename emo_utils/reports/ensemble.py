@@ -2,7 +2,8 @@
 
 Two ways to choose weights, both on validation probabilities:
   - fit_weights: minimise the log-loss of the weighted average over the simplex (softmax-parameterised,
-    L-BFGS), the seed's "weighted average" with weights learned instead of hand-set;
+    L-BFGS), the seed's "weighted average" with weights learned instead of hand-set; fit_pruned then drops the
+    members it weights under a thousandth and refits the rest;
   - greedy_selection: Caruana et al. 2004, forward selection with replacement of the member that most
     improves validation log-loss; the counts become the weights.
 Test probabilities only ever enter through ensemble_probs, after the weights are fixed. Members are averaged
@@ -53,6 +54,22 @@ def fit_weights(val_probs: list[np.ndarray], val_labels: np.ndarray) -> np.ndarr
     return w / w.sum()
 
 
+PRUNE_WEIGHT = 1e-3  # a fitted weight under this moves the mix by under a thousandth; L-BFGS on the softmax never
+# reaches an exact zero, so without pruning every candidate would run in the deployed ensemble
+
+
+def fit_pruned(val_probs: dict[str, np.ndarray], val_labels: np.ndarray) -> dict[str, float]:
+    """fit_weights, then the members weighted under PRUNE_WEIGHT dropped (weight 0) and the others refitted on
+    val, until every member kept carries at least PRUNE_WEIGHT: the ensemble runs only the nets that matter."""
+    kept = list(val_probs)
+    while True:
+        weights = dict(zip(kept, fit_weights([val_probs[n] for n in kept], val_labels).tolist()))
+        heavy = [n for n in kept if weights[n] >= PRUNE_WEIGHT]
+        if len(heavy) == len(kept):
+            return {n: weights.get(n, 0.0) for n in val_probs}
+        kept = heavy
+
+
 def greedy_selection(val_probs: dict[str, np.ndarray], val_labels: np.ndarray, rounds: int = 25) -> dict[str, float]:
     """Caruana forward selection with replacement on validation log-loss; returns {member: weight}."""
     names = list(val_probs)
@@ -98,7 +115,7 @@ def fit_on_validation(probs: dict[str, dict[str, np.ndarray]], val_labels: np.nd
     if method == "equal":
         return {name: 1 / len(val) for name in val}
     if method == "logloss":
-        return dict(zip(val, fit_weights(list(val.values()), val_labels).tolist()))
+        return fit_pruned(val, val_labels)
     if method == "greedy":
         return greedy_selection(val, val_labels)
     raise KeyError(f"unknown ensemble method {method!r}; choose equal, logloss or greedy")

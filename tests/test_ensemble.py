@@ -79,6 +79,7 @@ def test_weights_never_see_a_test_split(members, method):
                 for name, p in probs.items()}
     weights = fit_on_validation(by_split, labels, method)  # NaN test probabilities would poison any read of them
     assert all(np.isfinite(w) for w in weights.values())
+    assert list(weights) == list(probs)  # every candidate has a weight, so reports count members "of" the same whole
     clean = {name: {"val": p} for name, p in probs.items()}
     assert weights == fit_on_validation(clean, labels, method)
     combined = combine(by_split, weights)

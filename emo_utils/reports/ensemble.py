@@ -110,14 +110,15 @@ def best_view_probs(model_files: dict[str, Path], data, device=None
 
 
 def fit_on_validation(probs: dict[str, dict[str, np.ndarray]], val_labels: np.ndarray, method: str) -> dict[str, float]:
-    """Weights for the members in `probs`, read from their 'val' split alone."""
+    """A weight for every member in `probs` (0 for those left out), read from their 'val' split alone."""
     val = {name: splits["val"] for name, splits in probs.items()}
     if method == "equal":
         return {name: 1 / len(val) for name in val}
     if method == "logloss":
         return fit_pruned(val, val_labels)
-    if method == "greedy":
-        return greedy_selection(val, val_labels)
+    if method == "greedy":  # a weight for every candidate, 0 for those never picked, as the other methods give
+        picked = greedy_selection(val, val_labels)
+        return {name: picked.get(name, 0.0) for name in val}
     raise KeyError(f"unknown ensemble method {method!r}; choose equal, logloss or greedy")
 
 

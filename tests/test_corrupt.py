@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from emo_utils.core import corrupt
-from emo_utils.core.augment import AugmentPolicy, augment_batch, augment_pair
+from emo_utils.core.augment import AugmentPolicy, augment_batch, augment_pair, make_policy
 from emo_utils.core.checkpoint import CheckpointError, load_checkpoint
 from emo_utils.core.config import TrainConfig
 from emo_utils.core.losses import jensen_shannon, make_loss
@@ -43,6 +43,31 @@ def test_the_strength_ranges_reach_the_suites_harshest_severity():
     assert corrupt.JPEG_QUALITY[0] <= SEVERITIES["jpeg"][-1]
     assert corrupt.LOW_RES_SIDE[0] <= SEVERITIES["low_resolution"][-1]
     assert set(corrupt.TRAINED_CORRUPTIONS) < set(SEVERITIES)
+
+
+def test_a_policy_can_train_past_the_suites_harshest_severity():
+    # corrupt_ranges replaces a kind's default range; the others keep theirs, and the draws stay seeded.
+    x = torch.full((200, 1, 48, 48), 0.5)
+    noise_only = ("gaussian_noise",)
+    default = corrupt.random_corruptions(x, 1.0, noise_only, torch.Generator().manual_seed(0))
+    harsh = corrupt.random_corruptions(x, 1.0, noise_only, torch.Generator().manual_seed(0),
+                                       {"gaussian_noise": [0.3, 0.3]})
+    assert (default - x).std(dim=(1, 2, 3)).max() < 0.17  # at most the suite's sigma 0.16
+    assert ((harsh - x).std(dim=(1, 2, 3)) > 0.25).all()  # every face at sigma 0.3 (a little less: clamping)
+    checker = ((torch.arange(48)[:, None] + torch.arange(48)[None]) % 2).float().expand(8, 1, 48, 48).clone()
+    tiny = corrupt.random_corruptions(checker, 1.0, ("low_resolution",), torch.Generator().manual_seed(0),
+                                      {"low_resolution": [8, 8], "gaussian_noise": [0.3, 0.3]})
+    wide_blur = corrupt.random_corruptions(checker, 1.0, ("gaussian_blur",), torch.Generator().manual_seed(0),
+                                           {"gaussian_blur": [4.0, 4.0]})
+    assert tiny.std() < 0.05 * checker.std() and wide_blur.std() < 0.05 * checker.std()
+    worst = corrupt.random_corruptions(x, 1.0, ("jpeg",), torch.Generator().manual_seed(0), {"jpeg": [1, 1]})
+    assert worst.shape == x.shape
+
+
+def test_a_policy_naming_an_unknown_corruption_range_is_refused():
+    with pytest.raises(KeyError, match="unknown corruption.*gaussian_noise"):
+        make_policy({"corrupt": 0.5, "corrupt_ranges": {"gausian_noise": [0.01, 0.3]}})
+    assert make_policy({"corrupt": 0.5, "corrupt_ranges": {"jpeg": [2, 50]}}).corrupt_ranges == {"jpeg": [2, 50]}
 
 
 def test_the_share_of_corrupted_faces_follows_p():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .corrupt import TRAINED_CORRUPTIONS, random_corruptions
+from .corrupt import CORRUPT, TRAINED_CORRUPTIONS, random_corruptions
 from .tta import center_crop  # noqa: F401 (augment.center_crop: the crop a model is evaluated at)
 
 # FER2013 train-set pixel statistics (mean 129.4, std 65.0 on the 0..255 scale), rounded.
@@ -40,6 +40,9 @@ class AugmentPolicy:
     # the geometric changes, as a photo is noisy or compressed before a detector crops and turns the face.
     corrupt: float = 0.0
     corruptions: tuple = TRAINED_CORRUPTIONS
+    # {corruption: [low, high]} replacing corrupt.py's default strength ranges (RANGES, which stop at the suite's
+    # severity 3), e.g. {"gaussian_noise": [0.01, 0.24]} to train on noisier faces than the suite shows.
+    corrupt_ranges: dict | None = None
     # Detector-style framing: each face turned, zoomed and shifted as a detector and aligner frame it, drawn from
     # their measured percentiles (FRAMING_PERCENTILES) of "scale" (over 1: tighter), "dx", "dy" (px of the 48 px
     # crop) and "angle" (degrees, counter-clockwise), as benchmarks/pipeline_frames.py reports them. Replaces
@@ -67,7 +70,11 @@ def make_policy(policy: str | dict | AugmentPolicy) -> AugmentPolicy:
         if policy not in POLICIES:
             raise KeyError(f"unknown augmentation policy {policy!r}; choose one of {sorted(POLICIES)} or pass a dict")
         return POLICIES[policy]
-    return AugmentPolicy(**policy)
+    made = AugmentPolicy(**policy)
+    unknown = sorted(set(made.corrupt_ranges or {}) - set(CORRUPT))
+    if unknown:
+        raise KeyError(f"corrupt_ranges names unknown corruption(s) {unknown}; choose from {sorted(CORRUPT)}")
+    return made
 
 
 GROW_FRACTION = 0.75  # progressive resizing reaches the full crop here and trains its last quarter at it
@@ -196,7 +203,7 @@ def augment_batch(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Gen
     says which faces to mirror instead of a coin flip (derandomized flips)."""
     x = lighting(images_u8.unsqueeze(1).float() / 255.0, policy, gen)
     if policy.corrupt:
-        x = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen)
+        x = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen, policy.corrupt_ranges)
     return geometry((x - PIXEL_MEAN) / PIXEL_STD, policy, gen, flip_mask)
 
 
@@ -206,7 +213,7 @@ def augment_pair(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Gene
     without its corruption, and the same with it (a consistency loss compares the net's answers on the two).
     The pair travels through the geometry as the two channels of one image, so both move alike."""
     x = lighting(images_u8.unsqueeze(1).float() / 255.0, policy, gen)
-    corrupted = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen)
+    corrupted = random_corruptions(x, policy.corrupt, tuple(policy.corruptions), gen, policy.corrupt_ranges)
     both = geometry((torch.cat([x, corrupted], 1) - PIXEL_MEAN) / PIXEL_STD, policy, gen, flip_mask)
     return both[:, :1], both[:, 1:]
 

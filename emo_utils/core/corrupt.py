@@ -18,28 +18,31 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-# Strength ranges, mildest to harshest; the harshest is the suite's severity 3 (reports/corruptions.py SEVERITIES).
+# Default strength ranges (low, high); the harsher end is the suite's severity 3 (reports/corruptions.py
+# SEVERITIES). A policy may replace any of them (AugmentPolicy.corrupt_ranges), to train past the suite's harshest.
 NOISE_SIGMA = (0.01, 0.16)  # on the [0, 1] scale
 BLUR_SIGMA = (0.5, 2.0)  # pixels
 JPEG_QUALITY = (5, 50)  # PIL quality; lower is worse
 LOW_RES_SIDE = (16, 40)  # pixels a 48 px face is shrunk to before being scaled back
 TRAINED_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "low_resolution")
+RANGES = {"gaussian_noise": NOISE_SIGMA, "gaussian_blur": BLUR_SIGMA, "jpeg": JPEG_QUALITY,
+          "low_resolution": LOW_RES_SIDE}
 
 
 def _uniform(n, low, high, gen, device):
     return torch.rand(n, generator=gen, device=device) * (high - low) + low
 
 
-def gaussian_noise(x, gen):
-    sigma = _uniform(len(x), *NOISE_SIGMA, gen, x.device).view(-1, 1, 1, 1)
+def gaussian_noise(x, gen, sigmas=NOISE_SIGMA):
+    sigma = _uniform(len(x), *sigmas, gen, x.device).view(-1, 1, 1, 1)
     return (x + sigma * torch.randn(x.shape, generator=gen, device=x.device)).clamp(0, 1)
 
 
-def gaussian_blur(x, gen):
+def gaussian_blur(x, gen, sigmas=BLUR_SIGMA):
     """Each face blurred with its own sigma: one separable kernel per face, applied as a grouped convolution."""
     b, _, h, w = x.shape
-    sigma = _uniform(b, *BLUR_SIGMA, gen, x.device)
-    radius = int(np.ceil(3 * BLUR_SIGMA[1]))
+    sigma = _uniform(b, *sigmas, gen, x.device)
+    radius = min(int(np.ceil(3 * sigmas[1])), min(h, w) - 1)  # reflect padding needs less than the side
     offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
     kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
     kernel = kernel / kernel.sum(1, keepdim=True)  # (B, K)
@@ -49,9 +52,9 @@ def gaussian_blur(x, gen):
     return faces.view(b, 1, h, w)
 
 
-def jpeg(x, gen):
+def jpeg(x, gen, qualities=JPEG_QUALITY):
     """PIL's encoder at a quality drawn per face (the suite's codec), on the CPU: 48 px faces take microseconds."""
-    quality = torch.randint(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, (len(x),), generator=gen, device=x.device).tolist()
+    quality = torch.randint(int(qualities[0]), int(qualities[1]) + 1, (len(x),), generator=gen, device=x.device).tolist()
     faces = (x[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
     def round_trip(face, q):
@@ -63,10 +66,10 @@ def jpeg(x, gen):
     return torch.as_tensor(out, device=x.device)[:, None].to(x.dtype) / 255
 
 
-def low_resolution(x, gen):
+def low_resolution(x, gen, sides=LOW_RES_SIDE):
     """Shrunk to a side drawn per face (even sizes, so faces of one size go through one resize) and scaled back."""
     b, _, h, w = x.shape
-    side = torch.randint(LOW_RES_SIDE[0] // 2, LOW_RES_SIDE[1] // 2 + 1, (b,), generator=gen, device=x.device) * 2
+    side = torch.randint(int(sides[0]) // 2, int(sides[1]) // 2 + 1, (b,), generator=gen, device=x.device) * 2
     out = x.clone()
     for s in side.unique().tolist():
         chosen = side == s
@@ -79,9 +82,12 @@ CORRUPT = {"gaussian_noise": gaussian_noise, "gaussian_blur": gaussian_blur, "jp
            "low_resolution": low_resolution}
 
 
-def random_corruptions(x: torch.Tensor, p: float, kinds: tuple, gen: torch.Generator) -> torch.Tensor:
+def random_corruptions(x: torch.Tensor, p: float, kinds: tuple, gen: torch.Generator,
+                       ranges: dict | None = None) -> torch.Tensor:
     """Each face, with probability p, under one of `kinds` drawn uniformly (a random choice per image, AugMix's
-    simpler cousin), at a random strength; the others unchanged."""
+    simpler cousin), at a strength drawn from its range (`ranges`, {kind: (low, high)}, else RANGES); the others
+    unchanged."""
+    ranges = {**RANGES, **(ranges or {})}
     b = x.shape[0]
     apply = torch.rand(b, generator=gen, device=x.device) < p
     kind = torch.randint(0, len(kinds), (b,), generator=gen, device=x.device)
@@ -89,5 +95,5 @@ def random_corruptions(x: torch.Tensor, p: float, kinds: tuple, gen: torch.Gener
     for k, name in enumerate(kinds):
         chosen = apply & (kind == k)
         if chosen.any():
-            out[chosen] = CORRUPT[name](x[chosen], gen)
+            out[chosen] = CORRUPT[name](x[chosen], gen, tuple(ranges[name]))
     return out

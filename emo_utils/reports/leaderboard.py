@@ -11,6 +11,7 @@ from ..core.tta import VIEW_SETS, view_title
 from ..core.datasets import DEFAULT_DATASET
 from ..core.metrics import accuracy_interval, seed_interval
 from ..paths import FULL_SUFFIX, MAIN_RUN, NOTEBOOKS, REPORTS_DIR, ablation_record
+from .ensemble import USED_WEIGHT
 from .plots import plot_leaderboard, save_figure
 from .tables import short_device
 from .views import SPLIT_TITLES, headline_split
@@ -102,7 +103,7 @@ def leaderboard_rows(records: list[dict]) -> list[dict]:
                      "whole": r["splits"].get("test_all", {}).get("accuracy"), "params": r["params"],
                      "clean": clean_of(r, split),
                      "views": p.get("tta", "flip"), "ensemble": "members" in p, "budget": p.get("budget", ""),
-                     "members": (sum(w > 1e-6 for w in members.values()), len(members)),
+                     "members": (sum(w > USED_WEIGHT for w in members.values()), len(members)),
                      "epochs": (p.get("epochs_run"), p.get("epochs_asked")), "minutes": p["wall_seconds"] / 60,
                      "stop_reason": p.get("stop_reason", ""), "seed": p.get("seed"),
                      "device": short_device(p.get("device", "")),

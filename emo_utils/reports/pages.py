@@ -18,6 +18,7 @@ from ..core.metrics import accuracy_interval, most_confused_pairs, summary
 from ..core.models import build_model, count_flops
 from ..provenance import provenance
 from .tables import ensemble_verdict, markdown_table, per_class_table, plan_weights, plans_table, results_table, short_device
+from .ensemble import PRUNE_WEIGHT, USED_WEIGHT
 from .views import SPLIT_TITLES, Evaluation, evaluate, headline_split
 
 CONVERGENCE_WINDOW = 10  # epochs
@@ -281,7 +282,7 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
     member_views, when each member had its own, says which."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    used = [m for m, w in weights.items() if w > 1e-6]  # a member weighted 0 never runs: it costs nothing
+    used = [m for m, w in weights.items() if w > USED_WEIGHT]  # a member weighted 0 never runs: it costs nothing
     checkpoints = {m: load_checkpoint(member_files[m]) for m in used}  # each member read once
     metas = {m: checkpoint["meta"] for m, checkpoint in checkpoints.items()}
     flops = sum(count_flops(build_model(c["config"]["model"], c["num_classes"], **c["config"]["model_kwargs"]))
@@ -299,7 +300,7 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
     headline = headline_split(metrics_by_split)
     m = metrics_by_split[headline]
     low, high = accuracy_interval(m["accuracy"], m["n"])
-    heaviest = sorted(((w, name) for name, w in weights.items() if w > 1e-6), reverse=True)
+    heaviest = sorted(((w, name) for name, w in weights.items() if w > USED_WEIGHT), reverse=True)
     weight_lines = [f"- {name} {w:.3f}" + (f" ({own_views[name]})" if own_views and name in own_views else "")
                     for w, name in heaviest]
     lines = ["# Ensembles", "",
@@ -312,8 +313,9 @@ def write_ensemble_report(report_dir, rows: list[dict], chosen: str, views: str,
              f"<details><summary>The chosen ensemble's weights ({len(used)} members that run, heaviest first)"
              "</summary>", ""] + weight_lines + ["", "</details>", "",
              "Weighted averages of the members' softmax outputs. Weights are fitted on the validation split only "
-             "(log-loss over the simplex, or Caruana greedy selection); every ensemble is compared with its best "
-             "member, also chosen on validation accuracy.", "",
+             f"(log-loss over the simplex, with members weighted under {PRUNE_WEIGHT:g} dropped and the rest refitted, "
+             "or Caruana greedy selection); every ensemble is compared with its best member, also chosen on "
+             "validation accuracy.", "",
              results_table(metrics_by_split), "", "## Every plan", "", ensemble_verdict(rows), "", plans_table(rows), "",
              plan_weights(rows), "",
              f"Commit `{prov['commit'][:12]}`, data sha256 `{data_sha256[:16]}…`; devices the members trained on: "

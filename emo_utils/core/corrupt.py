@@ -54,7 +54,8 @@ def gaussian_blur(x, gen, sigmas=BLUR_SIGMA):
 
 def jpeg(x, gen, qualities=JPEG_QUALITY):
     """PIL's encoder at a quality drawn per face (the suite's codec), on the CPU: 48 px faces take microseconds."""
-    quality = torch.randint(int(qualities[0]), int(qualities[1]) + 1, (len(x),), generator=gen, device=x.device).tolist()
+    low, high = int(qualities[0]), int(qualities[1])
+    quality = torch.randint(low, high + 1, (len(x),), generator=gen, device=x.device).tolist()
     faces = (x[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
     def round_trip(face, q):

@@ -17,8 +17,8 @@ from .leaderboard import DATASET_TITLES, PUBLISHED
 from ..core.metrics import accuracy_interval, most_confused_pairs, summary
 from ..core.models import build_model, count_flops
 from ..provenance import provenance
-from .tables import ensemble_verdict, markdown_table, per_class_table, plan_weights, plans_table, results_table, short_device
 from .ensemble import PRUNE_WEIGHT, USED_WEIGHT
+from .tables import ensemble_verdict, markdown_table, per_class_table, plan_weights, plans_table, results_table, short_device
 from .views import SPLIT_TITLES, Evaluation, evaluate, headline_split
 
 CONVERGENCE_WINDOW = 10  # epochs

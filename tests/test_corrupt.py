@@ -1,5 +1,7 @@
 """Training-time corruptions (core/corrupt.py), the consistency loss between a face and its corrupted copy
 (TrainConfig.consistency), and fine-tuning from a finished model (TrainConfig.init_weights)."""
+import re
+
 import pytest
 import torch
 
@@ -68,6 +70,11 @@ def test_a_policy_naming_an_unknown_corruption_range_is_refused():
     with pytest.raises(KeyError, match="unknown corruption.*gaussian_noise"):
         make_policy({"corrupt": 0.5, "corrupt_ranges": {"gausian_noise": [0.01, 0.3]}})
     assert make_policy({"corrupt": 0.5, "corrupt_ranges": {"jpeg": [2, 50]}}).corrupt_ranges == {"jpeg": [2, 50]}
+    # A range the corruption cannot draw from is refused here, not inside torch.randint or as NaN blur kernels.
+    for name, strengths in [("jpeg", [50, 2]), ("low_resolution", [0, 8]), ("gaussian_blur", [0, 2]),
+                            ("gaussian_noise", [0.1]), ("gaussian_noise", 0.1)]:
+        with pytest.raises(ValueError, match=re.escape(f"corrupt_ranges['{name}'] is {strengths}")):
+            make_policy({"corrupt": 0.5, "corrupt_ranges": {name: strengths}})
 
 
 def test_the_share_of_corrupted_faces_follows_p():

@@ -173,7 +173,7 @@ def test_a_run_that_fails_is_named_with_its_log_and_the_others_finish(faces, tmp
     assert zoo.main(args) == 1
     printed = capsys.readouterr().out
     (log,) = (out / "runs" / "no_such_net").glob("*/zoo.log")  # under the config's key
-    assert f"FAILED no_such_net seed 0 (exit 1); log {log}" in printed
+    assert f"FAILED no_such_net seed 0 (exit 2); log {log}" in printed  # refused before training
     assert "unknown model" in printed.split("FAILED no_such_net")[1]  # the end of its log: the error itself
     runs = {run["name"]: run for run in json.loads((out / "zoo.json").read_text())["runs"]}
     assert runs["no_such_net"]["status"] == "failed" and runs["no_such_net"]["log"] == str(log.relative_to(out))
@@ -272,6 +272,28 @@ def test_a_config_file_that_cannot_be_trained_is_named_before_anything_is_writte
         assert stop.value.code == 2 and err.startswith("python -m emo_utils.zoo.train: error: "), (case, err)
         assert named in err, (case, err)
     assert list(tmp_path.iterdir()) == [unknown]  # no model, no run folder
+
+
+def test_a_misspelt_recipe_part_is_one_line_before_anything_is_written(faces, tmp_path, capsys):
+    """Each named part of a recipe is built before the run starts: a misspelt name, field or strength range is a
+    one-line error naming it, not a traceback from inside the first step."""
+    from emo_utils.zoo import train as train_cli
+    cases = {'optimizer="sgdd"': "unknown optimizer 'sgdd'", 'scheduler="cos"': "unknown scheduler 'cos'",
+             'loss="focall"': "unknown loss 'focall'", 'augment="hevy"': "unknown augmentation policy 'hevy'",
+             'augment={"corupt": 0.5}': "unknown augmentation field(s) ['corupt']",
+             'augment={"corrupt": 0.5, "corrupt_ranges": {"blurr": [1, 2]}}': "unknown corruption(s) ['blurr']",
+             'augment={"corrupt": 0.5, "corrupt_ranges": {"jpeg": [50, 2]}}': "corrupt_ranges['jpeg'] is [50, 2]",
+             'model_kwargs={"widht": 8}': "unexpected keyword argument 'widht'",
+             'model="vgg"': "a notebook trains its own model"}
+    for setting, named in cases.items():
+        with pytest.raises(SystemExit) as stop:
+            train_cli.main([str(MINI_XCEPTION), "--set", setting, "--data", str(faces),
+                            "--model-path", str(tmp_path / "m.pt"), "--run-dir", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]  # argparse's usage, then the error
+        assert stop.value.code == 2 and "Traceback" not in err and named in last, (setting, last)
+        assert last.startswith("python -m emo_utils.zoo.train: error: "), (setting, last)
+    assert list(tmp_path.iterdir()) == []  # no model, no run folder
 
 
 def test_a_dataset_named_on_the_zoo_goes_to_every_run_and_under_its_own_folder(tmp_path):

@@ -6,12 +6,12 @@ is fixed by its seed and a resumed run sees the same batches as an uninterrupted
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 
-from .corrupt import CORRUPT, TRAINED_CORRUPTIONS, random_corruptions
+from .corrupt import CORRUPT, STRENGTH_LIMITS, TRAINED_CORRUPTIONS, random_corruptions
 from .tta import center_crop  # noqa: F401 (augment.center_crop: the crop a model is evaluated at)
 
 # FER2013 train-set pixel statistics (mean 129.4, std 65.0 on the 0..255 scale), rounded.
@@ -70,10 +70,20 @@ def make_policy(policy: str | dict | AugmentPolicy) -> AugmentPolicy:
         if policy not in POLICIES:
             raise KeyError(f"unknown augmentation policy {policy!r}; choose one of {sorted(POLICIES)} or pass a dict")
         return POLICIES[policy]
+    known = [f.name for f in fields(AugmentPolicy)]
+    unknown = sorted(set(policy) - set(known))
+    if unknown:
+        raise KeyError(f"unknown augmentation field(s) {unknown}; AugmentPolicy has {known}")
     made = AugmentPolicy(**policy)
     unknown = sorted(set(made.corrupt_ranges or {}) - set(CORRUPT))
     if unknown:
         raise KeyError(f"corrupt_ranges names unknown corruption(s) {unknown}; choose from {sorted(CORRUPT)}")
+    for name, strengths in (made.corrupt_ranges or {}).items():
+        lowest, highest = STRENGTH_LIMITS[name]
+        if not (isinstance(strengths, (list, tuple)) and len(strengths) == 2
+                and lowest <= strengths[0] <= strengths[1] <= highest):
+            raise ValueError(f"corrupt_ranges[{name!r}] is {strengths!r}: give [low, high] with "
+                             f"{lowest} <= low <= high <= {highest}")
     return made
 
 

@@ -27,6 +27,10 @@ LOW_RES_SIDE = (16, 40)  # pixels a 48 px face is shrunk to before being scaled 
 TRAINED_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "jpeg", "low_resolution")
 RANGES = {"gaussian_noise": NOISE_SIGMA, "gaussian_blur": BLUR_SIGMA, "jpeg": JPEG_QUALITY,
           "low_resolution": LOW_RES_SIDE}
+# The strengths each corruption can draw at all: a range a policy sets must lie inside (blur needs sigma > 0, JPEG a
+# PIL quality, low resolution an even side of 2 px up to the face's own 48).
+STRENGTH_LIMITS = {"gaussian_noise": (0.0, 1.0), "gaussian_blur": (0.1, 16.0), "jpeg": (1, 100),
+                   "low_resolution": (2, 48)}
 
 
 def _uniform(n, low, high, gen, device):

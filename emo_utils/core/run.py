@@ -114,6 +114,32 @@ def start_from(model, path: Path, config: TrainConfig) -> None:
     load_weights(model, load_checkpoint(path)["model"], path, config)
 
 
+SCHEDULERS = ("plateau", "cosine", "onecycle", "none")
+
+
+def check_recipe(config: TrainConfig, num_classes: int) -> None:
+    """The config's named parts (augmentation, model and its kwargs, optimizer, loss, schedule) built once, small and
+    on the CPU, so a misspelt name or field is a ValueError naming it before any data moves or a file is written."""
+    try:
+        make_policy(config.augment)
+    except (KeyError, TypeError) as e:  # an unknown policy, corruption or AugmentPolicy field
+        raise ValueError(f"augment: {e.args[0]}") from None
+    try:
+        with torch.random.fork_rng(devices=[]):  # leaves the global RNG as it was: the run seeds itself later
+            model = build_model(config.model, num_classes, **config.model_kwargs)
+    except TypeError as e:  # a model_kwargs field the model does not take
+        raise ValueError(f"model_kwargs {config.model_kwargs}: {e.args[0]}") from None
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    try:
+        make_optimizer(config, model)
+        make_loss(config.loss, config.label_smoothing, config.focal_gamma)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    if config.scheduler not in SCHEDULERS:
+        raise ValueError(f"unknown scheduler {config.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
 def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compile_mode: str) -> Run:
     """The data on the device; the model (seeded from config.seed), its optimizer, loss, schedule and EMA, and
     what the run holds per face besides its label."""
@@ -143,8 +169,6 @@ def prepare(config: TrainConfig, data, device: torch.device, shard: slice, compi
     plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
                                                           patience=config.plateau_patience)
                if config.scheduler == "plateau" else None)
-    if config.scheduler not in ("plateau", "cosine", "onecycle", "none"):
-        raise KeyError(f"unknown scheduler {config.scheduler!r}; choose plateau, cosine, onecycle or none")
     net = distributed.wrap(model, device, config.sync_batchnorm)
     if compile_mode != "off":  # only the step's module: model, ema_model and their state_dict keys stay as they are
         net = torch.compile(net, mode=None if compile_mode == "default" else compile_mode)

@@ -33,7 +33,7 @@ from .config import TrainConfig, config_differences
 from .distill import read_teacher
 from .inference import default_device
 from .models import count_params
-from .run import Run, RunState, estimate_epoch_seconds, prepare, train_step
+from .run import Run, RunState, check_recipe, estimate_epoch_seconds, prepare, train_step
 from .step import epoch_generator, evaluate_loss_acc, recompute_bn_statistics, scheduled_lr, update_ema
 
 # Speed settings, not recipe: they live outside TrainConfig, so a model trained with them is reused by a config
@@ -77,10 +77,12 @@ def step_bar(steps: int, desc: str, progress: bool):
 # ---------------------------------------------------------------- a run, step by step
 
 def check_run_inputs(config: TrainConfig, data) -> None:
-    """What a run needs that can be checked before anything is written or trained: the data the config names, a
-    refit that chooses nothing on val, and a teacher's file written for these training faces. A ValueError (or
-    FileNotFoundError for a missing teacher) whose message names the fix; the command line prints it as one line."""
+    """What a run needs that can be checked before anything is written or trained: the data the config names, the
+    recipe's named parts (run.check_recipe), a refit that chooses nothing on val, and a teacher's file written for
+    these training faces. A ValueError (or FileNotFoundError for a missing teacher) whose message names the fix; the
+    command line prints it as one line."""
     datasets.check_data(data, config.dataset, config.label_mode, distilling=bool(config.distill_targets))
+    check_recipe(config, data.num_classes)
     if config.refit and config.distill_targets:
         raise ValueError("refit=True trains on val too, and a teacher's probabilities cover the training faces only: "
                          "distill without refit, or write the teacher's outputs for train + val")

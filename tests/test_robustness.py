@@ -352,17 +352,27 @@ def test_every_fine_tuned_run_with_seeds_is_set_against_its_base_seed_by_seed(mo
     seeded(report_dir / "seeds" / "1" / "model.pt", 1, -0.03)
     seeded(paths.ablation_model_path(report_dir, name), 0, 0.02)
     seeded(paths.seed_model_path(paths.run_seed_dir(report_dir, name), 1), 1, 0.04)
+    # An ablation that fine-tunes another base (init_weights changed) is set against that base's seeds.
+    wide, other_base = tmp_path / "wide", "from another base"
+    wide_model = seeded(wide / "model.pt", 0, 0.05)
+    seeded(paths.seed_model_path(wide, 1), 1, 0.06)
+    seeded(paths.ablation_model_path(report_dir, other_base), 0, -0.01)
+    seeded(paths.seed_model_path(paths.run_seed_dir(report_dir, other_base), 1), 1, 0.03)
     tuned = TrainConfig(model="tiny", augment=dict(crop=44, corrupt=0.5), init_weights=str(base_model))
-    chapter = Chapter({}, "robust", tuned, data, report_dir, report_dir / "run", published=True, trial=False)
-    seeds = {run: ablation.seed_rows(paths.run_seed_dir(report_dir, run), data) for run in ("this recipe", name)}
+    params = {"robust_ablations": {other_base: {"init_weights": str(wide_model)}}}
+    chapter = Chapter(params, "robust", tuned, data, report_dir, report_dir / "run", published=True, trial=False)
+    seeds = {run: ablation.seed_rows(paths.run_seed_dir(report_dir, run), data)
+             for run in ("this recipe", name, other_base)}
     lines = chapter.against_base(seeds)
-    base_seeds = {row["run"]: row["test_private"] for row in ablation.seed_rows(base, data)}
-    for run in seeds:  # one line per run, each of its seeds against the base's seed of the same number
-        [line] = [line for line in lines if line.startswith(f"- **{run}** against **the model it fine-tunes (base)**")
+    for run, start in {"this recipe": base, name: base, other_base: wide}.items():
+        # one line per run, each of its seeds against its base's seed of the same number
+        start_seeds = {row["run"]: row["test_private"] for row in ablation.seed_rows(start, data)}
+        [line] = [line for line in lines
+                  if line.startswith(f"- **{run}** against **the model it fine-tunes ({start.name})**")
                   and "PrivateTest deduplicated" not in line]
         ours = {row["run"]: row["test_private"] for row in seeds[run] if row["run"].startswith("seed ")}
         assert "seed by seed (seed 0, seed 1)" in line
-        differences = [100 * (ours[seed] - base_seeds[seed]) for seed in ("seed 0", "seed 1")]
+        differences = [100 * (ours[seed] - start_seeds[seed]) for seed in ("seed 0", "seed 1")]
         assert f"(per seed {differences[0]:+.2f}, {differences[1]:+.2f})" in line
     experiment = Chapter({}, "robust", tuned, data, report_dir, report_dir / "run", published=False, trial=False)
     assert experiment.against_base(seeds) == []  # an experiment's numbers are not set against reports/

@@ -103,10 +103,15 @@ class Chapter:
         base's seeds again beside their weights under reports/."""
         if not (self.config.init_weights and self.published) or self.trial:
             return []
-        base = (REPO_ROOT / self.config.init_weights).parent
-        base_seeds = ablation.seed_rows(base, self.data, self.params.get("tta"))
-        return [line for name, rows in seeds.items()
-                for line in ablation.paired_seed_lines(name, f"the model it fine-tunes ({base.name})", rows, base_seeds)]
+        lines, base_seeds = [], {}
+        for name, rows in seeds.items():
+            # A run may fine-tune another base than the recipe's (an ablation changing init_weights).
+            start = self.ablations.get(name, {}).get("init_weights", self.config.init_weights)
+            base = (REPO_ROOT / start).parent
+            if base not in base_seeds:
+                base_seeds[base] = ablation.seed_rows(base, self.data, self.params.get("tta"))
+            lines += ablation.paired_seed_lines(name, f"the model it fine-tunes ({base.name})", rows, base_seeds[base])
+        return lines
 
     def train_run_seeds(self, runs: dict[str, TrainResult]) -> dict[str, Path]:
         """Further seeds of the recipe and its ablations (none in a trial): {run name: its folder}."""

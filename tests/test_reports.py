@@ -282,11 +282,13 @@ def test_markdown_table_keeps_one_precision_per_column_one_missing_mark_short_de
     assert changes == "What each run changes: **refit**: augment.crop 40, lr 0.2."  # short text under the table
 
 
-def test_a_changes_text_shows_every_value_of_a_list_and_a_file_by_its_name():
+def test_a_changes_text_shows_every_value_of_a_list_and_a_file_by_its_folder_and_name():
     from emo_utils.reports.tables import changes_text
     assert changes_text({"model_kwargs": {"widths": [32, 64]}, "augment": {"framing": {"scale": [0.78, 1.01, 1.5]}},
-                         "distill_targets": "reports/ensemble/teacher_train.npz"}) == (
-        "model_kwargs.widths 32/64, augment.framing.scale 0.78/1.01/1.5, distill_targets teacher_train.npz")
+                         "distill_targets": "reports/ensemble/teacher_train.npz",
+                         "init_weights": "reports/vgg_gap_full/model.pt"}) == (
+        "model_kwargs.widths 32/64, augment.framing.scale 0.78/1.01/1.5, distill_targets ensemble/teacher_train.npz, "
+        "init_weights vgg_gap_full/model.pt")
 
 
 def test_ensemble_verdict_counts_the_plans_that_beat_their_best_member_and_names_the_misses():

@@ -60,9 +60,11 @@ def changes_text(changes: dict, prefix: str = "") -> str:
             parts.append(changes_text(value, f"{prefix}{key}."))
         elif isinstance(value, (list, tuple)):  # widths 32/64/128/256, a framing's percentiles 0.78/.../1.5
             parts.append(f"{prefix}{key} {'/'.join(map(str, value))}")
-        else:  # a file (a teacher's, a base model) by its name alone
+        else:  # a file (a teacher's, a base model) by its folder and name: model.pt alone says not whose
             shown = str(value)
-            parts.append(f"{prefix}{key} {Path(shown).name if '/' in shown and '.' in shown else shown}")
+            file = Path(shown)
+            parts.append(f"{prefix}{key} {file.parent.name}/{file.name}" if "/" in shown and "." in shown
+                         else f"{prefix}{key} {shown}")
     return ", ".join(part for part in parts if part) or "-"
 
 

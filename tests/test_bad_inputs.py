@@ -187,7 +187,7 @@ def pickle_carrying_code(tmp_path, finished_run):
 def unknown_model(tmp_path, finished_run):
     run = copy_run(finished_run, tmp_path)
     config = TrainConfig(**{**FAST, "model": "nope", "model_kwargs": {}}, epochs=1)
-    return Bad(lambda: fails_with(KeyError, train, config, make_learnable_data(), run, device="cpu",
+    return Bad(lambda: fails_with(ValueError, train, config, make_learnable_data(), run, device="cpu",
                                   progress=False), ["unknown model 'nope'", "mini_xception"])
 
 

@@ -73,8 +73,8 @@ def published(out: Path) -> dict[str, dict]:
 @pytest.mark.slow
 def test_a_trial_zoo_on_slurm_publishes_what_the_local_zoo_does_and_a_failing_job_stops_no_other(
         cluster, faces, local_zoo, tmp_path, capsys):
-    """Notebook 02's two seeds beside a notebook whose run exits 1 (one zoo for both checks: each SLURM zoo costs
-    its jobs' start-up)."""
+    """Notebook 02's two seeds beside a notebook whose run is refused (exit 2; one zoo for both checks: each SLURM
+    zoo costs its jobs' start-up)."""
     broken = write_training_notebook(tmp_path / "99_train_broken.ipynb", "no_such_net", {"epochs": 2})
     out = tmp_path / "out"
     assert zoo.main(zoo_args(faces, out, str(broken), "02") + ["--seeds", "99=0"] + ON_SLURM) == 1  # 99: one seed
@@ -87,7 +87,7 @@ def test_a_trial_zoo_on_slurm_publishes_what_the_local_zoo_does_and_a_failing_jo
         assert tensors_equal(on_slurm[path]["weights"], locally[path]["weights"]), f"{path} differs from the local run"
 
     (log,) = (out / "runs" / "no_such_net").glob("*/zoo.log")  # under the config's key
-    assert f"FAILED no_such_net seed 0 (exit 1); log {log}" in printed
+    assert f"FAILED no_such_net seed 0 (exit 2); log {log}" in printed  # refused before training
     assert "unknown model" in printed.split("FAILED no_such_net")[1]  # the end of its log: the error itself
     ran = json.loads((out / "zoo.json").read_text())
     statuses = {(run["name"], run["seed"]): run["status"] for run in ran["runs"]}

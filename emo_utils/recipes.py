@@ -88,6 +88,9 @@ def chapter_config(params: dict, budget: str | None = None, seed: int | None = N
       5. `overrides` given here (the zoo's and the training command line's --set)
       6. the model name, the seed (given, else the notebook's) and the dataset (given, else the notebook's)
     """
+    if "model" in {**(params.get("overrides") or {}), **(overrides or {})}:  # step 6 would overwrite it unsaid
+        raise ValueError(f"an override sets model, but a notebook trains its own model ({params['model_name']}); "
+                         "give that model's notebook (notebooks/NN_train_<model>.ipynb) instead")
     budget = budget or params.get("budget", "cpu")
     trial = params.get("trial", False) if trial is None else trial
     fields = {**recipe_for(params, budget),

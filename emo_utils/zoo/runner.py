@@ -247,8 +247,12 @@ def main(argv=None) -> int:
     out = args.out.resolve() if args.out else None
     root = out or fer.REPO_ROOT
     report_root, run_root = roots(root)
-    runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root, ablations=not args.no_ablations,
-                     trial=args.trial, dataset=args.dataset)
+    try:
+        runs = plan_runs(notebooks, args.budget, seeds, args.set, report_root, run_root,
+                         ablations=not args.no_ablations, trial=args.trial, dataset=args.dataset)
+    except ValueError as e:  # a recipe the notebooks cannot train (recipes.chapter_config)
+        print(f"zoo: error: {e}", file=sys.stderr)
+        return 2
     if args.executor == "slurm":
         device, jobs, threads = options.device, len(runs), options.cpus
     else:

@@ -63,11 +63,11 @@ def main(argv=None) -> int:
             parser.error(f"--config {args.config}: {e}. Write it with the zoo, or as json.dumps(asdict(config)).")
         data_path, model_path, run_dir = args.data, args.model_path, args.run_dir
     else:
-        if "model" in sets:  # the chapter sets its own model on top of any override
-            parser.error(f"--set model={sets['model']!r}: a notebook trains its own model; give that model's notebook "
-                         "(notebooks/NN_train_<model>.ipynb) instead")
         params = notebook_parameters(args.notebook)
-        config = chapter_config(params, args.budget, args.seed, sets, args.dataset, trial=args.trial)
+        try:
+            config = chapter_config(params, args.budget, args.seed, sets, args.dataset, trial=args.trial)
+        except ValueError as e:
+            parser.error(str(e))
         data_path = args.data or params.get("data_path")
         # reports/ and runs/ under REPO_ROOT as it is now, not at import: a test that moves REPO_ROOT writes there.
         folder = model_folder(config.model, args.budget or params.get("budget", "cpu"), home_budget(params),
